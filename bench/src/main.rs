@@ -1,0 +1,4 @@
+//! `ferry-bench`: Ferry's benchmark harness.
+#![forbid(unsafe_code)]
+
+fn main() {}

@@ -1,0 +1,262 @@
+//! [`Message`]: everything the two sides of a round say to each other, and its framing.
+//!
+//! One encoding for every transport: postcard (compact varints, serde), behind
+//! [`encode`]/[`decode`] so the choice lives in one place. A frame is a little-endian `u32`
+//! length followed by that many bytes of postcard; the length is checked against
+//! [`Limits::max_frame`](crate::Limits) before a byte of the body is buffered.
+
+use serde::{Deserialize, Serialize};
+
+use crate::delta::SignatureHeader;
+use crate::entry::Entry;
+use crate::limits::{LimitExceeded, Limits};
+use crate::stats::Stats;
+
+/// Protocol version this build speaks; `Hello` carries the supported range.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Oldest protocol version this build accepts.
+pub const PROTOCOL_MIN: u32 = 1;
+
+/// Index of a file entry in the source's manifest, in stream order.
+pub type FileId = u64;
+
+/// How a segment's payload is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Encoding {
+    /// The bytes as they are.
+    Raw,
+    /// One zstd frame.
+    Zstd,
+}
+
+/// What a segment's payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// The file's bytes for this segment.
+    Literal,
+    /// An rsync delta against the destination's basis that rebuilds this segment.
+    Delta,
+}
+
+/// Why the source could not send a file this round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileFailure {
+    /// The file changed (size or mtime) while it was being read; it is retried next round.
+    Changed,
+    /// The file disappeared or stopped being a regular file.
+    Vanished,
+    /// Reading it failed; the message says why.
+    Unreadable(String),
+}
+
+/// A message of a round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// First message both ways: the protocol versions spoken and optional features.
+    Hello {
+        /// Oldest version spoken.
+        min: u32,
+        /// Newest version spoken.
+        max: u32,
+        /// Feature bits (none defined yet; unknown bits are ignored).
+        features: u64,
+    },
+    /// Source → target: the next manifest entries, in path order.
+    Entries(Vec<Entry>),
+    /// Source → target: the manifest is complete.
+    EndOfManifest {
+        /// Total number of entries sent.
+        count: u64,
+    },
+    /// Target → source: more room for manifest entries and segment bytes.
+    Credit {
+        /// More manifest entries the source may send.
+        entries: u64,
+        /// More raw segment bytes the source may have in flight.
+        bytes: u64,
+        /// Every file id below this is decided: the target will not ask for it.
+        decided: u64,
+    },
+    /// Target → source: send this file, whole or as a delta against the basis described.
+    Want {
+        /// The file.
+        file: FileId,
+        /// `Some` when signature pieces for the destination's basis follow.
+        basis: Option<SignatureHeader>,
+    },
+    /// Target → source: a piece of the basis signature for `file`.
+    SignaturePiece {
+        /// The file.
+        file: FileId,
+        /// Serialized signature blocks.
+        blocks: Vec<u8>,
+        /// Whether this is the final piece.
+        last: bool,
+    },
+    /// Source → target: one segment of a file, in order.
+    Segment {
+        /// The file.
+        file: FileId,
+        /// Segment index.
+        index: u64,
+        /// What the payload is.
+        payload: Payload,
+        /// How it is encoded.
+        encoding: Encoding,
+        /// The payload.
+        data: Vec<u8>,
+    },
+    /// Source → target: all segments of `file` are sent; its size and blake3.
+    FileEnd {
+        /// The file.
+        file: FileId,
+        /// Its size.
+        size: u64,
+        /// blake3 of its whole content.
+        hash: [u8; 32],
+    },
+    /// Source → target: `file` cannot be sent this round.
+    FileFailed {
+        /// The file.
+        file: FileId,
+        /// Why.
+        reason: FileFailure,
+    },
+    /// Target → source: `file` is settled (in place, or given up for this round).
+    Settled {
+        /// The file.
+        file: FileId,
+    },
+    /// Target → source: the round is complete; the destination's view of it.
+    Done {
+        /// What the destination did.
+        stats: Stats,
+    },
+    /// Either way: the round is aborted.
+    Abort {
+        /// Why, for the peer's log.
+        reason: String,
+    },
+}
+
+/// Why bytes could not be decoded into a [`Message`].
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The frame is longer than allowed.
+    #[error(transparent)]
+    TooLarge(#[from] LimitExceeded),
+    /// The bytes are not a valid message.
+    #[error("malformed message: {0}")]
+    Malformed(#[from] postcard::Error),
+}
+
+/// Encodes a message body (without frame header).
+pub fn encode(msg: &Message) -> Vec<u8> {
+    // Serializing plain data into a Vec cannot fail.
+    postcard::to_allocvec(msg).unwrap_or_default()
+}
+
+/// Decodes a message body, refusing one longer than `limits.max_frame`.
+///
+/// # Errors
+/// [`DecodeError`] for oversized or malformed input.
+pub fn decode(body: &[u8], limits: &Limits) -> Result<Message, DecodeError> {
+    LimitExceeded::check("frame", body.len() as u64, limits.max_frame as u64)?;
+    Ok(postcard::from_bytes(body)?)
+}
+
+/// Appends `msg` as one frame to `out`.
+pub fn write_frame(msg: &Message, out: &mut Vec<u8>) {
+    let body = encode(msg);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+}
+
+/// A sans-IO frame decoder: feed bytes in, take messages out.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    limits: Limits,
+}
+
+impl FrameReader {
+    /// A reader enforcing `limits`.
+    pub fn new(limits: Limits) -> Self {
+        FrameReader { buf: Vec::new(), limits }
+    }
+
+    /// Adds received bytes.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete message, if one is buffered.
+    ///
+    /// # Errors
+    /// A frame header over the limit fails at once, before its body arrives.
+    pub fn next_message(&mut self) -> Result<Option<Message>, DecodeError> {
+        let Some(head) = self.buf.get(..4) else { return Ok(None) };
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        LimitExceeded::check("frame", len as u64, self.limits.max_frame as u64)?;
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let msg = decode(&self.buf[4..4 + len], &self.limits)?;
+        self.buf.drain(..4 + len);
+        Ok(Some(msg))
+    }
+
+    /// Bytes buffered but not yet decoded.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_in_pieces() {
+        let msgs = vec![
+            Message::Hello { min: 1, max: 1, features: 0 },
+            Message::Credit { entries: 10, bytes: 1 << 30, decided: 3 },
+            Message::Segment {
+                file: 7,
+                index: 0,
+                payload: Payload::Literal,
+                encoding: Encoding::Raw,
+                data: vec![1, 2, 3],
+            },
+        ];
+        let mut wire = Vec::new();
+        for m in &msgs {
+            write_frame(m, &mut wire);
+        }
+        let mut r = FrameReader::new(Limits::default());
+        let mut got = Vec::new();
+        for b in wire.chunks(3) {
+            r.feed(b);
+            while let Some(m) = r.next_message().unwrap() {
+                got.push(m);
+            }
+        }
+        assert_eq!(got, msgs);
+        assert_eq!(r.buffered(), 0);
+    }
+
+    #[test]
+    fn oversized_frame_fails_on_its_header() {
+        let limits = Limits { max_frame: 1024, ..Limits::default() };
+        let mut r = FrameReader::new(limits);
+        r.feed(&2000u32.to_le_bytes());
+        assert!(matches!(r.next_message(), Err(DecodeError::TooLarge(_))));
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        for bad in [&[0xffu8; 9][..], &[3, 0xff, 0xff, 0xff, 0xff, 0xff], &[]] {
+            assert!(decode(bad, &Limits::default()).is_err());
+        }
+    }
+}

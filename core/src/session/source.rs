@@ -1,0 +1,539 @@
+//! The sending side of a round.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::{check_hello, hello, ProtocolError, SessionError, SessionOptions, WorkId};
+use crate::delta::{DeltaCounts, DeltaIndex, SignatureHeader};
+use crate::entry::{Entry, EntryKind};
+use crate::hash::{merge_segments, segment_count, SegmentHash};
+use crate::message::{Encoding, FileFailure, FileId, Message, Payload};
+use crate::path::RelPath;
+use crate::stats::Stats;
+use crate::SEGMENT_LEN;
+
+/// Work the source asks its driver to do.
+#[derive(Debug)]
+pub enum SourceWork {
+    /// Walk on: return up to `max` more entries of the tree, in path order.
+    Scan {
+        /// Most entries to return.
+        max: usize,
+    },
+    /// Read one segment of a file, hash it, and encode it as literal data or as a delta.
+    Segment {
+        /// The file.
+        file: FileId,
+        /// Its path beneath the root.
+        path: RelPath,
+        /// Segment index; the segment covers `index * SEGMENT_LEN ..` for `len` bytes.
+        index: u64,
+        /// Bytes in this segment.
+        len: usize,
+        /// Size of the whole file as scanned; a different size means it changed.
+        file_len: u64,
+        /// mtime as scanned; a different mtime means it changed.
+        mtime_ns: i64,
+        /// Delta index of the destination's basis, or `None` to send literal data.
+        delta: Option<Arc<DeltaIndex>>,
+        /// zstd level for the payload.
+        compress_level: i32,
+    },
+}
+
+/// What the driver reports back for a [`SourceWork`].
+#[derive(Debug)]
+pub enum SourceOutcome {
+    /// The next scan batch; `done` when the walk is finished.
+    Scanned {
+        /// Entries, in path order.
+        entries: Vec<Entry>,
+        /// Whether the walk is complete.
+        done: bool,
+    },
+    /// A segment is ready.
+    Segment {
+        /// Its blake3 contribution.
+        hash: SegmentHash,
+        /// Literal data or delta, as `encoding` says.
+        data: Vec<u8>,
+        /// What `data` is.
+        payload: Payload,
+        /// How `data` is encoded.
+        encoding: Encoding,
+        /// Literal and matched bytes of this segment.
+        counts: DeltaCounts,
+    },
+    /// The file could not be read as scanned.
+    SegmentFailed(FileFailure),
+    /// A fatal local failure (the walk itself failed).
+    Fatal(String),
+}
+
+#[derive(Debug)]
+struct FileInfo {
+    path: RelPath,
+    size: u64,
+    mtime_ns: i64,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Signature { header: SignatureHeader, blocks: Vec<u8>, want: usize },
+    Send { delta: Option<Arc<DeltaIndex>> },
+}
+
+#[derive(Debug)]
+struct Transfer {
+    info: FileInfo,
+    mode: Mode,
+    segments: u64,
+    issued: u64,
+    sent: u64,
+    hashes: Vec<SegmentHash>,
+    ready: BTreeMap<u64, SourceOutcome>,
+    /// Set once FileEnd or FileFailed went out; later outcomes are dropped.
+    finished: bool,
+    /// The target is done with the file; forget it once no work is outstanding.
+    settled: bool,
+    outstanding: usize,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    AwaitHello,
+    Running,
+    Finished,
+}
+
+/// The source's half of a round. See the [module docs](super).
+#[derive(Debug)]
+pub struct SourceSession {
+    opts: SessionOptions,
+    phase: Phase,
+    out: VecDeque<Message>,
+    work: VecDeque<(WorkId, SourceWork)>,
+    pending: HashMap<WorkId, Pending>,
+    next_work: WorkId,
+    error: Option<SessionError>,
+    scan_busy: bool,
+    scan_done: bool,
+    end_sent: bool,
+    next_id: FileId,
+    entry_credit: u64,
+    byte_credit: u64,
+    bytes_reserved: u64,
+    window: BTreeMap<FileId, FileInfo>,
+    transfers: HashMap<FileId, Transfer>,
+    ready: VecDeque<FileId>,
+    stats: Stats,
+    target_stats: Option<Stats>,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Scan,
+    Segment { file: FileId, index: u64, len: u64 },
+}
+
+impl SourceSession {
+    /// A new session; it greets the peer first.
+    pub fn new(opts: SessionOptions) -> Self {
+        let mut s = SourceSession {
+            opts,
+            phase: Phase::AwaitHello,
+            out: VecDeque::new(),
+            work: VecDeque::new(),
+            pending: HashMap::new(),
+            next_work: 0,
+            error: None,
+            scan_busy: false,
+            scan_done: false,
+            end_sent: false,
+            next_id: 0,
+            entry_credit: 0,
+            byte_credit: 0,
+            bytes_reserved: 0,
+            window: BTreeMap::new(),
+            transfers: HashMap::new(),
+            ready: VecDeque::new(),
+            stats: Stats::default(),
+            target_stats: None,
+        };
+        s.out.push_back(hello());
+        s
+    }
+
+    /// Feeds a message from the target.
+    ///
+    /// # Errors
+    /// A [`SessionError`] ends the round; an `Abort` for the peer is queued.
+    pub fn handle_message(&mut self, msg: Message) -> Result<(), SessionError> {
+        if self.error.is_some() || self.phase == Phase::Finished {
+            return Ok(());
+        }
+        let r = self.on_message(msg);
+        self.fail_on(r)
+    }
+
+    /// Feeds the result of work item `id`.
+    ///
+    /// # Errors
+    /// A [`SessionError`] ends the round.
+    pub fn handle_outcome(&mut self, id: WorkId, outcome: SourceOutcome) -> Result<(), SessionError> {
+        if self.error.is_some() {
+            return Ok(());
+        }
+        let r = self.on_outcome(id, outcome);
+        self.fail_on(r)
+    }
+
+    /// The next message to send to the target.
+    pub fn poll_transmit(&mut self) -> Option<Message> {
+        self.out.pop_front()
+    }
+
+    /// The next work item for the driver.
+    pub fn poll_work(&mut self) -> Option<(WorkId, SourceWork)> {
+        let w = self.work.pop_front();
+        if w.is_none() && self.error.is_none() && self.phase == Phase::Running {
+            self.schedule();
+            return self.work.pop_front();
+        }
+        w
+    }
+
+    /// Whether the round is over (successfully or not) and nothing is left to send.
+    pub fn is_finished(&self) -> bool {
+        (self.phase == Phase::Finished || self.error.is_some()) && self.out.is_empty()
+    }
+
+    /// Whether work items are outstanding at the driver.
+    pub fn has_pending_work(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// What this side counted.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The destination's account of the round, once it reported success.
+    pub fn target_stats(&self) -> Option<&Stats> {
+        self.target_stats.as_ref()
+    }
+
+    /// The error that ended the round, if any.
+    pub fn error(&self) -> Option<&SessionError> {
+        self.error.as_ref()
+    }
+
+    /// Takes the error that ended the round, if any.
+    pub fn take_error(&mut self) -> Option<SessionError> {
+        self.error.take()
+    }
+
+    fn fail_on(&mut self, r: Result<(), SessionError>) -> Result<(), SessionError> {
+        if let Err(e) = r {
+            if !matches!(e, SessionError::PeerAborted(_)) {
+                self.out.push_back(Message::Abort { reason: e.to_string() });
+            }
+            self.work.clear();
+            let copy = SessionError::Local(e.to_string());
+            self.error = Some(copy);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn on_message(&mut self, msg: Message) -> Result<(), SessionError> {
+        match (&self.phase, msg) {
+            (_, Message::Abort { reason }) => Err(SessionError::PeerAborted(reason)),
+            (Phase::AwaitHello, Message::Hello { min, max, .. }) => {
+                check_hello(min, max)?;
+                self.phase = Phase::Running;
+                Ok(())
+            }
+            (Phase::AwaitHello, _) => Err(ProtocolError::Unexpected { what: "pre-hello" }.into()),
+            (Phase::Running, Message::Credit { entries, bytes, decided }) => {
+                self.entry_credit = self.entry_credit.saturating_add(entries);
+                self.byte_credit = self.byte_credit.saturating_add(bytes);
+                // Files below the decided prefix that were not requested never will be.
+                let keep = self.window.split_off(&decided);
+                self.window = keep;
+                Ok(())
+            }
+            (Phase::Running, Message::Want { file, basis }) => self.on_want(file, basis),
+            (Phase::Running, Message::SignaturePiece { file, blocks, last }) => {
+                self.on_signature_piece(file, blocks, last)
+            }
+            (Phase::Running, Message::Settled { file }) => match self.transfers.get_mut(&file) {
+                Some(t) if t.finished && !t.settled => {
+                    t.settled = true;
+                    if t.outstanding == 0 {
+                        self.transfers.remove(&file);
+                    }
+                    Ok(())
+                }
+                _ => Err(ProtocolError::UnknownFile(file).into()),
+            },
+            (Phase::Running, Message::Done { stats }) => {
+                if !self.end_sent || self.transfers.values().any(|t| !t.settled) {
+                    return Err(ProtocolError::Unexpected { what: "early Done" }.into());
+                }
+                self.target_stats = Some(stats);
+                self.phase = Phase::Finished;
+                Ok(())
+            }
+            (_, m) => Err(ProtocolError::Unexpected { what: message_name(&m) }.into()),
+        }
+    }
+
+    fn on_want(&mut self, file: FileId, basis: Option<SignatureHeader>) -> Result<(), SessionError> {
+        let info = if let Some(info) = self.window.remove(&file) {
+            info
+        } else {
+            // A second request for a file already sent: its rebuilt copy failed verification.
+            match self.transfers.remove(&file) {
+                Some(t) if t.finished && !t.settled && t.outstanding == 0 && basis.is_none() => {
+                t.info
+            }
+                _ => return Err(ProtocolError::UnknownFile(file).into()),
+            }
+        };
+        let mode = match basis {
+            None => Mode::Send { delta: None },
+            Some(header) => {
+                let want = header.validate(&self.opts.limits).map_err(ProtocolError::from)?;
+                Mode::Signature { header, blocks: Vec::new(), want }
+            }
+        };
+        let sending = matches!(mode, Mode::Send { .. });
+        self.transfers.insert(
+            file,
+            Transfer {
+                segments: segment_count(info.size),
+                info,
+                mode,
+                issued: 0,
+                sent: 0,
+                hashes: Vec::new(),
+                ready: BTreeMap::new(),
+                finished: false,
+                settled: false,
+                outstanding: 0,
+            },
+        );
+        if sending {
+            self.start_sending(file);
+        }
+        Ok(())
+    }
+
+    fn on_signature_piece(
+        &mut self,
+        file: FileId,
+        piece: Vec<u8>,
+        last: bool,
+    ) -> Result<(), SessionError> {
+        let t = self.transfers.get_mut(&file).ok_or(ProtocolError::UnknownFile(file))?;
+        let Mode::Signature { header, blocks, want } = &mut t.mode else {
+            return Err(ProtocolError::Unexpected { what: "SignaturePiece" }.into());
+        };
+        if blocks.len() + piece.len() > *want {
+            return Err(ProtocolError::SizeMismatch {
+                file,
+                what: format!("signature longer than the {want} bytes announced"),
+            }
+            .into());
+        }
+        if blocks.is_empty() {
+            blocks.reserve_exact(*want);
+        }
+        blocks.extend_from_slice(&piece);
+        self.stats.signature_bytes += piece.len() as u64;
+        if !last {
+            return Ok(());
+        }
+        let index = DeltaIndex::build(header, blocks, &self.opts.limits)
+            .map_err(ProtocolError::from)?;
+        t.mode = Mode::Send { delta: Some(Arc::new(index)) };
+        self.start_sending(file);
+        Ok(())
+    }
+
+    fn start_sending(&mut self, file: FileId) {
+        let Some(t) = self.transfers.get_mut(&file) else { return };
+        if t.segments == 0 {
+            t.finished = true;
+            self.out.push_back(Message::FileEnd {
+                file,
+                size: 0,
+                hash: *blake3::hash(b"").as_bytes(),
+            });
+        } else {
+            self.ready.push_back(file);
+        }
+    }
+
+    fn on_outcome(&mut self, id: WorkId, outcome: SourceOutcome) -> Result<(), SessionError> {
+        let pending = self
+            .pending
+            .remove(&id)
+            .ok_or_else(|| SessionError::Local(format!("outcome for unknown work {id}")))?;
+        match (pending, outcome) {
+            (_, SourceOutcome::Fatal(e)) => Err(SessionError::Local(e)),
+            (Pending::Scan, SourceOutcome::Scanned { entries, done }) => {
+                self.scan_busy = false;
+                self.scan_done = done;
+                self.on_scanned(entries);
+                Ok(())
+            }
+            (Pending::Segment { file, index, len }, outcome) => {
+                self.on_segment(file, index, len, outcome);
+                Ok(())
+            }
+            (Pending::Scan, _) => Err(SessionError::Local("scan returned a segment".into())),
+        }
+    }
+
+    fn on_scanned(&mut self, entries: Vec<Entry>) {
+        if entries.is_empty() && !self.scan_done {
+            return;
+        }
+        for e in &entries {
+            self.stats.entries_scanned += 1;
+            if e.kind == EntryKind::File {
+                self.stats.files_scanned += 1;
+                self.stats.source_bytes += e.size;
+                self.window.insert(
+                    self.next_id,
+                    FileInfo { path: e.path.clone(), size: e.size, mtime_ns: e.meta.mtime_ns },
+                );
+            }
+            self.next_id += 1;
+        }
+        if !entries.is_empty() {
+            self.out.push_back(Message::Entries(entries));
+        }
+        if self.scan_done && !self.end_sent {
+            self.end_sent = true;
+            self.out.push_back(Message::EndOfManifest { count: self.next_id });
+        }
+    }
+
+    fn on_segment(&mut self, file: FileId, index: u64, len: u64, outcome: SourceOutcome) {
+        let Some(t) = self.transfers.get_mut(&file) else { return };
+        t.outstanding -= 1;
+        if t.finished {
+            self.bytes_reserved -= len;
+            if t.settled && t.outstanding == 0 {
+                self.transfers.remove(&file);
+            }
+            return;
+        }
+        if let SourceOutcome::SegmentFailed(reason) = outcome {
+            t.finished = true;
+            // Segments never sent give their credit back; sent ones are credited by the target.
+            self.bytes_reserved -= len;
+            self.out.push_back(Message::FileFailed { file, reason });
+            self.stats.files_failed += 1;
+            let ready: Vec<u64> = t.ready.keys().copied().collect();
+            for i in ready {
+                t.ready.remove(&i);
+                self.bytes_reserved -= seg_len(t.info.size, i);
+            }
+            return;
+        }
+        t.ready.insert(index, outcome);
+        while let Some(o) = t.ready.remove(&t.sent) {
+            if let SourceOutcome::Segment { hash, data, payload, encoding, counts } = o {
+                self.stats.literal_bytes += counts.literal;
+                self.stats.matched_bytes += counts.matched;
+                self.stats.payload_bytes += data.len() as u64;
+                t.hashes.push(hash);
+                self.out.push_back(Message::Segment { file, index: t.sent, payload, encoding, data });
+            }
+            t.sent += 1;
+        }
+        if t.sent == t.segments {
+            t.finished = true;
+            let hash = merge_segments(&t.hashes, t.info.size).unwrap_or([0; 32]);
+            self.out.push_back(Message::FileEnd { file, size: t.info.size, hash });
+        }
+    }
+
+    fn schedule(&mut self) {
+        let max = self.opts.max_inflight_work.max(1);
+        // Scanning runs ahead only as far as the target's entry credit allows.
+        if !self.scan_busy && !self.scan_done && self.next_id < self.entry_credit {
+            let room = (self.entry_credit - self.next_id) as usize;
+            let n = room.min(self.opts.scan_batch).min(self.opts.limits.max_batch_entries);
+            self.scan_busy = true;
+            self.push_work(Pending::Scan, SourceWork::Scan { max: n });
+        }
+        let mut rounds = self.ready.len();
+        while self.pending.len() < max && rounds > 0 {
+            rounds -= 1;
+            let Some(file) = self.ready.pop_front() else { break };
+            let Some(t) = self.transfers.get_mut(&file) else { continue };
+            if t.finished || t.issued >= t.segments {
+                continue;
+            }
+            let len = seg_len(t.info.size, t.issued);
+            if self.bytes_reserved + len > self.byte_credit {
+                self.ready.push_front(file);
+                break;
+            }
+            let Mode::Send { delta } = &t.mode else { continue };
+            let w = SourceWork::Segment {
+                file,
+                path: t.info.path.clone(),
+                index: t.issued,
+                len: len as usize,
+                file_len: t.info.size,
+                mtime_ns: t.info.mtime_ns,
+                delta: delta.clone(),
+                compress_level: self.opts.compress_level,
+            };
+            let p = Pending::Segment { file, index: t.issued, len };
+            t.issued += 1;
+            t.outstanding += 1;
+            self.bytes_reserved += len;
+            if t.issued < t.segments {
+                // Large files get several segments in flight, but other files take turns.
+                self.ready.push_back(file);
+                rounds += 1;
+            }
+            self.push_work(p, w);
+        }
+    }
+
+    fn push_work(&mut self, p: Pending, w: SourceWork) {
+        let id = self.next_work;
+        self.next_work += 1;
+        self.pending.insert(id, p);
+        self.work.push_back((id, w));
+    }
+}
+
+fn seg_len(size: u64, index: u64) -> u64 {
+    size.saturating_sub(index * SEGMENT_LEN as u64).min(SEGMENT_LEN as u64)
+}
+
+pub(super) fn message_name(m: &Message) -> &'static str {
+    match m {
+        Message::Hello { .. } => "Hello",
+        Message::Entries(_) => "Entries",
+        Message::EndOfManifest { .. } => "EndOfManifest",
+        Message::Credit { .. } => "Credit",
+        Message::Want { .. } => "Want",
+        Message::SignaturePiece { .. } => "SignaturePiece",
+        Message::Segment { .. } => "Segment",
+        Message::FileEnd { .. } => "FileEnd",
+        Message::FileFailed { .. } => "FileFailed",
+        Message::Settled { .. } => "Settled",
+        Message::Done { .. } => "Done",
+        Message::Abort { .. } => "Abort",
+    }
+}
