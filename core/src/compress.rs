@@ -44,10 +44,7 @@ pub fn decompress(data: &[u8], cap: usize, window_log: u32) -> Result<Vec<u8>, D
     // Read one byte past the cap so "exactly at the cap" and "over it" are told apart, and never
     // reserve more than the data can plausibly need up front.
     let mut out = Vec::with_capacity(cap.min(data.len().saturating_mul(4)));
-    let n = dec
-        .take(cap as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(DecompressError::Invalid)?;
+    let n = dec.take(cap as u64 + 1).read_to_end(&mut out).map_err(DecompressError::Invalid)?;
     LimitExceeded::check("decompressed size", n as u64, cap as u64)?;
     Ok(out)
 }
@@ -92,6 +89,9 @@ mod tests {
 
     #[test]
     fn refuses_garbage() {
-        assert!(matches!(decompress(b"not zstd at all", 100, 24), Err(DecompressError::Invalid(_))));
+        assert!(matches!(
+            decompress(b"not zstd at all", 100, 24),
+            Err(DecompressError::Invalid(_))
+        ));
     }
 }

@@ -179,7 +179,10 @@ impl DeltaIndex {
     ) -> Result<DeltaIndex, DeltaError> {
         let want = header.validate(limits)?;
         if blocks.len() != want {
-            return Err(DeltaError::SignatureLength { want: want as u64, got: blocks.len() as u64 });
+            return Err(DeltaError::SignatureLength {
+                want: want as u64,
+                got: blocks.len() as u64,
+            });
         }
         let mut raw = Vec::with_capacity(12 + blocks.len());
         raw.extend_from_slice(&MD4_MAGIC.to_be_bytes());
@@ -226,7 +229,12 @@ pub struct DeltaCounts {
 ///
 /// # Errors
 /// [`DeltaError::Apply`] for any malformed, out-of-range or over-long delta.
-pub fn apply(basis: &[u8], delta: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), DeltaError> {
+pub fn apply(
+    basis: &[u8],
+    delta: &[u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), DeltaError> {
     fast_rsync::apply_limited(basis, delta, out, limit)?;
     Ok(())
 }

@@ -4,7 +4,9 @@
 //! segment is a complete BLAKE3 subtree). Each segment yields a chaining value on its own; the
 //! chaining values merge into exactly `blake3::hash(file)`, the value `b3sum` prints.
 
-use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode};
+use blake3::hazmat::{
+    merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
+};
 
 use crate::SEGMENT_LEN;
 

@@ -26,7 +26,7 @@ mod source;
 mod target;
 
 pub use source::{SourceOutcome, SourceSession, SourceWork};
-pub use target::{Action, Itemized, TargetOutcome, TargetSession, TargetWork};
+pub use target::{Action, Itemized, TargetOutcome, TargetSession, TargetWork, WorkCounts};
 
 use crate::delta::DeltaError;
 use crate::limits::{LimitExceeded, Limits};

@@ -180,7 +180,11 @@ impl SourceSession {
     ///
     /// # Errors
     /// A [`SessionError`] ends the round.
-    pub fn handle_outcome(&mut self, id: WorkId, outcome: SourceOutcome) -> Result<(), SessionError> {
+    pub fn handle_outcome(
+        &mut self,
+        id: WorkId,
+        outcome: SourceOutcome,
+    ) -> Result<(), SessionError> {
         if self.error.is_some() {
             return Ok(());
         }
@@ -289,15 +293,19 @@ impl SourceSession {
         }
     }
 
-    fn on_want(&mut self, file: FileId, basis: Option<SignatureHeader>) -> Result<(), SessionError> {
+    fn on_want(
+        &mut self,
+        file: FileId,
+        basis: Option<SignatureHeader>,
+    ) -> Result<(), SessionError> {
         let info = if let Some(info) = self.window.remove(&file) {
             info
         } else {
             // A second request for a file already sent: its rebuilt copy failed verification.
             match self.transfers.remove(&file) {
                 Some(t) if t.finished && !t.settled && t.outstanding == 0 && basis.is_none() => {
-                t.info
-            }
+                    t.info
+                }
                 _ => return Err(ProtocolError::UnknownFile(file).into()),
             }
         };
@@ -355,8 +363,8 @@ impl SourceSession {
         if !last {
             return Ok(());
         }
-        let index = DeltaIndex::build(header, blocks, &self.opts.limits)
-            .map_err(ProtocolError::from)?;
+        let index =
+            DeltaIndex::build(header, blocks, &self.opts.limits).map_err(ProtocolError::from)?;
         t.mode = Mode::Send { delta: Some(Arc::new(index)) };
         self.start_sending(file);
         Ok(())
@@ -452,7 +460,13 @@ impl SourceSession {
                 self.stats.matched_bytes += counts.matched;
                 self.stats.payload_bytes += data.len() as u64;
                 t.hashes.push(hash);
-                self.out.push_back(Message::Segment { file, index: t.sent, payload, encoding, data });
+                self.out.push_back(Message::Segment {
+                    file,
+                    index: t.sent,
+                    payload,
+                    encoding,
+                    data,
+                });
             }
             t.sent += 1;
         }

@@ -333,7 +333,11 @@ impl TargetSession {
     ///
     /// # Errors
     /// A [`SessionError`] ends the round.
-    pub fn handle_outcome(&mut self, id: WorkId, outcome: TargetOutcome) -> Result<(), SessionError> {
+    pub fn handle_outcome(
+        &mut self,
+        id: WorkId,
+        outcome: TargetOutcome,
+    ) -> Result<(), SessionError> {
         if self.error.is_some() {
             // Drop the bookkeeping so the driver can tell when everything has drained.
             self.pending.remove(&id);
@@ -467,8 +471,12 @@ impl TargetSession {
         if self.src_done {
             return Err(ProtocolError::Unexpected { what: "Entries after EndOfManifest" }.into());
         }
-        LimitExceeded::check("entries in one batch", entries.len() as u64, limits.max_batch_entries as u64)
-            .map_err(ProtocolError::from)?;
+        LimitExceeded::check(
+            "entries in one batch",
+            entries.len() as u64,
+            limits.max_batch_entries as u64,
+        )
+        .map_err(ProtocolError::from)?;
         let credit_left = self.granted_entries() - self.src_next_id;
         if entries.len() as u64 > credit_left {
             return Err(ProtocolError::Credit("manifest entries").into());
@@ -506,11 +514,19 @@ impl TargetSession {
         if e.path.parent().as_ref() != self.dir_stack.last() {
             return Err(ProtocolError::Orphan(e.path.display()).into());
         }
-        LimitExceeded::check("xattrs on one entry", e.xattrs.len() as u64, limits.max_xattrs as u64)
-            .map_err(ProtocolError::from)?;
+        LimitExceeded::check(
+            "xattrs on one entry",
+            e.xattrs.len() as u64,
+            limits.max_xattrs as u64,
+        )
+        .map_err(ProtocolError::from)?;
         for x in &e.xattrs {
-            LimitExceeded::check("xattr value", x.value.len() as u64, limits.max_xattr_value as u64)
-                .map_err(ProtocolError::from)?;
+            LimitExceeded::check(
+                "xattr value",
+                x.value.len() as u64,
+                limits.max_xattr_value as u64,
+            )
+            .map_err(ProtocolError::from)?;
             if x.name.is_empty() || x.name.len() > 255 || x.name.contains(&0) {
                 return Err(ProtocolError::Invalid("malformed xattr name".into()).into());
             }
@@ -520,8 +536,12 @@ impl TargetSession {
                 if target.is_empty() || target.contains(&0) {
                     return Err(ProtocolError::Invalid("malformed symlink target".into()).into());
                 }
-                LimitExceeded::check("symlink target", target.len() as u64, limits.max_link_target as u64)
-                    .map_err(ProtocolError::from)?;
+                LimitExceeded::check(
+                    "symlink target",
+                    target.len() as u64,
+                    limits.max_link_target as u64,
+                )
+                .map_err(ProtocolError::from)?;
             }
             EntryKind::HardLink { to } if *to >= e.path => {
                 return Err(ProtocolError::Invalid(format!(
@@ -547,10 +567,14 @@ impl TargetSession {
             return Err(ProtocolError::UnknownFile(file).into());
         }
         if seg.index != f.next_rx || seg.index >= f.segments {
-            return Err(ProtocolError::SegmentOrder { file, want: f.next_rx, got: seg.index }.into());
+            return Err(
+                ProtocolError::SegmentOrder { file, want: f.next_rx, got: seg.index }.into()
+            );
         }
         if seg.payload == Payload::Delta && !f.delta {
-            return Err(ProtocolError::Invalid(format!("file {file}: delta without a basis")).into());
+            return Err(
+                ProtocolError::Invalid(format!("file {file}: delta without a basis")).into()
+            );
         }
         let cap = match seg.payload {
             Payload::Literal => SEGMENT_LEN + (SEGMENT_LEN >> 7) + 1024,
@@ -682,7 +706,11 @@ impl TargetSession {
         }
     }
 
-    fn on_file_outcome(&mut self, file: FileId, outcome: TargetOutcome) -> Result<(), SessionError> {
+    fn on_file_outcome(
+        &mut self,
+        file: FileId,
+        outcome: TargetOutcome,
+    ) -> Result<(), SessionError> {
         let Some(f) = self.files.get_mut(&file) else {
             return Err(SessionError::Local(format!("outcome for unknown file {file}")));
         };

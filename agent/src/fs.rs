@@ -1,0 +1,316 @@
+//! Filesystem access beneath a root: every call fd-relative, no symlink ever followed.
+//!
+//! A [`Root`] holds an fd of the sync root. Paths are opened with `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS)`; where the kernel lacks `openat2` (before 5.6, or filtered by a
+//! seccomp profile) the fallback walks component by component with `O_NOFOLLOW`, which
+//! refuses a symlink anywhere on the way just the same.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ferry_core::{Meta, RelPath, Xattr};
+use rustix::fs::{
+    self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps,
+};
+
+/// An open sync root.
+#[derive(Debug)]
+pub struct Root {
+    fd: OwnedFd,
+    dev: u64,
+    path: PathBuf,
+    openat2: AtomicBool,
+}
+
+impl Root {
+    /// Opens `path` as a root; it must be a directory.
+    ///
+    /// # Errors
+    /// The `open` error, or `ENOTDIR`.
+    pub fn open(path: &Path) -> io::Result<Root> {
+        let fd =
+            rfs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        let st = rfs::fstat(&fd)?;
+        Ok(Root { fd, dev: st.st_dev, path: path.to_path_buf(), openat2: AtomicBool::new(true) })
+    }
+
+    /// The root's own fd.
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    /// The device the root lives on: entries elsewhere are mount points.
+    pub fn dev(&self) -> u64 {
+        self.dev
+    }
+
+    /// The path the root was opened from, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens `rel` beneath the root without following any symlink.
+    ///
+    /// # Errors
+    /// `ELOOP` when a component is a symlink, `EXDEV` when resolution would leave the root,
+    /// and the usual open errors.
+    pub fn open_beneath(&self, rel: &[u8], flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+        let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        if self.openat2.load(Ordering::Relaxed) {
+            match rfs::openat2(
+                &self.fd,
+                rel,
+                flags,
+                mode,
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+            ) {
+                Err(e) if e == rustix::io::Errno::NOSYS || e == rustix::io::Errno::PERM => {
+                    // No openat2 here (old kernel or seccomp): use the per-component walk.
+                    self.openat2.store(false, Ordering::Relaxed);
+                }
+                r => return r.map_err(io::Error::from),
+            }
+        }
+        self.open_by_components(rel, flags, mode)
+    }
+
+    fn open_by_components(&self, rel: &[u8], flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+        let comps: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
+        let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut cur: Option<OwnedFd> = None;
+        for (i, c) in comps.iter().enumerate() {
+            if c.is_empty() || *c == b"." || *c == b".." {
+                return Err(io::Error::from_raw_os_error(libc_exdev()));
+            }
+            let base = cur.as_ref().map_or(self.fd.as_fd(), |f| f.as_fd());
+            let last = i + 1 == comps.len();
+            let next = rfs::openat(base, *c, if last { flags } else { dir_flags }, mode)?;
+            cur = Some(next);
+        }
+        cur.ok_or_else(|| io::Error::from_raw_os_error(libc_exdev()))
+    }
+
+    /// Opens the directory that holds `rel` (the root itself for a top-level entry).
+    ///
+    /// # Errors
+    /// As [`Root::open_beneath`].
+    pub fn parent_of(&self, rel: &RelPath) -> io::Result<OwnedFd> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+        match rel.parent() {
+            Some(p) => self.open_beneath(p.as_bytes(), flags, Mode::empty()),
+            None => Ok(rfs::openat(&self.fd, ".", flags | OFlags::CLOEXEC, Mode::empty())?),
+        }
+    }
+
+    /// Opens directory `rel` (or the root for `None`).
+    ///
+    /// # Errors
+    /// As [`Root::open_beneath`].
+    pub fn open_dir(&self, rel: Option<&RelPath>) -> io::Result<OwnedFd> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+        match rel {
+            Some(p) => self.open_beneath(p.as_bytes(), flags, Mode::empty()),
+            None => Ok(rfs::openat(&self.fd, ".", flags | OFlags::CLOEXEC, Mode::empty())?),
+        }
+    }
+}
+
+fn libc_exdev() -> i32 {
+    rustix::io::Errno::XDEV.raw_os_error()
+}
+
+/// mtime of a stat in nanoseconds.
+pub fn mtime_ns(st: &rfs::Stat) -> i64 {
+    st.st_mtime.saturating_mul(1_000_000_000).saturating_add(st.st_mtime_nsec as i64)
+}
+
+/// The [`Meta`] of a stat.
+pub fn meta_of(st: &rfs::Stat) -> Meta {
+    Meta { mode: st.st_mode & 0o7777, uid: st.st_uid, gid: st.st_gid, mtime_ns: mtime_ns(st) }
+}
+
+/// The file type of a stat.
+pub fn file_type(st: &rfs::Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode)
+}
+
+/// Timestamps setting mtime to `mtime_ns` and leaving atime alone.
+pub fn times(mtime_ns: i64) -> Timestamps {
+    Timestamps {
+        last_access: Timespec { tv_sec: 0, tv_nsec: rfs::UTIME_OMIT },
+        last_modification: Timespec {
+            tv_sec: mtime_ns.div_euclid(1_000_000_000),
+            tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
+        },
+    }
+}
+
+/// A path naming `name` inside the directory open as `dir`, through `/proc/self/fd`, for the
+/// xattr calls that have no `*at` form. The directory part is the fd itself (no lookup); the
+/// final component is never followed by the `l*xattr` calls.
+fn proc_path(dir: &impl AsFd, name: &[u8]) -> io::Result<CString> {
+    use std::os::fd::AsRawFd;
+    let mut p = format!("/proc/self/fd/{}/", dir.as_fd().as_raw_fd()).into_bytes();
+    p.extend_from_slice(name);
+    CString::new(p).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// Reads the extended attributes of `name` in `dir` without following it; sorted by name.
+/// A filesystem without xattr support yields none.
+pub fn read_xattrs(dir: &impl AsFd, name: &[u8], max_value: usize) -> io::Result<Vec<Xattr>> {
+    let p = proc_path(dir, name)?;
+    let mut names = vec![0u8; 1024];
+    let n = loop {
+        match rfs::llistxattr(p.as_c_str(), &mut names[..]) {
+            Ok(n) => break n,
+            Err(e) if e == rustix::io::Errno::RANGE && names.len() < (1 << 20) => {
+                names.resize(names.len() * 4, 0);
+            }
+            Err(e) if is_unsupported(e) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut out = Vec::new();
+    for xname in names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+        let cname = CString::new(xname).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+        let mut val = vec![0u8; 256];
+        let len = loop {
+            match rfs::lgetxattr(p.as_c_str(), cname.as_c_str(), &mut val[..]) {
+                Ok(len) => break Some(len),
+                Err(e) if e == rustix::io::Errno::RANGE && val.len() < max_value => {
+                    val.resize((val.len() * 4).min(max_value), 0);
+                }
+                // Removed meanwhile, or larger than we carry: skip it.
+                Err(_) => break None,
+            }
+        };
+        if let Some(len) = len {
+            val.truncate(len);
+            out.push(Xattr { name: xname.to_vec(), value: val });
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn is_unsupported(e: rustix::io::Errno) -> bool {
+    e == rustix::io::Errno::NOTSUP || e == rustix::io::Errno::OPNOTSUPP
+}
+
+/// Sets `xattrs` on an open file or directory, removing ones not listed. Returns how many
+/// could not be set (namespaces we may not write, such as `trusted.*` without privilege).
+pub fn write_xattrs(fd: &impl AsFd, xattrs: &[Xattr]) -> io::Result<u64> {
+    let mut failed = 0;
+    let mut names = vec![0u8; 4096];
+    if let Ok(n) = rfs::flistxattr(fd, &mut names[..]) {
+        for old in names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+            if !xattrs.iter().any(|x| x.name == old) {
+                if let Ok(c) = CString::new(old) {
+                    let _ = rfs::fremovexattr(fd, c.as_c_str());
+                }
+            }
+        }
+    }
+    for x in xattrs {
+        let Ok(c) = CString::new(x.name.clone()) else {
+            failed += 1;
+            continue;
+        };
+        match rfs::fsetxattr(fd, c.as_c_str(), &x.value, rfs::XattrFlags::empty()) {
+            Ok(()) => {}
+            Err(e) if is_unsupported(e) || e == rustix::io::Errno::PERM => failed += 1,
+            Err(e) if e == rustix::io::Errno::ACCESS => failed += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(failed)
+}
+
+/// Whether this process may set any owner (root, or CAP_CHOWN in practice).
+pub fn can_chown() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Applies ownership (when permitted), permissions, xattrs and mtime to an open inode that
+/// Ferry just created. Returns 1 when ownership was skipped for lack of privilege.
+pub fn apply_meta(fd: &impl AsFd, meta: &Meta, xattrs: &[Xattr]) -> io::Result<u64> {
+    let mut skipped = 0;
+    if can_chown() {
+        rfs::fchown(
+            fd,
+            Some(rustix::process::Uid::from_raw(meta.uid)),
+            Some(rustix::process::Gid::from_raw(meta.gid)),
+        )?;
+    } else {
+        let st = rfs::fstat(fd)?;
+        if st.st_uid != meta.uid || st.st_gid != meta.gid {
+            skipped = 1;
+        }
+    }
+    // After chown: chown clears setuid/setgid bits.
+    rfs::fchmod(fd, Mode::from_bits_truncate(meta.mode))?;
+    write_xattrs(fd, xattrs)?;
+    rfs::futimens(fd, &times(meta.mtime_ns))?;
+    Ok(skipped)
+}
+
+/// Removes `name` in `dir` and, if it is a directory, everything beneath it, never following
+/// a symlink and never entering another filesystem. Returns (entries removed, entries left
+/// because they are on another device).
+pub fn remove_tree(dir: &OwnedFd, name: &[u8], root_dev: u64) -> io::Result<(u64, u64)> {
+    let st = match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => return Ok((0, 0)),
+        Err(e) => return Err(e.into()),
+    };
+    if st.st_dev != root_dev {
+        return Ok((0, 1));
+    }
+    if file_type(&st) != FileType::Directory {
+        rfs::unlinkat(dir, name, AtFlags::empty())?;
+        return Ok((1, 0));
+    }
+    let sub = rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut removed = 0;
+    let mut kept = 0;
+    let mut names = Vec::new();
+    for ent in rfs::Dir::read_from(&sub)? {
+        let ent = ent?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(n.to_vec());
+        }
+    }
+    for n in names {
+        let (r, k) = remove_tree(&sub, &n, root_dev)?;
+        removed += r;
+        kept += k;
+    }
+    if kept == 0 {
+        rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
+        removed += 1;
+    }
+    Ok((removed, kept))
+}
+
+/// Lists a directory's names (without `.` and `..`), sorted bytewise.
+pub fn list_dir(dir: &OwnedFd) -> io::Result<Vec<Vec<u8>>> {
+    let mut names = Vec::new();
+    for ent in rfs::Dir::read_from(dir)? {
+        let ent = ent?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(n.to_vec());
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
+}

@@ -1,0 +1,25 @@
+//! The `ferry` agent: the command line, the driver that runs a round's sessions, and the
+//! filesystem code that reads a source and safely rebuilds a destination.
+//!
+//! ```text
+//!   main.rs (flags → config → run)
+//!      │
+//!   sync.rs ── driver.rs ── ferry-core sessions (sans-IO)
+//!                 │  work
+//!      ┌──────────┴──────────┐
+//!   source.rs             target.rs (Destination trait)
+//!   walk.rs               walk.rs, fs.rs (openat2 beneath the root), mmap.rs
+//! ```
+//!
+//! All unsafe code of the workspace is the one audited `mmap` call in [`mmap`].
+#![deny(unsafe_code)]
+
+pub mod demo;
+pub mod driver;
+pub mod exclude;
+pub mod fs;
+pub mod mmap;
+pub mod source;
+pub mod sync;
+pub mod target;
+pub mod walk;

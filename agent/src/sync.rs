@@ -1,0 +1,188 @@
+//! `ferry sync`: one round from a local source directory into a local destination directory,
+//! through the same sessions and messages a network round uses.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_core::session::Itemized;
+use ferry_core::{Limits, SessionOptions, Stats};
+
+use crate::driver::{run_local, PhaseTimes, Progress, RoundError};
+use crate::exclude::Excludes;
+use crate::fs::Root;
+use crate::source::LocalSource;
+use crate::target::LocalDestination;
+use crate::walk::WalkOptions;
+
+/// Options of a local sync.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Remove destination entries the source does not have.
+    pub delete: bool,
+    /// Compare by blake3 instead of size + mtime.
+    pub checksum: bool,
+    /// Itemize the plan; write nothing.
+    pub dry_run: bool,
+    /// rsync-style exclude patterns.
+    pub excludes: Vec<String>,
+    /// zstd level for literal data (0: off).
+    pub compress_level: i32,
+    /// Worker threads per side (0: one per core).
+    pub threads: usize,
+    /// Include fifos and device nodes.
+    pub specials: bool,
+    /// Do not descend into other filesystems on the source.
+    pub one_file_system: bool,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            delete: false,
+            checksum: false,
+            dry_run: false,
+            excludes: Vec::new(),
+            // Local rounds have no wire to save: compress lightly.
+            compress_level: 1,
+            threads: 0,
+            specials: false,
+            one_file_system: false,
+        }
+    }
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    /// The destination's account of the round.
+    pub stats: Stats,
+    /// Thread-seconds per phase.
+    pub phases: PhaseTimes,
+    /// Wall time, seconds.
+    pub elapsed_secs: f64,
+    /// Bytes of framed messages, source→destination.
+    pub wire_bytes_sent: u64,
+    /// Bytes of framed messages, destination→source.
+    pub wire_bytes_received: u64,
+    /// Entries that could not be read and were skipped.
+    pub warnings: Vec<String>,
+}
+
+/// Why a sync failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The source is not a readable directory.
+    #[error("cannot open source directory {path}: {source}")]
+    Source {
+        /// The path given.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The destination cannot be created or opened.
+    #[error("cannot open destination directory {path}: {source}")]
+    Destination {
+        /// The path given.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// An exclude pattern is not a valid glob.
+    #[error("invalid --exclude pattern: {0}")]
+    Exclude(#[from] globset::Error),
+    /// The round failed.
+    #[error(transparent)]
+    Round(#[from] RoundError),
+}
+
+/// Syncs `src` into `dst`.
+///
+/// # Errors
+/// [`SyncError`]; on error the destination holds only verified files.
+pub fn run(src: &Path, dst: &Path, opts: &SyncOptions) -> Result<Report, SyncError> {
+    run_with(src, dst, opts, &mut |_| {}, &mut |_| {}, Duration::from_secs(3600))
+}
+
+/// [`run`] with callbacks for the itemized plan and for progress.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_with(
+    src: &Path,
+    dst: &Path,
+    opts: &SyncOptions,
+    on_item: &mut dyn FnMut(&Itemized),
+    on_progress: &mut dyn FnMut(&Progress),
+    progress_every: Duration,
+) -> Result<Report, SyncError> {
+    let src_root =
+        Root::open(src).map_err(|source| SyncError::Source { path: src.into(), source })?;
+    if !opts.dry_run {
+        std::fs::create_dir_all(dst)
+            .map_err(|source| SyncError::Destination { path: dst.into(), source })?;
+    }
+    let dst_root = match Root::open(dst) {
+        Ok(r) => r,
+        Err(e) if opts.dry_run && e.kind() == std::io::ErrorKind::NotFound => {
+            // Dry run into a directory that does not exist yet: plan against an empty tree.
+            let empty = tempfile_dir()?;
+            Root::open(&empty)
+                .map_err(|source| SyncError::Destination { path: dst.into(), source })?
+        }
+        Err(source) => return Err(SyncError::Destination { path: dst.into(), source }),
+    };
+    let limits = Limits::default();
+    let excludes = Excludes::new(&opts.excludes)?;
+    let walk = WalkOptions {
+        excludes,
+        specials: opts.specials,
+        one_file_system: opts.one_file_system,
+        max_xattr_value: limits.max_xattr_value,
+    };
+    let source = Arc::new(LocalSource::new(Arc::new(src_root), walk.clone(), opts.checksum));
+    let dest = Arc::new(LocalDestination::new(
+        Arc::new(dst_root),
+        WalkOptions { one_file_system: true, ..walk },
+        limits,
+    ));
+    let session = SessionOptions {
+        delete: opts.delete,
+        checksum: opts.checksum,
+        dry_run: opts.dry_run,
+        compress_level: opts.compress_level,
+        limits,
+        ..SessionOptions::default()
+    };
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        opts.threads
+    };
+    let out = run_local(
+        source.clone(),
+        dest.clone(),
+        &session,
+        threads,
+        on_item,
+        on_progress,
+        progress_every,
+    )?;
+    let mut warnings = source.walk_warnings();
+    warnings.extend(dest.walk_warnings());
+    Ok(Report {
+        stats: out.target,
+        phases: out.phases,
+        elapsed_secs: out.elapsed.as_secs_f64(),
+        wire_bytes_sent: out.wire_bytes.0,
+        wire_bytes_received: out.wire_bytes.1,
+        warnings,
+    })
+}
+
+fn tempfile_dir() -> Result<PathBuf, SyncError> {
+    let p = std::env::temp_dir().join(format!("ferry-dry-run-{}", std::process::id()));
+    std::fs::create_dir_all(&p)
+        .map_err(|source| SyncError::Destination { path: p.clone(), source })?;
+    Ok(p)
+}

@@ -1,0 +1,574 @@
+//! The destination's side of the driver: performs [`TargetWork`] beneath the root.
+//!
+//! Rules kept here, each against a known class of replication bugs:
+//! - every call is fd-relative beneath the root, no symlink followed ([`Root`]);
+//! - content is rebuilt into a new temp file (`O_EXCL`, 0600) beside its final name, verified
+//!   against the source's blake3, given its metadata, fsynced and only then renamed into place;
+//! - an existing inode is never modified, not even its metadata: snapshots share inodes with
+//!   the live tree, so a change always goes to a new inode that replaces the name;
+//! - deletes never cross into another filesystem.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ferry_core::delta::{self, BlockSize, SignatureHeader};
+use ferry_core::entry::{Entry, EntryKind, LocalEntry};
+use ferry_core::message::{Encoding, FileId, Payload};
+use ferry_core::session::{TargetOutcome, TargetWork, WorkCounts};
+use ferry_core::{compress, Limits, RelPath};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+
+use crate::fs::{apply_meta, can_chown, file_type, remove_tree, times, Root};
+use crate::mmap::Basis;
+use crate::walk::{WalkOptions, Walker, TEMP_PREFIX};
+
+/// Performs the target's work. A trait so tests can drive the destination directly, with
+/// work a hostile peer could cause, and check nothing escapes the root.
+pub trait Destination: Send + Sync {
+    /// Does `work` and reports what happened.
+    fn perform(&self, work: TargetWork) -> TargetOutcome;
+}
+
+struct Staging {
+    dir: OwnedFd,
+    tmp: Vec<u8>,
+    file: File,
+    hasher: blake3::Hasher,
+    written: u64,
+}
+
+/// A destination directory on the local filesystem.
+pub struct LocalDestination {
+    root: Arc<Root>,
+    walker: Mutex<Walker>,
+    limits: Limits,
+    nonce: u64,
+    bases: Mutex<HashMap<FileId, Arc<Basis>>>,
+    staging: Mutex<HashMap<FileId, Staging>>,
+    dirty: Mutex<HashSet<Option<RelPath>>>,
+    temp_counter: AtomicU64,
+}
+
+impl std::fmt::Debug for LocalDestination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalDestination").field("root", &self.root.path()).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere must not wedge the round's cleanup.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn fatal(what: &str, path: &dyn std::fmt::Display, e: impl std::fmt::Display) -> TargetOutcome {
+    TargetOutcome::Fatal(format!("{what} {path}: {e}"))
+}
+
+impl LocalDestination {
+    /// A destination rooted at `root`.
+    pub fn new(root: Arc<Root>, walk: WalkOptions, limits: Limits) -> Self {
+        let nonce = u64::from(std::process::id()) << 32
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+        LocalDestination {
+            walker: Mutex::new(Walker::new(root.clone(), walk)),
+            root,
+            limits,
+            nonce: nonce & 0xffff_ffff_ffff,
+            bases: Mutex::new(HashMap::new()),
+            staging: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(HashSet::new()),
+            temp_counter: AtomicU64::new(0),
+        }
+    }
+
+    /// Warnings from the walk (entries that could not be read).
+    pub fn walk_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut lock(&self.walker).skipped)
+    }
+
+    fn temp_name(&self) -> Vec<u8> {
+        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let mut v = TEMP_PREFIX.to_vec();
+        v.extend_from_slice(format!("{:x}.{n}", self.nonce).as_bytes());
+        v
+    }
+
+    fn create_temp(&self, dir: &OwnedFd) -> io::Result<(Vec<u8>, File)> {
+        let tmp = self.temp_name();
+        let fd = rfs::openat(
+            dir,
+            tmp.as_slice(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )?;
+        Ok((tmp, File::from(fd)))
+    }
+
+    fn mark_dirty(&self, path: &RelPath) {
+        lock(&self.dirty).insert(path.parent());
+    }
+
+    /// Renames `tmp` over `name` in `dir`, first removing a directory tree in the way.
+    fn replace(&self, dir: &OwnedFd, tmp: &[u8], path: &RelPath) -> io::Result<u64> {
+        let name = path.file_name();
+        let mut removed = 0;
+        if let Ok(st) = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            if file_type(&st) == FileType::Directory {
+                let (r, kept) = remove_tree(dir, name, self.root.dev())?;
+                removed = r;
+                if kept > 0 {
+                    let _ = rfs::unlinkat(dir, tmp, AtFlags::empty());
+                    return Err(io::Error::other(format!(
+                        "{path} is a directory holding a mount point; not replaced"
+                    )));
+                }
+            }
+        }
+        rfs::renameat(dir, tmp, dir, name)?;
+        self.mark_dirty(path);
+        Ok(removed)
+    }
+
+    fn signature(&self, file: FileId, path: &RelPath, bs: BlockSize) -> TargetOutcome {
+        let opened =
+            self.root.open_beneath(path.as_bytes(), OFlags::RDONLY, Mode::empty()).and_then(|fd| {
+                let st = rfs::fstat(&fd)?;
+                if file_type(&st) != FileType::RegularFile {
+                    return Err(io::Error::other("not a regular file"));
+                }
+                Basis::open(&File::from(fd))
+            });
+        let Ok(basis) = opened else {
+            // The basis went away or is unreadable: the file comes whole instead.
+            return TargetOutcome::Signed(None);
+        };
+        let header = SignatureHeader::new(bs, basis.bytes().len() as u64);
+        if header.validate(&self.limits).is_err() {
+            return TargetOutcome::Signed(None);
+        }
+        let blocks = delta::signature_blocks(basis.bytes(), bs);
+        lock(&self.bases).insert(file, Arc::new(basis));
+        TargetOutcome::Signed(Some((header, blocks)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        file: FileId,
+        path: &RelPath,
+        index: u64,
+        payload: Payload,
+        encoding: Encoding,
+        data: Vec<u8>,
+        len: usize,
+    ) -> TargetOutcome {
+        let taken = lock(&self.staging).remove(&file);
+        let mut st = match (taken, index) {
+            (Some(s), _) => s,
+            (None, 0) => {
+                let made = self.root.parent_of(path).and_then(|dir| {
+                    let (tmp, f) = self.create_temp(&dir)?;
+                    Ok(Staging { dir, tmp, file: f, hasher: blake3::Hasher::new(), written: 0 })
+                });
+                match made {
+                    Ok(s) => s,
+                    Err(e) => return fatal("creating temp file for", path, e),
+                }
+            }
+            (None, _) => {
+                return TargetOutcome::BadData(format!("{path}: segment {index} without its file"))
+            }
+        };
+        let raw = match encoding {
+            Encoding::Raw => data,
+            Encoding::Zstd => {
+                let cap = match payload {
+                    Payload::Literal => len,
+                    Payload::Delta => self.limits.max_delta_segment,
+                };
+                match compress::decompress(&data, cap, self.limits.max_zstd_window_log) {
+                    Ok(v) => v,
+                    Err(e) => return TargetOutcome::BadData(format!("{path}: {e}")),
+                }
+            }
+        };
+        let (out, matched) = match payload {
+            Payload::Literal => (raw, 0),
+            Payload::Delta => {
+                let Some(basis) = lock(&self.bases).get(&file).cloned() else {
+                    return TargetOutcome::BadData(format!("{path}: delta without a basis"));
+                };
+                let mut out = Vec::with_capacity(len);
+                if let Err(e) = delta::apply(basis.bytes(), &raw, &mut out, len) {
+                    return TargetOutcome::BadData(format!("{path}: {e}"));
+                }
+                let matched = delta::count(&raw).map_or(0, |c| c.matched);
+                (out, matched)
+            }
+        };
+        if out.len() != len {
+            return TargetOutcome::BadData(format!(
+                "{path}: segment {index} rebuilt to {} bytes, {len} announced",
+                out.len()
+            ));
+        }
+        st.hasher.update(&out);
+        if let Err(e) = write_sparse(&st.file, &out, st.written) {
+            let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
+            return fatal("writing", path, e);
+        }
+        st.written += out.len() as u64;
+        lock(&self.staging).insert(file, st);
+        TargetOutcome::Written { matched }
+    }
+
+    fn finish(&self, file: FileId, entry: &Entry, hash: [u8; 32]) -> TargetOutcome {
+        lock(&self.bases).remove(&file);
+        let st = match lock(&self.staging).remove(&file) {
+            Some(s) => s,
+            None if entry.size == 0 => {
+                let made = self.root.parent_of(&entry.path).and_then(|dir| {
+                    let (tmp, f) = self.create_temp(&dir)?;
+                    Ok(Staging { dir, tmp, file: f, hasher: blake3::Hasher::new(), written: 0 })
+                });
+                match made {
+                    Ok(s) => s,
+                    Err(e) => return fatal("creating temp file for", &entry.path, e),
+                }
+            }
+            None => {
+                return TargetOutcome::BadData(format!("{}: finished without data", entry.path))
+            }
+        };
+        let discard = |st: &Staging| {
+            let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
+        };
+        if st.written != entry.size || *st.hasher.finalize().as_bytes() != hash {
+            discard(&st);
+            return TargetOutcome::Mismatch;
+        }
+        let done = (|| -> io::Result<u64> {
+            // Extends the file over a trailing hole.
+            st.file.set_len(entry.size)?;
+            let skipped = apply_meta(&st.file, &entry.meta, &entry.xattrs)?;
+            st.file.sync_all()?;
+            self.replace(&st.dir, &st.tmp, &entry.path)?;
+            Ok(skipped)
+        })();
+        match done {
+            Ok(_) => TargetOutcome::Committed,
+            Err(e) => {
+                discard(&st);
+                fatal("committing", &entry.path, e)
+            }
+        }
+    }
+
+    fn discard(&self, file: FileId) -> TargetOutcome {
+        lock(&self.bases).remove(&file);
+        if let Some(st) = lock(&self.staging).remove(&file) {
+            let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
+        }
+        TargetOutcome::Done(WorkCounts::default())
+    }
+
+    fn retouch(&self, entry: &Entry) -> io::Result<WorkCounts> {
+        let old = File::from(self.root.open_beneath(
+            entry.path.as_bytes(),
+            OFlags::RDONLY,
+            Mode::empty(),
+        )?);
+        let dir = self.root.parent_of(&entry.path)?;
+        let (tmp, new) = self.create_temp(&dir)?;
+        let r = (|| -> io::Result<u64> {
+            copy_content(&old, &new)?;
+            let skipped = apply_meta(&new, &entry.meta, &entry.xattrs)?;
+            new.sync_all()?;
+            Ok(skipped)
+        })();
+        match r {
+            Ok(skipped) => {
+                self.replace(&dir, &tmp, &entry.path)?;
+                Ok(WorkCounts { ownership_skipped: skipped, ..WorkCounts::default() })
+            }
+            Err(e) => {
+                let _ = rfs::unlinkat(&dir, tmp.as_slice(), AtFlags::empty());
+                Err(e)
+            }
+        }
+    }
+
+    fn make_dir(&self, entry: &Entry, replace: bool) -> io::Result<WorkCounts> {
+        let dir = self.root.parent_of(&entry.path)?;
+        let name = entry.path.file_name();
+        let mut counts = WorkCounts { created: true, ..WorkCounts::default() };
+        if replace {
+            if let Ok(st) = rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                if file_type(&st) != FileType::Directory {
+                    // A file or symlink in the way: remove the name, never follow it.
+                    rfs::unlinkat(&dir, name, AtFlags::empty())?;
+                    counts.deleted += 1;
+                }
+            }
+        }
+        match rfs::mkdirat(&dir, name, Mode::from_bits_truncate(0o700)) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => {
+                let st = rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+                if file_type(&st) != FileType::Directory {
+                    return Err(io::Error::other("exists and is not a directory"));
+                }
+                counts.created = false;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.mark_dirty(&entry.path);
+        Ok(counts)
+    }
+
+    fn link(&self, entry: &Entry) -> io::Result<WorkCounts> {
+        let dir = self.root.parent_of(&entry.path)?;
+        let tmp = self.temp_name();
+        let mode = Mode::from_bits_truncate(entry.meta.mode);
+        match &entry.kind {
+            EntryKind::Symlink { target } => {
+                rfs::symlinkat(target.as_slice(), &dir, tmp.as_slice())?
+            }
+            EntryKind::Fifo => rfs::mknodat(&dir, tmp.as_slice(), FileType::Fifo, mode, 0)?,
+            EntryKind::CharDevice { rdev } => {
+                rfs::mknodat(&dir, tmp.as_slice(), FileType::CharacterDevice, mode, *rdev)?
+            }
+            EntryKind::BlockDevice { rdev } => {
+                rfs::mknodat(&dir, tmp.as_slice(), FileType::BlockDevice, mode, *rdev)?
+            }
+            _ => return Err(io::Error::other("not a link or special file")),
+        }
+        let r = (|| -> io::Result<u64> {
+            let mut skipped = 0;
+            if can_chown() {
+                rfs::chownat(
+                    &dir,
+                    tmp.as_slice(),
+                    Some(rustix::process::Uid::from_raw(entry.meta.uid)),
+                    Some(rustix::process::Gid::from_raw(entry.meta.gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )?;
+            } else {
+                skipped = 1;
+            }
+            if !matches!(entry.kind, EntryKind::Symlink { .. }) {
+                // Our fresh node, not a symlink: chmod after chown (chown clears setuid).
+                rfs::chmodat(&dir, tmp.as_slice(), mode, AtFlags::empty())?;
+            }
+            rfs::utimensat(
+                &dir,
+                tmp.as_slice(),
+                &times(entry.meta.mtime_ns),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+            Ok(skipped)
+        })();
+        match r {
+            Ok(skipped) => {
+                let deleted = self.replace(&dir, &tmp, &entry.path)?;
+                Ok(WorkCounts {
+                    ownership_skipped: skipped,
+                    deleted,
+                    created: true,
+                    ..WorkCounts::default()
+                })
+            }
+            Err(e) => {
+                let _ = rfs::unlinkat(&dir, tmp.as_slice(), AtFlags::empty());
+                Err(e)
+            }
+        }
+    }
+
+    fn hard_link(&self, path: &RelPath, to: &RelPath) -> Result<WorkCounts, TargetOutcome> {
+        let io_err = |e: io::Error| fatal("hard-linking", path, e);
+        let to_dir = self.root.parent_of(to).map_err(io_err)?;
+        let to_st = rfs::statat(&to_dir, to.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| io_err(e.into()))?;
+        if file_type(&to_st) != FileType::RegularFile {
+            return Err(TargetOutcome::BadData(format!(
+                "hard link {path}: {to} is not a regular file"
+            )));
+        }
+        let dir = self.root.parent_of(path).map_err(io_err)?;
+        if let Ok(st) = rfs::statat(&dir, path.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
+            if st.st_ino == to_st.st_ino && st.st_dev == to_st.st_dev {
+                return Ok(WorkCounts::default());
+            }
+        }
+        let tmp = self.temp_name();
+        rfs::linkat(&to_dir, to.file_name(), &dir, tmp.as_slice(), AtFlags::empty())
+            .map_err(|e| io_err(e.into()))?;
+        let deleted = self.replace(&dir, &tmp, path).map_err(io_err)?;
+        Ok(WorkCounts { deleted, created: true, ..WorkCounts::default() })
+    }
+
+    fn delete(&self, entry: &LocalEntry) -> io::Result<WorkCounts> {
+        let dir = self.root.parent_of(&entry.entry.path)?;
+        let (deleted, kept) = remove_tree(&dir, entry.entry.path.file_name(), self.root.dev())?;
+        if deleted > 0 {
+            self.mark_dirty(&entry.entry.path);
+        }
+        Ok(WorkCounts { deleted, mount_points_skipped: kept, ..WorkCounts::default() })
+    }
+
+    fn dir_meta(&self, entry: &Entry) -> io::Result<WorkCounts> {
+        let fd = self.root.open_dir(Some(&entry.path))?;
+        let skipped = apply_meta(&fd, &entry.meta, &entry.xattrs)?;
+        Ok(WorkCounts { ownership_skipped: skipped, ..WorkCounts::default() })
+    }
+
+    fn sync_dirs(&self) -> io::Result<WorkCounts> {
+        let dirs: Vec<Option<RelPath>> = lock(&self.dirty).drain().collect();
+        for d in dirs {
+            match self.root.open_dir(d.as_ref()) {
+                Ok(fd) => rfs::fsync(&fd)?,
+                // Removed later in the round (replaced by a file, or deleted): nothing to sync.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(WorkCounts::default())
+    }
+
+    fn hash_local(&self, path: &RelPath) -> io::Result<[u8; 32]> {
+        let fd = self.root.open_beneath(path.as_bytes(), OFlags::RDONLY, Mode::empty())?;
+        let f = File::from(fd);
+        let basis = Basis::open(&f)?;
+        let mut h = blake3::Hasher::new();
+        h.update_rayon(basis.bytes());
+        Ok(*h.finalize().as_bytes())
+    }
+}
+
+impl Destination for LocalDestination {
+    fn perform(&self, work: TargetWork) -> TargetOutcome {
+        let io = |what: &str, path: &RelPath, r: io::Result<WorkCounts>| match r {
+            Ok(c) => TargetOutcome::Done(c),
+            Err(e) => fatal(what, path, e),
+        };
+        match work {
+            TargetWork::Scan { max } => match lock(&self.walker).next_batch(max) {
+                Ok((entries, done)) => TargetOutcome::Scanned { entries, done },
+                Err(e) => fatal("scanning", &self.root.path().display(), e),
+            },
+            TargetWork::HashLocal { path, .. } => match self.hash_local(&path) {
+                Ok(h) => TargetOutcome::Hashed(h),
+                // Unreadable: a hash that matches nothing makes it a changed file.
+                Err(_) => TargetOutcome::Hashed([0; 32]),
+            },
+            TargetWork::Signature { file, path, block_size } => {
+                self.signature(file, &path, block_size)
+            }
+            TargetWork::Write { file, path, index, payload, encoding, data, len } => {
+                self.write(file, &path, index, payload, encoding, data, len)
+            }
+            TargetWork::Finish { file, entry, hash } => self.finish(file, &entry, hash),
+            TargetWork::Discard { file } => self.discard(file),
+            TargetWork::Retouch { entry } => {
+                io("updating metadata of", &entry.path, self.retouch(&entry))
+            }
+            TargetWork::MakeDir { entry, replace } => {
+                io("creating directory", &entry.path, self.make_dir(&entry, replace))
+            }
+            TargetWork::Link { entry } => io("creating", &entry.path, self.link(&entry)),
+            TargetWork::HardLink { path, to } => match self.hard_link(&path, &to) {
+                Ok(c) => TargetOutcome::Done(c),
+                Err(o) => o,
+            },
+            TargetWork::Delete { entry } => {
+                let p = entry.entry.path.clone();
+                io("deleting", &p, self.delete(&entry))
+            }
+            TargetWork::DirMeta { entry } => {
+                io("setting metadata of", &entry.path, self.dir_meta(&entry))
+            }
+            TargetWork::SyncDirs => match self.sync_dirs() {
+                Ok(c) => TargetOutcome::Done(c),
+                Err(e) => fatal("syncing directories under", &self.root.path().display(), e),
+            },
+        }
+    }
+}
+
+impl Drop for LocalDestination {
+    fn drop(&mut self) {
+        // Whatever is still staged was never verified: it must not survive the round.
+        for (_, st) in lock(&self.staging).drain() {
+            let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
+        }
+    }
+}
+
+/// Writes `data` at `offset`, leaving all-zero 4 KiB blocks as holes (the file is new, so a
+/// hole reads as zeros).
+fn write_sparse(f: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    const B: usize = 4096;
+    let mut i = 0;
+    while i < data.len() {
+        let end = (i + B).min(data.len());
+        if data[i..end].iter().all(|&b| b == 0) {
+            i = end;
+            continue;
+        }
+        let mut j = end;
+        while j < data.len() {
+            let e = (j + B).min(data.len());
+            if data[j..e].iter().all(|&b| b == 0) {
+                break;
+            }
+            j = e;
+        }
+        f.write_all_at(&data[i..j], offset + i as u64)?;
+        i = j;
+    }
+    Ok(())
+}
+
+/// Copies `from` into the new, empty `to`: a reflink where the filesystem shares extents,
+/// else the data regions only (holes stay holes).
+fn copy_content(from: &File, to: &File) -> io::Result<()> {
+    if rfs::ioctl_ficlone(to, from).is_ok() {
+        return Ok(());
+    }
+    let len = from.metadata()?.len();
+    let mut pos = 0u64;
+    while pos < len {
+        let data = match rfs::seek(from, rfs::SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => pos,
+        };
+        let hole = rfs::seek(from, rfs::SeekFrom::Hole(data)).unwrap_or(len);
+        let mut off_in = data;
+        let mut off_out = data;
+        while off_in < hole {
+            let want = (hole - off_in) as usize;
+            let n = rfs::copy_file_range(
+                from.as_fd(),
+                Some(&mut off_in),
+                to.as_fd(),
+                Some(&mut off_out),
+                want,
+            )?;
+            if n == 0 {
+                break;
+            }
+        }
+        pos = hole;
+    }
+    to.set_len(len)
+}
