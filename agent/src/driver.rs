@@ -140,6 +140,9 @@ pub fn run_local(
     let mut opts = opts.clone();
     opts.max_inflight_work = opts.max_inflight_work.max(threads * 2);
     let mut src = SourceSession::new(opts.clone());
+    if let Some(root) = source.root_meta() {
+        src.set_root(root);
+    }
     let mut dst = TargetSession::new(opts.clone());
     let mut s2t = MemoryPipe::new(opts.limits);
     let mut t2s = MemoryPipe::new(opts.limits);
@@ -243,7 +246,7 @@ pub fn run_local(
                     if matches!(o, TargetOutcome::Written { .. }) {
                         progress.bytes_done += bytes;
                     }
-                    if matches!(o, TargetOutcome::Committed) {
+                    if matches!(o, TargetOutcome::Committed(_)) {
                         progress.files_done += 1;
                     }
                     if let Err(e) = dst.handle_outcome(id, o) {

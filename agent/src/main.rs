@@ -108,7 +108,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("ferry: error: {e:#}");
+            if let Some(hint) = hint(&e) {
+                tracing::error!("hint: {hint}");
+            }
             ExitCode::from(classify(&e))
         }
     }
@@ -125,8 +127,28 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
+}
+
+/// What the user can do about an error, where we know.
+fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    match e.downcast_ref::<SyncError>()? {
+        SyncError::Source { .. } => {
+            Some("check that the source path exists and is a directory you can read")
+        }
+        SyncError::Destination { .. } => {
+            Some("check that the destination's parent exists and is writable by this user")
+        }
+        SyncError::Exclude(_) => {
+            Some("--exclude takes rsync-style globs such as '*.tmp' or 'cache/'")
+        }
+        SyncError::Round(ferry_agent::driver::RoundError::Target(_)) => Some(
+            "the destination was left with only verified files; fix the cause above and run again",
+        ),
+        SyncError::Round(_) => None,
+    }
 }
 
 fn classify(e: &anyhow::Error) -> u8 {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use ferry_core::compress;
 use ferry_core::delta::{self, DeltaCounts};
-use ferry_core::entry::{Entry, EntryKind};
+use ferry_core::entry::{Entry, EntryKind, RootMeta};
 use ferry_core::hash::hash_segment;
 use ferry_core::message::{Encoding, FileFailure, Payload};
 use ferry_core::session::{SourceOutcome, SourceWork};
@@ -44,6 +44,13 @@ impl LocalSource {
     /// Warnings from the walk (entries that could not be read).
     pub fn walk_warnings(&self) -> Vec<String> {
         std::mem::take(&mut self.walker.lock().unwrap_or_else(PoisonError::into_inner).skipped)
+    }
+
+    /// The source root's own metadata, or `None` if it cannot be read.
+    pub fn root_meta(&self) -> Option<RootMeta> {
+        let st = rfs::fstat(self.root.fd()).ok()?;
+        let xattrs = crate::fs::read_xattrs(self.root.fd(), b".", 64 << 10).ok()?;
+        Some(RootMeta { meta: crate::fs::meta_of(&st), xattrs })
     }
 
     /// Performs one work item.

@@ -73,7 +73,7 @@ pub struct Report {
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     /// The source is not a readable directory.
-    #[error("cannot open source directory {path}: {source}")]
+    #[error("cannot open source directory {path}")]
     Source {
         /// The path given.
         path: PathBuf,
@@ -81,7 +81,7 @@ pub enum SyncError {
         source: std::io::Error,
     },
     /// The destination cannot be created or opened.
-    #[error("cannot open destination directory {path}: {source}")]
+    #[error("cannot open or create destination directory {path}")]
     Destination {
         /// The path given.
         path: PathBuf,
@@ -116,6 +116,7 @@ pub fn run_with(
     on_progress: &mut dyn FnMut(&Progress),
     progress_every: Duration,
 ) -> Result<Report, SyncError> {
+    let excludes = Excludes::new(&opts.excludes)?;
     let src_root =
         Root::open(src).map_err(|source| SyncError::Source { path: src.into(), source })?;
     if !opts.dry_run {
@@ -133,7 +134,6 @@ pub fn run_with(
         Err(source) => return Err(SyncError::Destination { path: dst.into(), source }),
     };
     let limits = Limits::default();
-    let excludes = Excludes::new(&opts.excludes)?;
     let walk = WalkOptions {
         excludes,
         specials: opts.specials,

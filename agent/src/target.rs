@@ -264,7 +264,10 @@ impl LocalDestination {
             Ok(skipped)
         })();
         match done {
-            Ok(_) => TargetOutcome::Committed,
+            Ok(skipped) => TargetOutcome::Committed(WorkCounts {
+                ownership_skipped: skipped,
+                ..WorkCounts::default()
+            }),
             Err(e) => {
                 discard(&st);
                 fatal("committing", &entry.path, e)
@@ -496,6 +499,17 @@ impl Destination for LocalDestination {
             TargetWork::DirMeta { entry } => {
                 io("setting metadata of", &entry.path, self.dir_meta(&entry))
             }
+            TargetWork::RootMeta { root } => match self
+                .root
+                .open_dir(None)
+                .and_then(|fd| apply_meta(&fd, &root.meta, &root.xattrs))
+            {
+                Ok(skipped) => TargetOutcome::Done(WorkCounts {
+                    ownership_skipped: skipped,
+                    ..WorkCounts::default()
+                }),
+                Err(e) => fatal("setting metadata of", &self.root.path().display(), e),
+            },
             TargetWork::SyncDirs => match self.sync_dirs() {
                 Ok(c) => TargetOutcome::Done(c),
                 Err(e) => fatal("syncing directories under", &self.root.path().display(), e),

@@ -89,6 +89,15 @@ pub struct Entry {
     pub hash: Option<[u8; 32]>,
 }
 
+/// Metadata of the sync root itself (the root is never an [`Entry`]: it has no name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootMeta {
+    /// Ownership, permissions, mtime of the root directory.
+    pub meta: Meta,
+    /// Its extended attributes.
+    pub xattrs: Vec<Xattr>,
+}
+
 /// An entry of the destination's own tree, with the inode facts planning needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalEntry {

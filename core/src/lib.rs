@@ -38,7 +38,7 @@ pub mod stats;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 
-pub use entry::{Entry, EntryKind, LocalEntry, Meta, Xattr};
+pub use entry::{Entry, EntryKind, LocalEntry, Meta, RootMeta, Xattr};
 pub use limits::Limits;
 pub use message::Message;
 pub use path::RelPath;

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::delta::SignatureHeader;
-use crate::entry::Entry;
+use crate::entry::{Entry, RootMeta};
 use crate::limits::{LimitExceeded, Limits};
 use crate::stats::Stats;
 
@@ -67,6 +67,8 @@ pub enum Message {
     EndOfManifest {
         /// Total number of entries sent.
         count: u64,
+        /// Metadata of the source root, applied to the destination root at the end.
+        root: Option<RootMeta>,
     },
     /// Target → source: more room for manifest entries and segment bytes.
     Credit {

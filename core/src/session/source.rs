@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{check_hello, hello, ProtocolError, SessionError, SessionOptions, WorkId};
 use crate::delta::{DeltaCounts, DeltaIndex, SignatureHeader};
-use crate::entry::{Entry, EntryKind};
+use crate::entry::{Entry, EntryKind, RootMeta};
 use crate::hash::{merge_segments, segment_count, SegmentHash};
 use crate::message::{Encoding, FileFailure, FileId, Message, Payload};
 use crate::path::RelPath;
@@ -128,6 +128,7 @@ pub struct SourceSession {
     ready: VecDeque<FileId>,
     stats: Stats,
     target_stats: Option<Stats>,
+    root: Option<RootMeta>,
 }
 
 #[derive(Debug)]
@@ -159,9 +160,15 @@ impl SourceSession {
             ready: VecDeque::new(),
             stats: Stats::default(),
             target_stats: None,
+            root: None,
         };
         s.out.push_back(hello());
         s
+    }
+
+    /// Sets the source root's own metadata, to be mirrored on the destination root.
+    pub fn set_root(&mut self, root: RootMeta) {
+        self.root = Some(root);
     }
 
     /// Feeds a message from the target.
@@ -426,7 +433,8 @@ impl SourceSession {
         }
         if self.scan_done && !self.end_sent {
             self.end_sent = true;
-            self.out.push_back(Message::EndOfManifest { count: self.next_id });
+            let root = self.root.take();
+            self.out.push_back(Message::EndOfManifest { count: self.next_id, root });
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use super::source::message_name;
 use super::{check_hello, hello, ProtocolError, SessionError, SessionOptions, WorkId};
 use crate::delta::{BlockSize, SignatureHeader};
-use crate::entry::{Entry, EntryKind, LocalEntry};
+use crate::entry::{Entry, EntryKind, LocalEntry, RootMeta, Xattr};
 use crate::hash::segment_count;
 use crate::limits::LimitExceeded;
 use crate::message::{Encoding, FileFailure, FileId, Message, Payload};
@@ -110,6 +110,11 @@ pub enum TargetWork {
         /// The source's entry.
         entry: Entry,
     },
+    /// Set the destination root's own metadata, like the source root's.
+    RootMeta {
+        /// The source root's metadata.
+        root: RootMeta,
+    },
     /// fsync every directory this round changed.
     SyncDirs,
 }
@@ -134,7 +139,7 @@ pub enum TargetOutcome {
         matched: u64,
     },
     /// The file was verified and renamed into place.
-    Committed,
+    Committed(WorkCounts),
     /// The rebuilt content did not match the source's blake3; nothing was renamed.
     Mismatch,
     /// Work done; what it counted.
@@ -269,6 +274,7 @@ pub struct TargetSession {
     merged_upto: FileId,
     dirs: Vec<Entry>,
     hardlinks: Vec<(RelPath, RelPath)>,
+    root: Option<RootMeta>,
     stats: Stats,
 }
 
@@ -305,6 +311,7 @@ impl TargetSession {
             merged_upto: 0,
             dirs: Vec::new(),
             hardlinks: Vec::new(),
+            root: None,
             stats: Stats::default(),
             opts,
         };
@@ -442,7 +449,7 @@ impl TargetSession {
             }
             (Phase::AwaitHello, _) => Err(ProtocolError::Unexpected { what: "pre-hello" }.into()),
             (Phase::Merging, Message::Entries(entries)) => self.on_entries(entries),
-            (Phase::Merging, Message::EndOfManifest { count }) => {
+            (Phase::Merging, Message::EndOfManifest { count, root }) => {
                 if self.src_done || count != self.src_next_id {
                     return Err(ProtocolError::Invalid(format!(
                         "end of manifest claims {count} entries, {} received",
@@ -451,6 +458,10 @@ impl TargetSession {
                     .into());
                 }
                 self.src_done = true;
+                if let Some(r) = &root {
+                    self.check_xattrs(&r.xattrs)?;
+                }
+                self.root = root;
                 Ok(())
             }
             (Phase::Merging, Message::Segment { file, index, payload, encoding, data }) => {
@@ -483,6 +494,11 @@ impl TargetSession {
         }
         for e in entries {
             self.validate_entry(&e)?;
+            self.stats.entries_scanned += 1;
+            if e.kind == EntryKind::File {
+                self.stats.files_scanned += 1;
+                self.stats.source_bytes += e.size;
+            }
             self.src.push_back((self.src_next_id, e));
             self.src_next_id += 1;
         }
@@ -514,23 +530,7 @@ impl TargetSession {
         if e.path.parent().as_ref() != self.dir_stack.last() {
             return Err(ProtocolError::Orphan(e.path.display()).into());
         }
-        LimitExceeded::check(
-            "xattrs on one entry",
-            e.xattrs.len() as u64,
-            limits.max_xattrs as u64,
-        )
-        .map_err(ProtocolError::from)?;
-        for x in &e.xattrs {
-            LimitExceeded::check(
-                "xattr value",
-                x.value.len() as u64,
-                limits.max_xattr_value as u64,
-            )
-            .map_err(ProtocolError::from)?;
-            if x.name.is_empty() || x.name.len() > 255 || x.name.contains(&0) {
-                return Err(ProtocolError::Invalid("malformed xattr name".into()).into());
-            }
-        }
+        self.check_xattrs(&e.xattrs)?;
         match &e.kind {
             EntryKind::Symlink { target } => {
                 if target.is_empty() || target.contains(&0) {
@@ -557,6 +557,24 @@ impl TargetSession {
             _ => {}
         }
         self.last_path = Some(e.path.clone());
+        Ok(())
+    }
+
+    fn check_xattrs(&self, xattrs: &[Xattr]) -> Result<(), SessionError> {
+        let limits = &self.opts.limits;
+        LimitExceeded::check("xattrs on one entry", xattrs.len() as u64, limits.max_xattrs as u64)
+            .map_err(ProtocolError::from)?;
+        for x in xattrs {
+            LimitExceeded::check(
+                "xattr value",
+                x.value.len() as u64,
+                limits.max_xattr_value as u64,
+            )
+            .map_err(ProtocolError::from)?;
+            if x.name.is_empty() || x.name.len() > 255 || x.name.contains(&0) {
+                return Err(ProtocolError::Invalid("malformed xattr name".into()).into());
+            }
+        }
         Ok(())
     }
 
@@ -761,7 +779,8 @@ impl TargetSession {
                 self.stats.literal_bytes += len.saturating_sub(matched);
                 self.pump_file(file);
             }
-            (FileState::Finishing, TargetOutcome::Committed) => {
+            (FileState::Finishing, TargetOutcome::Committed(c)) => {
+                self.stats.ownership_skipped += c.ownership_skipped;
                 let f = self.files.remove(&file).expect("present: matched above");
                 if f.resent {
                     self.stats.files_resent += 1;
@@ -816,8 +835,14 @@ impl TargetSession {
         if self.phase == Phase::HardLinks && self.pending.is_empty() {
             self.phase = Phase::DirMeta;
             // Deepest first, so a read-only parent is set after its children.
-            for entry in std::mem::take(&mut self.dirs).into_iter().rev() {
-                self.push_work(Pending::Other, TargetWork::DirMeta { entry });
+            let dirs = std::mem::take(&mut self.dirs);
+            if !self.opts.dry_run {
+                for entry in dirs.into_iter().rev() {
+                    self.push_work(Pending::Other, TargetWork::DirMeta { entry });
+                }
+            }
+            if let Some(root) = self.root.take().filter(|_| !self.opts.dry_run) {
+                self.push_work(Pending::Other, TargetWork::RootMeta { root });
             }
         }
         if self.phase == Phase::DirMeta && self.pending.is_empty() {

@@ -1,0 +1,83 @@
+//! The `ferry` binary as a user runs it: flags, output, exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ferry(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry")).args(args).output().expect("ferry runs")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+fn tree(root: &Path) {
+    std::fs::create_dir_all(root.join("logs")).unwrap();
+    std::fs::write(root.join("a.txt"), b"alpha\n".repeat(1000)).unwrap();
+    std::fs::write(root.join("logs/app.log"), b"line\n".repeat(5000)).unwrap();
+    std::fs::write(root.join("logs/skip.tmp"), b"scratch").unwrap();
+}
+
+#[test]
+fn json_stats_and_a_second_run_moves_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    tree(&src);
+    let s = src.to_str().unwrap();
+    let d = dst.to_str().unwrap();
+    let first = json(&ferry(&["sync", s, d, "--json"]));
+    assert_eq!(first["stats"]["files_new"], 3);
+    assert_eq!(first["stats"]["literal_bytes"], 6000 + 25000 + 7);
+    let second = json(&ferry(&["sync", s, d, "--json"]));
+    assert_eq!(second["stats"]["files_unchanged"], 3);
+    assert_eq!(second["stats"]["literal_bytes"], 0);
+    assert_eq!(second["stats"]["payload_bytes"], 0);
+}
+
+#[test]
+fn dry_run_itemizes_and_writes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    tree(&src);
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::write(dst.join("extra"), b"x").unwrap();
+    let out =
+        ferry(&["sync", src.to_str().unwrap(), dst.to_str().unwrap(), "--dry-run", "--delete"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("+new     file     a.txt"), "{text}");
+    assert!(text.contains("-delete  file     extra"), "{text}");
+    let mut names: Vec<_> =
+        std::fs::read_dir(&dst).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["extra"]);
+}
+
+#[test]
+fn excluded_paths_are_neither_sent_nor_deleted() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    tree(&src);
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::write(dst.join("keep.tmp"), b"mine").unwrap();
+    let (s, d) = (src.to_str().unwrap(), dst.to_str().unwrap());
+    let r = json(&ferry(&["sync", s, d, "--delete", "--exclude", "*.tmp", "--json"]));
+    assert_eq!(r["stats"]["files_new"], 2);
+    assert!(!dst.join("logs/skip.tmp").exists());
+    assert_eq!(std::fs::read(dst.join("keep.tmp")).unwrap(), b"mine");
+}
+
+#[test]
+fn errors_explain_and_set_exit_codes() {
+    let t = tempfile::tempdir().unwrap();
+    let missing = t.path().join("nope");
+    let out = ferry(&["sync", missing.to_str().unwrap(), t.path().join("d").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(7));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot open source directory"), "{err}");
+    let out = ferry(&["sync", "--bogus-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = ferry(&["sync", "a", "b", "--exclude", "a{b"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
