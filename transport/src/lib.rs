@@ -26,7 +26,12 @@ pub struct MemoryPipe {
 impl MemoryPipe {
     /// A pipe whose receiving end enforces `limits`.
     pub fn new(limits: Limits) -> Self {
-        MemoryPipe { wire: Vec::new(), reader: FrameReader::new(limits), queued: VecDeque::new(), bytes: 0 }
+        MemoryPipe {
+            wire: Vec::new(),
+            reader: FrameReader::new(limits),
+            queued: VecDeque::new(),
+            bytes: 0,
+        }
     }
 
     /// Sends a message.
