@@ -222,10 +222,7 @@ pub fn run_local(
             break;
         }
         let done = if moved {
-            match rx.try_recv() {
-                Ok(d) => Some(d),
-                Err(_) => None,
-            }
+            rx.try_recv().ok()
         } else if inflight > 0 {
             rx.recv().ok()
         } else {

@@ -130,7 +130,8 @@ impl Walker {
         Ok((out, self.stack.is_empty()))
     }
 
-    #[allow(clippy::type_complexity)]
+    // st_nlink is u32 on some architectures and u64 on others.
+    #[allow(clippy::type_complexity, clippy::useless_conversion)]
     fn visit(
         &mut self,
         name: &[u8],

@@ -25,13 +25,8 @@ pub fn frames(data: &[u8]) {
     let mut r = FrameReader::new(limits);
     for piece in data.chunks(7) {
         r.feed(piece);
-        loop {
-            match r.next_message() {
-                Ok(Some(m)) => {
-                    let _: Message = m;
-                }
-                Ok(None) | Err(_) => break,
-            }
+        while let Ok(Some(m)) = r.next_message() {
+            let _: Message = m;
         }
     }
 }
@@ -87,7 +82,8 @@ mod tests {
     #[test]
     fn replay_fuzz_corpus() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-        let targets: [(&str, fn(&[u8])); 4] = [
+        type Harness = fn(&[u8]);
+        let targets: [(&str, Harness); 4] = [
             ("rel_path", super::rel_path),
             ("frames", super::frames),
             ("signature_delta", super::signature_delta),
