@@ -398,13 +398,16 @@ impl LocalDestination {
 
     fn hard_link(&self, path: &RelPath, to: &RelPath) -> Result<WorkCounts, TargetOutcome> {
         let io_err = |e: io::Error| fatal("hard-linking", path, e);
-        let to_dir = self.root.parent_of(to).map_err(io_err)?;
-        let to_st = rfs::statat(&to_dir, to.file_name(), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| io_err(e.into()))?;
+        // The file linked to may have failed this round (changed while read): then the link
+        // waits for the next round instead of failing the whole round. A peer naming a
+        // symlink or directory gets the same: nothing is linked.
+        let skipped = WorkCounts { failed: 1, ..WorkCounts::default() };
+        let Ok(to_dir) = self.root.parent_of(to) else { return Ok(skipped) };
+        let Ok(to_st) = rfs::statat(&to_dir, to.file_name(), AtFlags::SYMLINK_NOFOLLOW) else {
+            return Ok(skipped);
+        };
         if file_type(&to_st) != FileType::RegularFile {
-            return Err(TargetOutcome::BadData(format!(
-                "hard link {path}: {to} is not a regular file"
-            )));
+            return Ok(skipped);
         }
         let dir = self.root.parent_of(path).map_err(io_err)?;
         if let Ok(st) = rfs::statat(&dir, path.file_name(), AtFlags::SYMLINK_NOFOLLOW) {

@@ -193,6 +193,8 @@ impl SourceSession {
         outcome: SourceOutcome,
     ) -> Result<(), SessionError> {
         if self.error.is_some() {
+            // Drop the bookkeeping so the driver can tell when everything has drained.
+            self.pending.remove(&id);
             return Ok(());
         }
         let r = self.on_outcome(id, outcome);
@@ -249,7 +251,10 @@ impl SourceSession {
             if !matches!(e, SessionError::PeerAborted(_)) {
                 self.out.push_back(Message::Abort { reason: e.to_string() });
             }
-            self.work.clear();
+            // Work never handed out will never report back.
+            for (id, _) in self.work.drain(..) {
+                self.pending.remove(&id);
+            }
             let copy = SessionError::Local(e.to_string());
             self.error = Some(copy);
             return Err(e);

@@ -1,6 +1,6 @@
 //! The receiving side of a round: merge-join, plan, rebuild, verify, commit.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use super::source::message_name;
 use super::{check_hello, hello, ProtocolError, SessionError, SessionOptions, WorkId};
@@ -161,6 +161,8 @@ pub struct WorkCounts {
     pub mount_points_skipped: u64,
     /// Whether a link or directory was actually created (false: it was already right).
     pub created: bool,
+    /// Entries that could not be made this round (a hard link whose file is missing).
+    pub failed: u64,
 }
 
 /// What the plan does with one path.
@@ -261,6 +263,10 @@ pub struct TargetSession {
     dir_stack: Vec<RelPath>,
     entries_credit_owed: u64,
     bytes_credit_owed: u64,
+    /// Raw segment bytes the source may have sent: the window plus every credit sent.
+    bytes_granted: u64,
+    /// Raw segment bytes received so far.
+    bytes_received: u64,
     decided_sent: u64,
 
     local: VecDeque<LocalEntry>,
@@ -275,6 +281,8 @@ pub struct TargetSession {
     dirs: Vec<Entry>,
     hardlinks: Vec<(RelPath, RelPath)>,
     root: Option<RootMeta>,
+    /// Files given up this round; hard links to them wait for the next round.
+    failed_paths: HashSet<RelPath>,
     stats: Stats,
 }
 
@@ -285,6 +293,7 @@ impl TargetSession {
         opts.window_bytes = opts.window_bytes.max(2 * SEGMENT_LEN as u64);
         opts.window_entries = opts.window_entries.max(1);
         opts.window_files = opts.window_files.max(1);
+        opts.scan_batch = opts.scan_batch.max(2);
         let mut s = TargetSession {
             phase: Phase::AwaitHello,
             out: VecDeque::new(),
@@ -300,6 +309,8 @@ impl TargetSession {
             dir_stack: Vec::new(),
             entries_credit_owed: 0,
             bytes_credit_owed: 0,
+            bytes_granted: 0,
+            bytes_received: 0,
             decided_sent: 0,
             local: VecDeque::new(),
             local_busy: false,
@@ -312,10 +323,12 @@ impl TargetSession {
             dirs: Vec::new(),
             hardlinks: Vec::new(),
             root: None,
+            failed_paths: HashSet::new(),
             stats: Stats::default(),
             opts,
         };
         s.out.push_back(hello());
+        s.bytes_granted = s.opts.window_bytes;
         s.out.push_back(Message::Credit {
             entries: s.opts.window_entries,
             bytes: s.opts.window_bytes,
@@ -406,7 +419,9 @@ impl TargetSession {
                 }
                 // Temp files of unfinished files are dropped by the driver; nothing
                 // unverified was renamed into place.
-                self.work.clear();
+                for (id, _) in self.work.drain(..) {
+                    self.pending.remove(&id);
+                }
                 for id in self.files.keys().copied().collect::<Vec<_>>() {
                     let wid = self.next_work;
                     self.next_work += 1;
@@ -421,6 +436,10 @@ impl TargetSession {
     }
 
     fn flush_credit(&mut self) {
+        if self.phase == Phase::Finished {
+            // Done is the last word; credit after it would be a protocol error at the source.
+            return;
+        }
         let decided = self.decided_prefix();
         if self.entries_credit_owed > 0 || self.bytes_credit_owed > 0 || decided > self.decided_sent
         {
@@ -430,6 +449,7 @@ impl TargetSession {
                 decided,
             });
             self.entries_credit_owed = 0;
+            self.bytes_granted += self.bytes_credit_owed;
             self.bytes_credit_owed = 0;
             self.decided_sent = decided;
         }
@@ -600,6 +620,11 @@ impl TargetSession {
         };
         LimitExceeded::check("segment payload", seg.data.len() as u64, cap as u64)
             .map_err(ProtocolError::from)?;
+        let raw = seg_len(f.entry.size, seg.index);
+        if self.bytes_received + raw > self.bytes_granted {
+            return Err(ProtocolError::Credit("segment bytes").into());
+        }
+        self.bytes_received += raw;
         f.next_rx += 1;
         self.stats.payload_bytes += seg.data.len() as u64;
         if f.failed {
@@ -639,6 +664,7 @@ impl TargetSession {
         // The reason is the source's to log; here the file is simply left as it was.
         let _ = reason;
         f.failed = true;
+        self.failed_paths.insert(f.entry.path.clone());
         for s in f.queue.drain(..) {
             self.bytes_credit_owed += seg_len(f.entry.size, s.index);
         }
@@ -721,6 +747,7 @@ impl TargetSession {
             self.stats.files_deleted += c.deleted;
             self.stats.ownership_skipped += c.ownership_skipped;
             self.stats.mount_points_skipped += c.mount_points_skipped;
+            self.stats.files_failed += c.failed;
         }
     }
 
@@ -798,7 +825,9 @@ impl TargetSession {
                 self.out.push_back(Message::Want { file, basis: None });
             }
             (FileState::Finishing, TargetOutcome::Mismatch) => {
-                self.files.remove(&file);
+                if let Some(f) = self.files.remove(&file) {
+                    self.failed_paths.insert(f.entry.path);
+                }
                 self.stats.files_failed += 1;
                 self.out.push_back(Message::Settled { file });
             }
@@ -828,6 +857,10 @@ impl TargetSession {
             if merged && self.pending.is_empty() {
                 self.phase = Phase::HardLinks;
                 for (path, to) in std::mem::take(&mut self.hardlinks) {
+                    if self.failed_paths.contains(&to) {
+                        // Counted once, as the file's failure; the link follows it next round.
+                        continue;
+                    }
                     self.push_work(Pending::HardLink, TargetWork::HardLink { path, to });
                 }
             }
@@ -863,7 +896,8 @@ impl TargetSession {
             if self.barrier || self.files.len() >= self.opts.window_files {
                 return Ok(());
             }
-            if self.local.len() < self.opts.scan_batch / 2 && !self.local_busy && !self.local_done {
+            let low_water = self.opts.scan_batch / 2;
+            if self.local.len() < low_water && !self.local_busy && !self.local_done {
                 self.local_busy = true;
                 let max = self.opts.scan_batch;
                 self.push_work(Pending::Scan, TargetWork::Scan { max });

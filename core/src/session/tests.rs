@@ -1399,10 +1399,6 @@ fn hard_links_are_made_after_their_files_and_only_once() {
 }
 
 #[test]
-#[ignore = "bug: TargetSession asks for HardLink { to } at the end of the round even when `to` \
-            failed this round (FileFailed, or a second Mismatch) and so is not on the \
-            destination; the driver's link then fails and the whole round aborts, though a \
-            file changing under the reader is meant to fail alone"]
 fn a_hard_link_to_a_file_that_failed_does_not_abort_the_round() {
     let (src, links) = linked_tree();
     let mut pair = Pair::new(src, MemTree::default(), SessionOptions::default());
@@ -1485,8 +1481,6 @@ fn byte_window_admits_a_file_larger_than_the_window() {
 }
 
 #[test]
-#[ignore = "bug: TargetSession::merge refills its local scan only while local.len() < \
-            scan_batch / 2, which is never true for scan_batch = 1: the round stalls"]
 fn scan_batch_of_one_does_not_stall() {
     let src = sample_tree(false);
     let opts = SessionOptions { scan_batch: 1, ..SessionOptions::default() };
@@ -2041,8 +2035,6 @@ fn target_refuses_a_segment_that_rebuilds_to_the_wrong_length() {
 }
 
 #[test]
-#[ignore = "bug: TargetSession::on_segment never checks segment bytes against the byte credit \
-            it granted (window_bytes), so a hostile source can make it queue unbounded data"]
 fn target_refuses_segments_beyond_its_byte_credit() {
     // window_bytes is raised to 2 segments (16 MiB); the Writes are not performed, so no
     // credit comes back. The third 8 MiB segment is beyond what was granted.
@@ -2057,8 +2049,6 @@ fn target_refuses_segments_beyond_its_byte_credit() {
 }
 
 #[test]
-#[ignore = "bug: TargetSession::fail_on clears `work` but not the `pending` entries of the \
-            items it drops, so has_pending_work() stays true forever after an error"]
 fn target_has_no_pending_work_once_a_failed_round_drains() {
     // Its first scan is queued (not yet taken by the driver) when the peer misbehaves.
     let mut t = lone_target();
@@ -2070,9 +2060,6 @@ fn target_has_no_pending_work_once_a_failed_round_drains() {
 }
 
 #[test]
-#[ignore = "bug: SourceSession::handle_outcome returns early once the session has failed \
-            without removing the item from `pending` (the target does remove it), so \
-            has_pending_work() stays true forever after an error"]
 fn source_has_no_pending_work_once_a_failed_round_drains() {
     // A scan is out at the driver when the peer misbehaves; its outcome comes back later.
     let mut s = LoneSource::new(sample_tree(false), false);
@@ -2085,9 +2072,6 @@ fn source_has_no_pending_work_once_a_failed_round_drains() {
 }
 
 #[test]
-#[ignore = "bug: TargetSession::fail_on's Ok path calls flush_credit after step() queued Done, \
-            so a round whose last merge and Done happen in one call (a dry run) sends a \
-            Credit after Done"]
 fn done_is_the_last_thing_the_target_says() {
     let src = sample_tree(false);
     let opts = SessionOptions { dry_run: true, ..SessionOptions::default() };
