@@ -1,0 +1,322 @@
+//! `ferry-bench`: the workloads and pipeline steps shared by Ferry's criterion micro-benchmarks
+//! (`benches/engine.rs`) and the `ferry-bench` binary.
+//!
+//! - [`Workload::generate`]: a seeded pseudo-random "old" file and a "new" version of it with
+//!   scattered overwrites and short inserts that shift everything after them. The same seed
+//!   gives the same bytes on every machine and for every thread count.
+//! - [`sign`], [`diff_segments`], [`patch_segments_into`], [`hash_segments`]: the core delta
+//!   pipeline cut the way the agent cuts it, one [`SEGMENT_LEN`] segment at a time, each
+//!   diffed against one shared [`DeltaIndex`] of the whole basis. They use the current rayon
+//!   pool, so callers choose the parallelism with `ThreadPool::install`.
+#![forbid(unsafe_code)]
+
+use ferry_core::delta::{self, BlockSize, DeltaCounts, DeltaError, DeltaIndex, SignatureHeader};
+use ferry_core::hash::{hash_segment, merge_segments, SegmentHash};
+use ferry_core::{Limits, SEGMENT_LEN};
+use rayon::prelude::*;
+use serde::Serialize;
+
+/// A small deterministic generator (splitmix64): fast, seedable, and the same everywhere.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..n` (`n > 0`; the slight modulo bias does not matter here).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// Fills `buf` with random bytes.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+    }
+}
+
+/// Random bytes are generated in independently seeded chunks of this size, in parallel.
+const FILL_CHUNK: usize = 1 << 20;
+
+/// `len` pseudo-random bytes from `seed`, generated in parallel; the result does not depend on
+/// the number of threads.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    v.par_chunks_mut(FILL_CHUNK).enumerate().for_each(|(i, c)| {
+        let chunk_seed = Rng::new(seed ^ (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64();
+        Rng::new(chunk_seed).fill(c);
+    });
+    v
+}
+
+/// How the new version of a workload differs from the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Mutations {
+    /// Number of in-place overwrites with fresh random bytes, one per equal stretch of the file
+    /// (so they never overlap).
+    pub overwrites: usize,
+    /// Bytes per overwrite.
+    pub overwrite_len: usize,
+    /// Number of inserts of fresh random bytes at random offsets, each shifting the rest.
+    pub inserts: usize,
+    /// Shortest insert, bytes.
+    pub insert_min: usize,
+    /// Longest insert, bytes.
+    pub insert_max: usize,
+}
+
+impl Mutations {
+    /// The core issue's reference workload: 200 scattered 4 KiB overwrites and 10 inserts of
+    /// 16..=64 bytes.
+    pub const REFERENCE: Mutations = Mutations {
+        overwrites: 200,
+        overwrite_len: 4096,
+        inserts: 10,
+        insert_min: 16,
+        insert_max: 64,
+    };
+
+    /// Smallest old-file size these mutations fit in (each overwrite gets a stretch of at least
+    /// twice its length).
+    pub fn min_len(&self) -> usize {
+        self.overwrites * self.overwrite_len * 2
+    }
+}
+
+/// An old file and its new version.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// The old version: the destination's basis.
+    pub old: Vec<u8>,
+    /// The new version: what the source has.
+    pub new: Vec<u8>,
+    /// The mutations that turned `old` into `new`.
+    pub mutations: Mutations,
+    /// Bytes overwritten in place.
+    pub overwritten_bytes: u64,
+    /// Bytes inserted.
+    pub inserted_bytes: u64,
+}
+
+impl Workload {
+    /// Generates `len` random bytes from `seed` as the old version, and applies `mutations`
+    /// (also drawn from `seed`) to make the new one.
+    ///
+    /// # Panics
+    /// When `len < mutations.min_len()` or `insert_min > insert_max`.
+    pub fn generate(len: usize, mutations: Mutations, seed: u64) -> Workload {
+        let m = mutations;
+        assert!(len >= m.min_len(), "{len} bytes is too small for {m:?}");
+        assert!(m.insert_min <= m.insert_max, "insert_min > insert_max in {m:?}");
+        let old = random_bytes(len, seed);
+        let mut rng = Rng::new(seed ^ 0x6D75_7461_7465);
+        let mut edited = old.clone();
+        if let Some(stretch) = len.checked_div(m.overwrites) {
+            for k in 0..m.overwrites {
+                let at = k * stretch + rng.below((stretch - m.overwrite_len + 1) as u64) as usize;
+                rng.fill(&mut edited[at..at + m.overwrite_len]);
+            }
+        }
+        let mut inserts: Vec<(usize, Vec<u8>)> = (0..m.inserts)
+            .map(|_| {
+                let at = rng.below(len as u64 + 1) as usize;
+                let n = m.insert_min + rng.below((m.insert_max - m.insert_min + 1) as u64) as usize;
+                let mut bytes = vec![0; n];
+                rng.fill(&mut bytes);
+                (at, bytes)
+            })
+            .collect();
+        inserts.sort_by_key(|(at, _)| *at);
+        let inserted: usize = inserts.iter().map(|(_, b)| b.len()).sum();
+        let mut new = Vec::with_capacity(len + inserted);
+        let mut pos = 0;
+        for (at, bytes) in &inserts {
+            new.extend_from_slice(&edited[pos..*at]);
+            new.extend_from_slice(bytes);
+            pos = *at;
+        }
+        new.extend_from_slice(&edited[pos..]);
+        Workload {
+            old,
+            new,
+            mutations: m,
+            overwritten_bytes: (m.overwrites * m.overwrite_len) as u64,
+            inserted_bytes: inserted as u64,
+        }
+    }
+
+    /// The changed-bytes reference figure: bytes overwritten plus bytes inserted. No delta can
+    /// carry fewer literal bytes than this.
+    pub fn changed_bytes(&self) -> u64 {
+        self.overwritten_bytes + self.inserted_bytes
+    }
+}
+
+/// A signed basis, as the destination computes it.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// The header a destination sends.
+    pub header: SignatureHeader,
+    /// The signature blocks.
+    pub blocks: Vec<u8>,
+}
+
+/// Signs `basis` with the block size the agent would choose for it
+/// ([`BlockSize::for_len`]), in the current rayon pool.
+pub fn sign(basis: &[u8]) -> Signed {
+    let bs = BlockSize::for_len(basis.len() as u64);
+    Signed {
+        header: SignatureHeader::new(bs, basis.len() as u64),
+        blocks: delta::signature_blocks(basis, bs),
+    }
+}
+
+/// Indexes a signature for delta search, as the source does.
+///
+/// # Errors
+/// When the signature exceeds the default [`Limits`].
+pub fn index(signed: &Signed) -> Result<DeltaIndex, DeltaError> {
+    DeltaIndex::build(&signed.header, &signed.blocks, &Limits::default())
+}
+
+/// Diffs `data` segment by segment ([`SEGMENT_LEN`]) against the shared `index`, in parallel in
+/// the current rayon pool, as the agent's source does.
+///
+/// # Errors
+/// When the delta engine refuses the index.
+pub fn diff_segments(index: &DeltaIndex, data: &[u8]) -> Result<Vec<Vec<u8>>, DeltaError> {
+    data.par_chunks(SEGMENT_LEN).map(|seg| index.diff(seg)).collect()
+}
+
+/// Sums the literal and matched bytes of `deltas`.
+///
+/// Returns `None` if one of them does not parse.
+pub fn count_all(deltas: &[Vec<u8>]) -> Option<DeltaCounts> {
+    deltas.iter().try_fold(DeltaCounts::default(), |acc, d| {
+        let c = delta::count(d)?;
+        Some(DeltaCounts { literal: acc.literal + c.literal, matched: acc.matched + c.matched })
+    })
+}
+
+/// Length of segment `index` of a file of `len` bytes.
+pub fn segment_len(index: usize, len: usize) -> usize {
+    len.saturating_sub(index * SEGMENT_LEN).min(SEGMENT_LEN)
+}
+
+/// Empty output buffers for the segments of a file of `len` bytes, each with its segment's
+/// capacity already written once, so a timed patch does not also time the kernel handing out
+/// fresh pages.
+pub fn segment_buffers(len: usize) -> Vec<Vec<u8>> {
+    (0..len.div_ceil(SEGMENT_LEN))
+        .into_par_iter()
+        .map(|i| {
+            let mut v = Vec::with_capacity(segment_len(i, len));
+            v.resize(segment_len(i, len), 0xA5);
+            v.clear();
+            v
+        })
+        .collect()
+}
+
+/// Rebuilds a file of `len` bytes from `basis` and its per-segment `deltas` into `outs` (one
+/// buffer per segment, cleared first), one segment per task in the current rayon pool, as the
+/// agent's destination does: each segment is refused if it would grow past its length.
+///
+/// # Errors
+/// When a delta is malformed or rebuilds the wrong length.
+///
+/// # Panics
+/// When `outs` and `deltas` differ in length.
+pub fn patch_segments_into(
+    basis: &[u8],
+    deltas: &[Vec<u8>],
+    outs: &mut [Vec<u8>],
+    len: usize,
+) -> Result<(), DeltaError> {
+    assert_eq!(deltas.len(), outs.len(), "one output buffer per segment delta");
+    deltas.par_iter().zip(outs.par_iter_mut()).enumerate().try_for_each(|(i, (d, out))| {
+        out.clear();
+        delta::apply(basis, d, out, segment_len(i, len))
+    })
+}
+
+/// [`patch_segments_into`] freshly allocated buffers.
+///
+/// # Errors
+/// As [`patch_segments_into`].
+pub fn patch_segments(
+    basis: &[u8],
+    deltas: &[Vec<u8>],
+    len: usize,
+) -> Result<Vec<Vec<u8>>, DeltaError> {
+    let mut outs: Vec<Vec<u8>> =
+        (0..deltas.len()).map(|i| Vec::with_capacity(segment_len(i, len))).collect();
+    patch_segments_into(basis, deltas, &mut outs, len)?;
+    Ok(outs)
+}
+
+/// The blake3 of the concatenation of `segments` (each [`SEGMENT_LEN`] long but the last),
+/// hashed one segment per task in the current rayon pool and merged.
+///
+/// Returns `None` when the segments do not cut the file at [`SEGMENT_LEN`] boundaries.
+pub fn hash_segments<S: AsRef<[u8]> + Sync>(segments: &[S]) -> Option<[u8; 32]> {
+    let len: usize = segments.iter().map(|s| s.as_ref().len()).sum();
+    let aligned = segments.iter().enumerate().all(|(i, s)| s.as_ref().len() == segment_len(i, len));
+    if !aligned {
+        return None;
+    }
+    let hashes: Vec<SegmentHash> = segments
+        .par_iter()
+        .enumerate()
+        .map(|(i, s)| hash_segment(i as u64, s.as_ref(), len as u64))
+        .collect();
+    merge_segments(&hashes, len as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_is_deterministic_and_counts_its_changes() {
+        let m = Mutations { overwrites: 20, ..Mutations::REFERENCE };
+        let a = Workload::generate(3 << 20, m, 42);
+        let b = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("pool")
+            .install(|| Workload::generate(3 << 20, m, 42));
+        assert_eq!(a.old, b.old);
+        assert_eq!(a.new, b.new);
+        assert_eq!(a.new.len() as u64, a.old.len() as u64 + a.inserted_bytes);
+        assert!((10 * 16..=10 * 64).contains(&a.inserted_bytes));
+        assert_eq!(a.changed_bytes(), 20 * 4096 + a.inserted_bytes);
+    }
+
+    #[test]
+    fn pipeline_rebuilds_the_new_version() {
+        let w = Workload::generate(SEGMENT_LEN * 2 + 12345, Mutations::REFERENCE, 7);
+        let signed = sign(&w.old);
+        let ix = index(&signed).expect("index");
+        let deltas = diff_segments(&ix, &w.new).expect("diff");
+        let c = count_all(&deltas).expect("count");
+        assert_eq!(c.literal + c.matched, w.new.len() as u64);
+        assert!(c.literal >= w.changed_bytes());
+        let rebuilt = patch_segments(&w.old, &deltas, w.new.len()).expect("patch");
+        assert_eq!(hash_segments(&rebuilt), Some(*blake3::hash(&w.new).as_bytes()));
+    }
+}
