@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferry_core::delta::SegmentHow;
 use ferry_core::session::{Itemized, SessionError};
 use ferry_core::{
     SessionOptions, SourceOutcome, SourceSession, SourceWork, Stats, TargetOutcome, TargetSession,
@@ -182,8 +183,8 @@ pub fn run_local(
         while let Some((id, w)) = src.poll_work() {
             let phase = match &w {
                 SourceWork::Scan { .. } => Phase::Scan,
-                SourceWork::Segment { delta: Some(_), .. } => Phase::Delta,
-                SourceWork::Segment { .. } => Phase::Read,
+                SourceWork::Segment { how: SegmentHow::Literal, .. } => Phase::Read,
+                SourceWork::Segment { .. } | SourceWork::Match { .. } => Phase::Delta,
             };
             let (tx, s) = (tx.clone(), source.clone());
             inflight += 1;
@@ -197,7 +198,7 @@ pub fn run_local(
         while let Some((id, w)) = dst.poll_work() {
             let phase = match &w {
                 TargetWork::Scan { .. } | TargetWork::HashLocal { .. } => Phase::Scan,
-                TargetWork::Signature { .. } => Phase::Signature,
+                TargetWork::Signature { .. } | TargetWork::FineSignature { .. } => Phase::Signature,
                 _ => Phase::Apply,
             };
             let bytes = match &w {

@@ -10,10 +10,10 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ferry_core::compress;
-use ferry_core::delta::{self, DeltaCounts};
+use ferry_core::delta::{self, SegmentHow};
 use ferry_core::entry::{Entry, EntryKind, RootMeta};
 use ferry_core::hash::hash_segment;
-use ferry_core::message::{Encoding, FileFailure, Payload};
+use ferry_core::message::{Encoding, FileFailure};
 use ferry_core::session::{SourceOutcome, SourceWork};
 use ferry_core::RelPath;
 use rayon::prelude::*;
@@ -63,26 +63,42 @@ impl LocalSource {
                 len,
                 file_len,
                 mtime_ns,
-                delta,
+                how,
                 compress_level,
                 ..
             } => {
-                match self.segment(
-                    &path,
-                    index,
-                    len,
-                    file_len,
-                    mtime_ns,
-                    delta.as_deref(),
-                    compress_level,
-                ) {
-                    Ok(o) => o,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        SourceOutcome::SegmentFailed(FileFailure::Vanished)
+                let offset = index * ferry_core::SEGMENT_LEN as u64;
+                // A two-level delta diffs unmatched runs whole across segment boundaries.
+                let (pre, post) = match &how {
+                    SegmentHow::Refined(plan) => {
+                        plan.context(offset, len as u64, file_len, 1 << 20)
                     }
-                    Err(e) => SourceOutcome::SegmentFailed(FileFailure::Unreadable(e.to_string())),
-                }
+                    _ => (0, 0),
+                };
+                let window = len + (pre + post) as usize;
+                self.read_range(&path, offset - pre, window, file_len, mtime_ns)
+                    .and_then(|r| match r {
+                        Ok(buf) => self
+                            .encode(&how, index, buf, pre as usize, len, file_len, compress_level)
+                            .map(Ok),
+                        Err(f) => Ok(Err(f)),
+                    })
+                    .map(|r| r.unwrap_or_else(SourceOutcome::SegmentFailed))
+                    .unwrap_or_else(read_error)
             }
+            SourceWork::Match { path, index, len, file_len, mtime_ns, coarse, .. } => self
+                .read_range(&path, index * ferry_core::SEGMENT_LEN as u64, len, file_len, mtime_ns)
+                .and_then(|r| match r {
+                    Ok(buf) => {
+                        let offset = index * ferry_core::SEGMENT_LEN as u64;
+                        let matches = delta::match_segment(&coarse, offset, &buf)
+                            .map_err(io::Error::other)?;
+                        let hash = hash_segment(index, &buf, file_len);
+                        Ok(SourceOutcome::Matched { hash, matches })
+                    }
+                    Err(f) => Ok(SourceOutcome::SegmentFailed(f)),
+                })
+                .unwrap_or_else(read_error),
         }
     }
 
@@ -119,17 +135,16 @@ impl LocalSource {
         Ok(*h.finalize().as_bytes())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn segment(
+    /// Reads `len` bytes at `offset` of `path`, checking the file is still as scanned before
+    /// and after.
+    fn read_range(
         &self,
         path: &RelPath,
-        index: u64,
+        offset: u64,
         len: usize,
         file_len: u64,
         mtime: i64,
-        index_sig: Option<&delta::DeltaIndex>,
-        level: i32,
-    ) -> io::Result<SourceOutcome> {
+    ) -> io::Result<Result<Vec<u8>, FileFailure>> {
         let fd = self.root.open_beneath(path.as_bytes(), OFlags::RDONLY, Mode::empty())?;
         let unchanged = |fd: &std::os::fd::OwnedFd| -> io::Result<bool> {
             let st = rfs::fstat(fd)?;
@@ -138,34 +153,61 @@ impl LocalSource {
                 && mtime_ns(&st) == mtime)
         };
         if !unchanged(&fd)? {
-            return Ok(SourceOutcome::SegmentFailed(FileFailure::Changed));
+            return Ok(Err(FileFailure::Changed));
         }
         let f = File::from(fd);
         let mut buf = vec![0u8; len];
-        let offset = index * ferry_core::SEGMENT_LEN as u64;
         if let Err(e) = f.read_exact_at(&mut buf, offset) {
             if e.kind() == io::ErrorKind::UnexpectedEof {
-                return Ok(SourceOutcome::SegmentFailed(FileFailure::Changed));
+                return Ok(Err(FileFailure::Changed));
             }
             return Err(e);
         }
         let fd: std::os::fd::OwnedFd = f.into();
         if !unchanged(&fd)? {
-            return Ok(SourceOutcome::SegmentFailed(FileFailure::Changed));
+            return Ok(Err(FileFailure::Changed));
         }
-        let hash = hash_segment(index, &buf, file_len);
-        let (payload, raw, counts) = match index_sig {
-            Some(ix) => {
-                let d = ix.diff(&buf).map_err(io::Error::other)?;
-                let c = delta::count(&d).unwrap_or(DeltaCounts { literal: len as u64, matched: 0 });
-                (Payload::Delta, d, c)
+        Ok(Ok(buf))
+    }
+
+    /// Hashes and encodes segment `index`, which is `buf[pre..pre + len]` (the rest of `buf`
+    /// is context for a two-level delta).
+    #[allow(clippy::too_many_arguments)]
+    fn encode(
+        &self,
+        how: &SegmentHow,
+        index: u64,
+        mut buf: Vec<u8>,
+        pre: usize,
+        len: usize,
+        file_len: u64,
+        level: i32,
+    ) -> io::Result<SourceOutcome> {
+        let hash = hash_segment(index, &buf[pre..pre + len], file_len);
+        let offset = index * ferry_core::SEGMENT_LEN as u64;
+        let (payload, raw, counts) = match how {
+            SegmentHow::Refined(plan) => {
+                delta::encode_refined(plan, offset - pre as u64, &buf, offset, len as u64)
             }
-            None => (Payload::Literal, buf, DeltaCounts { literal: len as u64, matched: 0 }),
-        };
+            _ => {
+                buf.truncate(pre + len);
+                buf.drain(..pre);
+                delta::encode_segment(how, offset, buf)
+            }
+        }
+        .map_err(io::Error::other)?;
         let (encoding, data) = match compress::compress(&raw, level) {
             Some(c) => (Encoding::Zstd, c),
             None => (Encoding::Raw, raw),
         };
         Ok(SourceOutcome::Segment { hash, data, payload, encoding, counts })
+    }
+}
+
+fn read_error(e: io::Error) -> SourceOutcome {
+    if e.kind() == io::ErrorKind::NotFound {
+        SourceOutcome::SegmentFailed(FileFailure::Vanished)
+    } else {
+        SourceOutcome::SegmentFailed(FileFailure::Unreadable(e.to_string()))
     }
 }

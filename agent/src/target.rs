@@ -159,6 +159,22 @@ impl LocalDestination {
         TargetOutcome::Signed(Some((header, blocks)))
     }
 
+    fn fine_signature(&self, file: FileId, gaps: &[(u64, u64)], bs: BlockSize) -> TargetOutcome {
+        let Some(basis) = lock(&self.bases).get(&file).cloned() else {
+            return TargetOutcome::BadData(format!("file {file}: refinement without a basis"));
+        };
+        let map = match delta::GapMap::new(gaps, basis.bytes().len() as u64, &self.limits) {
+            Ok(m) => m,
+            Err(e) => return TargetOutcome::BadData(format!("file {file}: {e}")),
+        };
+        let fine = map.gather(basis.bytes());
+        let header = SignatureHeader::new(bs, fine.len() as u64);
+        if header.validate(&self.limits).is_err() {
+            return TargetOutcome::Signed(None);
+        }
+        TargetOutcome::Signed(Some((header, delta::signature_blocks(&fine, bs))))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
@@ -483,6 +499,9 @@ impl Destination for LocalDestination {
                 self.write(file, &path, index, payload, encoding, data, len)
             }
             TargetWork::Finish { file, entry, hash } => self.finish(file, &entry, hash),
+            TargetWork::FineSignature { file, gaps, block_size } => {
+                self.fine_signature(file, &gaps, block_size)
+            }
             TargetWork::Discard { file } => self.discard(file),
             TargetWork::Retouch { entry } => {
                 io("updating metadata of", &entry.path, self.retouch(&entry))

@@ -27,6 +27,10 @@ pub struct Limits {
     pub max_xattr_value: usize,
     /// Largest symlink target.
     pub max_link_target: usize,
+    /// Most gaps in one refinement request (second pass of a two-level delta).
+    pub max_refine_gaps: usize,
+    /// Most basis bytes one refinement may ask the destination to gather and sign.
+    pub max_refine_bytes: u64,
 }
 
 impl Default for Limits {
@@ -42,6 +46,8 @@ impl Default for Limits {
             max_xattrs: 256,
             max_xattr_value: 64 << 10,
             max_link_target: 4096,
+            max_refine_gaps: 1 << 20,
+            max_refine_bytes: 256 << 20,
         }
     }
 }

@@ -86,6 +86,21 @@ pub enum Message {
         /// `Some` when signature pieces for the destination's basis follow.
         basis: Option<SignatureHeader>,
     },
+    /// Source → target: the first pass of a two-level delta is done; sign these gaps of the
+    /// basis (offset, length) with small blocks.
+    Refine {
+        /// The file.
+        file: FileId,
+        /// Sorted, disjoint basis ranges no coarse match used.
+        gaps: Vec<(u64, u64)>,
+    },
+    /// Target → source: the fine signature of the gaps laid end to end; pieces follow.
+    FineSignature {
+        /// The file.
+        file: FileId,
+        /// Header of the fine signature (`basis_len` is the gaps' total length).
+        header: SignatureHeader,
+    },
     /// Target → source: a piece of the basis signature for `file`.
     SignaturePiece {
         /// The file.

@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::{check_hello, hello, ProtocolError, SessionError, SessionOptions, WorkId};
-use crate::delta::{DeltaCounts, DeltaIndex, SignatureHeader};
+use crate::delta::{
+    self, DeltaCounts, DeltaIndex, GapMap, Match, Refined, SegmentHow, SignatureHeader,
+};
 use crate::entry::{Entry, EntryKind, RootMeta};
 use crate::hash::{merge_segments, segment_count, SegmentHash};
 use crate::message::{Encoding, FileFailure, FileId, Message, Payload};
@@ -20,6 +22,24 @@ pub enum SourceWork {
         /// Most entries to return.
         max: usize,
     },
+    /// First pass of a two-level delta: read one segment, hash it, find its coarse matches
+    /// ([`crate::delta::match_segment`]).
+    Match {
+        /// The file.
+        file: FileId,
+        /// Its path beneath the root.
+        path: RelPath,
+        /// Segment index.
+        index: u64,
+        /// Bytes in this segment.
+        len: usize,
+        /// Size of the whole file as scanned.
+        file_len: u64,
+        /// mtime as scanned.
+        mtime_ns: i64,
+        /// The coarse index of the destination's basis.
+        coarse: Arc<DeltaIndex>,
+    },
     /// Read one segment of a file, hash it, and encode it as literal data or as a delta.
     Segment {
         /// The file.
@@ -34,8 +54,8 @@ pub enum SourceWork {
         file_len: u64,
         /// mtime as scanned; a different mtime means it changed.
         mtime_ns: i64,
-        /// Delta index of the destination's basis, or `None` to send literal data.
-        delta: Option<Arc<DeltaIndex>>,
+        /// Literal data, a delta against the destination's basis, or a two-level delta.
+        how: SegmentHow,
         /// zstd level for the payload.
         compress_level: i32,
     },
@@ -64,6 +84,13 @@ pub enum SourceOutcome {
         /// Literal and matched bytes of this segment.
         counts: DeltaCounts,
     },
+    /// The first pass over a segment is done.
+    Matched {
+        /// Its blake3 contribution.
+        hash: SegmentHash,
+        /// Coarse matches, with offsets in the new file.
+        matches: Vec<Match>,
+    },
     /// The file could not be read as scanned.
     SegmentFailed(FileFailure),
     /// A fatal local failure (the walk itself failed).
@@ -79,8 +106,33 @@ struct FileInfo {
 
 #[derive(Debug)]
 enum Mode {
-    Signature { header: SignatureHeader, blocks: Vec<u8>, want: usize },
-    Send { delta: Option<Arc<DeltaIndex>> },
+    /// Receiving a signature: the coarse one, or the fine one once `first` holds the first
+    /// pass of a two-level delta.
+    Signature {
+        header: SignatureHeader,
+        blocks: Vec<u8>,
+        want: usize,
+        first: Option<Box<FirstPass>>,
+    },
+    /// First pass of a two-level delta in progress.
+    Matching {
+        coarse: Arc<DeltaIndex>,
+        basis_len: u64,
+        done: Vec<Option<(SegmentHash, Vec<Match>)>>,
+        completed: u64,
+    },
+    /// `Refine` sent; waiting for the fine signature's header.
+    AwaitFine(Box<FirstPass>),
+    /// Sending segments; with a two-level delta, each segment's hash must equal the first
+    /// pass's (else the file changed between the passes).
+    Send { how: SegmentHow, expect: Option<Vec<SegmentHash>> },
+}
+
+#[derive(Debug)]
+struct FirstPass {
+    matches: Vec<Match>,
+    hashes: Vec<SegmentHash>,
+    gaps: GapMap,
 }
 
 #[derive(Debug)]
@@ -135,7 +187,11 @@ pub struct SourceSession {
 enum Pending {
     Scan,
     Segment { file: FileId, index: u64, len: u64 },
+    Match { file: FileId, index: u64 },
 }
+
+/// Unmatched bytes after the coarse pass below which a fine pass is not worth its round trip.
+const REFINE_MIN_LITERAL: u64 = 16 << 10;
 
 impl SourceSession {
     /// A new session; it greets the peer first.
@@ -283,6 +339,9 @@ impl SourceSession {
             (Phase::Running, Message::SignaturePiece { file, blocks, last }) => {
                 self.on_signature_piece(file, blocks, last)
             }
+            (Phase::Running, Message::FineSignature { file, header }) => {
+                self.on_fine_signature(file, header)
+            }
             (Phase::Running, Message::Settled { file }) => match self.transfers.get_mut(&file) {
                 Some(t) if t.finished && !t.settled => {
                     t.settled = true;
@@ -322,10 +381,10 @@ impl SourceSession {
             }
         };
         let mode = match basis {
-            None => Mode::Send { delta: None },
+            None => Mode::Send { how: SegmentHow::Literal, expect: None },
             Some(header) => {
                 let want = header.validate(&self.opts.limits).map_err(ProtocolError::from)?;
-                Mode::Signature { header, blocks: Vec::new(), want }
+                Mode::Signature { header, blocks: Vec::new(), want, first: None }
             }
         };
         let sending = matches!(mode, Mode::Send { .. });
@@ -357,7 +416,7 @@ impl SourceSession {
         last: bool,
     ) -> Result<(), SessionError> {
         let t = self.transfers.get_mut(&file).ok_or(ProtocolError::UnknownFile(file))?;
-        let Mode::Signature { header, blocks, want } = &mut t.mode else {
+        let Mode::Signature { header, blocks, want, first } = &mut t.mode else {
             return Err(ProtocolError::Unexpected { what: "SignaturePiece" }.into());
         };
         if blocks.len() + piece.len() > *want {
@@ -377,9 +436,87 @@ impl SourceSession {
         }
         let index =
             DeltaIndex::build(header, blocks, &self.opts.limits).map_err(ProtocolError::from)?;
-        t.mode = Mode::Send { delta: Some(Arc::new(index)) };
+        if let Some(first) = first.take() {
+            let FirstPass { matches, hashes, gaps } = *first;
+            let plan = Refined { matches, fine: Some((index, gaps)) };
+            t.mode = Mode::Send { how: SegmentHow::Refined(Arc::new(plan)), expect: Some(hashes) };
+        } else if t.info.size >= delta::TWO_LEVEL_MIN && header.basis_len >= delta::TWO_LEVEL_MIN {
+            t.mode = Mode::Matching {
+                coarse: Arc::new(index),
+                basis_len: header.basis_len,
+                done: (0..t.segments).map(|_| None).collect(),
+                completed: 0,
+            };
+        } else {
+            t.mode = Mode::Send { how: SegmentHow::Delta(Arc::new(index)), expect: None };
+        }
         self.start_sending(file);
         Ok(())
+    }
+
+    fn on_fine_signature(
+        &mut self,
+        file: FileId,
+        header: SignatureHeader,
+    ) -> Result<(), SessionError> {
+        let t = self.transfers.get_mut(&file).ok_or(ProtocolError::UnknownFile(file))?;
+        let Mode::AwaitFine(first) = &t.mode else {
+            return Err(ProtocolError::Unexpected { what: "FineSignature" }.into());
+        };
+        let want = header.validate(&self.opts.limits).map_err(ProtocolError::from)?;
+        if header.basis_len != first.gaps.len() {
+            return Err(ProtocolError::SizeMismatch {
+                file,
+                what: format!(
+                    "fine signature covers {} bytes, the gaps {}",
+                    header.basis_len,
+                    first.gaps.len()
+                ),
+            }
+            .into());
+        }
+        let Mode::AwaitFine(first) =
+            std::mem::replace(&mut t.mode, Mode::Send { how: SegmentHow::Literal, expect: None })
+        else {
+            return Ok(());
+        };
+        t.mode = Mode::Signature { header, blocks: Vec::new(), want, first: Some(first) };
+        Ok(())
+    }
+
+    /// The first pass is complete: ask for a fine signature of the gaps, or send at once when
+    /// refining would not pay.
+    fn finish_first_pass(&mut self, file: FileId) {
+        let Some(t) = self.transfers.get_mut(&file) else { return };
+        let Mode::Matching { basis_len, done, .. } = &mut t.mode else { return };
+        let basis_len = *basis_len;
+        let mut matches = Vec::new();
+        let mut hashes = Vec::with_capacity(done.len());
+        for (h, m) in done.drain(..).flatten() {
+            hashes.push(h);
+            matches.extend(m);
+        }
+        let matched: u64 = matches.iter().map(|m| m.len).sum();
+        let literal = t.info.size.saturating_sub(matched);
+        let gaps = delta::gaps(&matches, basis_len);
+        let limits = &self.opts.limits;
+        let gap_map = GapMap::new(&gaps, basis_len, limits).ok();
+        // Refining costs a round trip and a fine signature of the gaps (~20 bytes per fine
+        // block); it pays when there are enough unmatched bytes to shave.
+        let refine = gap_map.filter(|g| literal >= REFINE_MIN_LITERAL && !g.is_empty());
+        t.issued = 0;
+        match refine {
+            Some(map) => {
+                self.out.push_back(Message::Refine { file, gaps });
+                t.mode = Mode::AwaitFine(Box::new(FirstPass { matches, hashes, gaps: map }));
+            }
+            None => {
+                let plan = Refined { matches, fine: None };
+                t.mode =
+                    Mode::Send { how: SegmentHow::Refined(Arc::new(plan)), expect: Some(hashes) };
+                self.ready.push_back(file);
+            }
+        }
     }
 
     fn start_sending(&mut self, file: FileId) {
@@ -413,6 +550,10 @@ impl SourceSession {
                 self.on_segment(file, index, len, outcome);
                 Ok(())
             }
+            (Pending::Match { file, index }, outcome) => {
+                self.on_matched(file, index, outcome);
+                Ok(())
+            }
             (Pending::Scan, _) => Err(SessionError::Local("scan returned a segment".into())),
         }
     }
@@ -443,6 +584,35 @@ impl SourceSession {
         }
     }
 
+    fn on_matched(&mut self, file: FileId, index: u64, outcome: SourceOutcome) {
+        let Some(t) = self.transfers.get_mut(&file) else { return };
+        t.outstanding -= 1;
+        if t.finished {
+            if t.settled && t.outstanding == 0 {
+                self.transfers.remove(&file);
+            }
+            return;
+        }
+        let Mode::Matching { done, completed, .. } = &mut t.mode else { return };
+        match outcome {
+            SourceOutcome::Matched { hash, matches } => {
+                if let Some(slot) = done.get_mut(index as usize) {
+                    *slot = Some((hash, matches));
+                    *completed += 1;
+                }
+                if *completed == t.segments {
+                    self.finish_first_pass(file);
+                }
+            }
+            SourceOutcome::SegmentFailed(reason) => {
+                t.finished = true;
+                self.out.push_back(Message::FileFailed { file, reason });
+                self.stats.files_failed += 1;
+            }
+            _ => {}
+        }
+    }
+
     fn on_segment(&mut self, file: FileId, index: u64, len: u64, outcome: SourceOutcome) {
         let Some(t) = self.transfers.get_mut(&file) else { return };
         t.outstanding -= 1;
@@ -467,8 +637,23 @@ impl SourceSession {
             return;
         }
         t.ready.insert(index, outcome);
+        let expect = match &t.mode {
+            Mode::Send { expect, .. } => expect.as_deref(),
+            _ => None,
+        };
         while let Some(o) = t.ready.remove(&t.sent) {
             if let SourceOutcome::Segment { hash, data, payload, encoding, counts } = o {
+                if expect.is_some_and(|e| e.get(t.sent as usize) != Some(&hash)) {
+                    // Read differently than in the first pass: the file changed in between.
+                    t.finished = true;
+                    self.bytes_reserved -= seg_len(t.info.size, t.sent);
+                    for i in std::mem::take(&mut t.ready).into_keys() {
+                        self.bytes_reserved -= seg_len(t.info.size, i);
+                    }
+                    self.out.push_back(Message::FileFailed { file, reason: FileFailure::Changed });
+                    self.stats.files_failed += 1;
+                    return;
+                }
                 self.stats.literal_bytes += counts.literal;
                 self.stats.matched_bytes += counts.matched;
                 self.stats.payload_bytes += data.len() as u64;
@@ -508,25 +693,41 @@ impl SourceSession {
                 continue;
             }
             let len = seg_len(t.info.size, t.issued);
-            if self.bytes_reserved + len > self.byte_credit {
-                self.ready.push_front(file);
-                break;
-            }
-            let Mode::Send { delta } = &t.mode else { continue };
-            let w = SourceWork::Segment {
-                file,
-                path: t.info.path.clone(),
-                index: t.issued,
-                len: len as usize,
-                file_len: t.info.size,
-                mtime_ns: t.info.mtime_ns,
-                delta: delta.clone(),
-                compress_level: self.opts.compress_level,
+            let (p, w) = match &t.mode {
+                Mode::Matching { coarse, .. } => {
+                    let w = SourceWork::Match {
+                        file,
+                        path: t.info.path.clone(),
+                        index: t.issued,
+                        len: len as usize,
+                        file_len: t.info.size,
+                        mtime_ns: t.info.mtime_ns,
+                        coarse: coarse.clone(),
+                    };
+                    (Pending::Match { file, index: t.issued }, w)
+                }
+                Mode::Send { how, .. } => {
+                    if self.bytes_reserved + len > self.byte_credit {
+                        self.ready.push_front(file);
+                        break;
+                    }
+                    self.bytes_reserved += len;
+                    let w = SourceWork::Segment {
+                        file,
+                        path: t.info.path.clone(),
+                        index: t.issued,
+                        len: len as usize,
+                        file_len: t.info.size,
+                        mtime_ns: t.info.mtime_ns,
+                        how: how.clone(),
+                        compress_level: self.opts.compress_level,
+                    };
+                    (Pending::Segment { file, index: t.issued, len }, w)
+                }
+                _ => continue,
             };
-            let p = Pending::Segment { file, index: t.issued, len };
             t.issued += 1;
             t.outstanding += 1;
-            self.bytes_reserved += len;
             if t.issued < t.segments {
                 // Large files get several segments in flight, but other files take turns.
                 self.ready.push_back(file);
@@ -556,6 +757,8 @@ pub(super) fn message_name(m: &Message) -> &'static str {
         Message::Credit { .. } => "Credit",
         Message::Want { .. } => "Want",
         Message::SignaturePiece { .. } => "SignaturePiece",
+        Message::Refine { .. } => "Refine",
+        Message::FineSignature { .. } => "FineSignature",
         Message::Segment { .. } => "Segment",
         Message::FileEnd { .. } => "FileEnd",
         Message::FileFailed { .. } => "FileFailed",

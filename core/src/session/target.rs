@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use super::source::message_name;
 use super::{check_hello, hello, ProtocolError, SessionError, SessionOptions, WorkId};
-use crate::delta::{BlockSize, SignatureHeader};
+use crate::delta::{BlockSize, SignatureHeader, TWO_LEVEL_MIN};
 use crate::entry::{Entry, EntryKind, LocalEntry, RootMeta, Xattr};
 use crate::hash::segment_count;
 use crate::limits::LimitExceeded;
@@ -68,6 +68,16 @@ pub enum TargetWork {
         entry: Entry,
         /// blake3 the rebuilt content must have.
         hash: [u8; 32],
+    },
+    /// Gather the `gaps` of the basis opened for `file`, end to end, and sign them (second
+    /// pass of a two-level delta). Reply with `Signed`.
+    FineSignature {
+        /// The file.
+        file: FileId,
+        /// Sorted, disjoint `(offset, len)` ranges of the basis, already validated.
+        gaps: Vec<(u64, u64)>,
+        /// Fine block size.
+        block_size: BlockSize,
     },
     /// Drop the temp file and basis of `file`.
     Discard {
@@ -223,6 +233,12 @@ struct TFile {
     failed: bool,
     resent: bool,
     delta: bool,
+    /// Length of the basis the signature described.
+    basis_len: u64,
+    /// A fine signature was asked for (at most once per transfer).
+    refined: bool,
+    /// The fine signature is being computed.
+    refining: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -490,6 +506,7 @@ impl TargetSession {
             (Phase::Merging, Message::FileEnd { file, size, hash }) => {
                 self.on_file_end(file, size, hash)
             }
+            (Phase::Merging, Message::Refine { file, gaps }) => self.on_refine(file, gaps),
             (Phase::Merging, Message::FileFailed { file, reason }) => {
                 self.on_file_failed(file, reason)
             }
@@ -636,6 +653,34 @@ impl TargetSession {
         Ok(())
     }
 
+    fn send_signature(&mut self, file: FileId, blocks: Vec<u8>) {
+        self.stats.signature_bytes += blocks.len() as u64;
+        let mut pieces = blocks.chunks(SIGNATURE_PIECE).peekable();
+        if pieces.peek().is_none() {
+            self.out.push_back(Message::SignaturePiece { file, blocks: Vec::new(), last: true });
+        }
+        while let Some(p) = pieces.next() {
+            let last = pieces.peek().is_none();
+            self.out.push_back(Message::SignaturePiece { file, blocks: p.to_vec(), last });
+        }
+    }
+
+    fn on_refine(&mut self, file: FileId, gaps: Vec<(u64, u64)>) -> Result<(), SessionError> {
+        let limits = self.opts.limits;
+        let f = self.files.get_mut(&file).ok_or(ProtocolError::UnknownFile(file))?;
+        let fits = matches!(f.state, FileState::Receiving) && f.delta && !f.refined;
+        if !fits || f.next_rx != 0 || f.end.is_some() || f.failed {
+            return Err(ProtocolError::Unexpected { what: "Refine" }.into());
+        }
+        let map =
+            crate::delta::GapMap::new(&gaps, f.basis_len, &limits).map_err(ProtocolError::from)?;
+        f.refined = true;
+        f.refining = true;
+        let block_size = BlockSize::fine_for_gaps(map.len(), gaps.len() as u64);
+        self.push_work(Pending::File(file), TargetWork::FineSignature { file, gaps, block_size });
+        Ok(())
+    }
+
     fn on_file_end(&mut self, file: FileId, size: u64, hash: [u8; 32]) -> Result<(), SessionError> {
         let f = self.files.get_mut(&file).ok_or(ProtocolError::UnknownFile(file))?;
         if !matches!(f.state, FileState::Receiving) || f.end.is_some() {
@@ -676,7 +721,7 @@ impl TargetSession {
     /// Moves one file forward: next write, or finish, or discard.
     fn pump_file(&mut self, file: FileId) {
         let Some(f) = self.files.get_mut(&file) else { return };
-        if f.writing || !matches!(f.state, FileState::Receiving) {
+        if f.writing || f.refining || !matches!(f.state, FileState::Receiving) {
             return;
         }
         if f.failed {
@@ -775,27 +820,24 @@ impl TargetSession {
                 match sig {
                     Some((header, blocks)) => {
                         f.delta = true;
-                        self.stats.signature_bytes += blocks.len() as u64;
+                        f.basis_len = header.basis_len;
                         self.out.push_back(Message::Want { file, basis: Some(header) });
-                        let mut pieces = blocks.chunks(SIGNATURE_PIECE).peekable();
-                        if pieces.peek().is_none() {
-                            self.out.push_back(Message::SignaturePiece {
-                                file,
-                                blocks: Vec::new(),
-                                last: true,
-                            });
-                        }
-                        while let Some(p) = pieces.next() {
-                            let last = pieces.peek().is_none();
-                            self.out.push_back(Message::SignaturePiece {
-                                file,
-                                blocks: p.to_vec(),
-                                last,
-                            });
-                        }
+                        self.send_signature(file, blocks);
                     }
                     None => self.out.push_back(Message::Want { file, basis: None }),
                 }
+            }
+            (FileState::Receiving, TargetOutcome::Signed(sig)) if f.refining => {
+                f.refining = false;
+                // The basis is held in memory, so signing its gaps cannot fail to find it; an
+                // empty fine signature (everything literal) is still a valid answer.
+                let (header, blocks) = sig.unwrap_or_else(|| {
+                    let bs = BlockSize::new(crate::delta::MIN_BLOCK).expect("MIN_BLOCK is valid");
+                    (SignatureHeader::new(bs, 0), Vec::new())
+                });
+                self.out.push_back(Message::FineSignature { file, header });
+                self.send_signature(file, blocks);
+                self.pump_file(file);
             }
             (FileState::Receiving, TargetOutcome::Written { matched }) => {
                 f.writing = false;
@@ -1070,12 +1112,17 @@ impl TargetSession {
         let path = e.path.clone();
         let local_size = local.as_ref().map_or(0, |l| l.size);
         let use_delta = local_size >= DELTA_MIN_BASIS && e.size >= DELTA_MIN_BASIS;
+        let new_size = e.size;
         let mut f = TFile::new(e, FileState::Receiving, local);
         if use_delta {
             f.state = FileState::Signing;
             self.undecided.insert(id);
             self.files.insert(id, f);
-            let block_size = BlockSize::for_len(local_size);
+            let block_size = if local_size >= TWO_LEVEL_MIN && new_size >= TWO_LEVEL_MIN {
+                BlockSize::coarse_for_len(local_size)
+            } else {
+                BlockSize::for_len(local_size)
+            };
             self.push_work(Pending::File(id), TargetWork::Signature { file: id, path, block_size });
         } else {
             self.files.insert(id, f);
@@ -1106,6 +1153,9 @@ impl TFile {
             failed: false,
             resent: false,
             delta: false,
+            basis_len: 0,
+            refined: false,
+            refining: false,
         }
     }
 }

@@ -22,7 +22,7 @@ use super::{
     SourceWork, TargetOutcome, TargetSession, TargetWork, WorkCounts, WorkId,
 };
 use crate::compress;
-use crate::delta::{self, BlockSize, DeltaCounts, DeltaError, DeltaIndex, SignatureHeader};
+use crate::delta::{self, BlockSize, DeltaCounts, DeltaError, SignatureHeader};
 use crate::entry::{Entry, EntryKind, LocalEntry, Meta};
 use crate::hash::hash_segment;
 use crate::limits::{LimitExceeded, Limits};
@@ -150,6 +150,7 @@ fn target_work_name(w: &TargetWork) -> (&'static str, Option<RelPath>) {
         TargetWork::Scan { .. } => ("Scan", None),
         TargetWork::HashLocal { path, .. } => ("HashLocal", Some(path.clone())),
         TargetWork::Signature { path, .. } => ("Signature", Some(path.clone())),
+        TargetWork::FineSignature { .. } => ("FineSignature", None),
         TargetWork::Write { path, .. } => ("Write", Some(path.clone())),
         TargetWork::Finish { entry, .. } => ("Finish", Some(entry.path.clone())),
         TargetWork::Discard { .. } => ("Discard", None),
@@ -336,18 +337,24 @@ impl SourceFs {
                 len,
                 file_len,
                 mtime_ns,
-                delta,
+                how,
                 compress_level,
                 ..
-            } => self.segment(
-                &path,
-                index,
-                len,
-                file_len,
-                mtime_ns,
-                delta.as_deref(),
-                compress_level,
-            ),
+            } => self.segment(&path, index, len, file_len, mtime_ns, Some(&how), compress_level),
+            SourceWork::Match { path, index, len, file_len, mtime_ns, coarse, .. } => {
+                match self.segment(&path, index, len, file_len, mtime_ns, None, 0) {
+                    SourceOutcome::Segment { hash, data, .. } => {
+                        let offset = index * SEGMENT_LEN as u64;
+                        match delta::match_segment(&coarse, offset, &data) {
+                            Ok(matches) => SourceOutcome::Matched { hash, matches },
+                            Err(e) => {
+                                SourceOutcome::SegmentFailed(FileFailure::Unreadable(e.to_string()))
+                            }
+                        }
+                    }
+                    other => other,
+                }
+            }
         }
     }
 
@@ -359,7 +366,7 @@ impl SourceFs {
         len: usize,
         file_len: u64,
         mtime_ns: i64,
-        index_sig: Option<&DeltaIndex>,
+        how: Option<&delta::SegmentHow>,
         level: i32,
     ) -> SourceOutcome {
         let Some(MemNode::File { meta, bytes }) = self.tree.0.get_mut(path) else {
@@ -379,12 +386,10 @@ impl SourceFs {
         };
         let hash = hash_segment(index, data, file_len);
         let whole = DeltaCounts { literal: len as u64, matched: 0 };
-        let (payload, raw, counts) = match index_sig {
-            Some(ix) => match ix.diff(data) {
-                Ok(d) => {
-                    let c = delta::count(&d).expect("a delta we just made parses");
-                    (Payload::Delta, d, c)
-                }
+        let offset = index * SEGMENT_LEN as u64;
+        let (payload, raw, counts) = match how {
+            Some(how) => match delta::encode_segment(how, offset, data.to_vec()) {
+                Ok(r) => r,
                 Err(e) => {
                     return SourceOutcome::SegmentFailed(FileFailure::Unreadable(e.to_string()))
                 }
@@ -462,6 +467,18 @@ impl DestFs {
                 self.write(file, &path, index, payload, encoding, data, len)
             }
             TargetWork::Finish { file, entry, hash } => self.finish(file, entry, hash),
+            TargetWork::FineSignature { file, gaps, block_size } => {
+                let Some(basis) = self.bases.get(&file) else {
+                    return TargetOutcome::BadData("refinement without a basis".into());
+                };
+                let map = match delta::GapMap::new(&gaps, basis.len() as u64, &self.limits) {
+                    Ok(m) => m,
+                    Err(e) => return TargetOutcome::BadData(e.to_string()),
+                };
+                let fine = map.gather(basis);
+                let header = SignatureHeader::new(block_size, fine.len() as u64);
+                TargetOutcome::Signed(Some((header, delta::signature_blocks(&fine, block_size))))
+            }
             TargetWork::Discard { file } => {
                 self.bases.remove(&file);
                 self.staging.remove(&file);
