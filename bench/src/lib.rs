@@ -175,10 +175,16 @@ pub struct Signed {
     pub blocks: Vec<u8>,
 }
 
-/// Signs `basis` with the block size the agent would choose for it
-/// ([`BlockSize::for_len`]), in the current rayon pool.
+/// Signs `basis` with the block size the agent would choose for it (coarse blocks for a
+/// two-level delta from [`delta::TWO_LEVEL_MIN`], else [`BlockSize::for_len`]), in the current
+/// rayon pool.
 pub fn sign(basis: &[u8]) -> Signed {
-    let bs = BlockSize::for_len(basis.len() as u64);
+    let len = basis.len() as u64;
+    let bs = if len >= delta::TWO_LEVEL_MIN {
+        BlockSize::coarse_for_len(len)
+    } else {
+        BlockSize::for_len(len)
+    };
     Signed {
         header: SignatureHeader::new(bs, basis.len() as u64),
         blocks: delta::signature_blocks(basis, bs),
@@ -200,6 +206,72 @@ pub fn index(signed: &Signed) -> Result<DeltaIndex, DeltaError> {
 /// When the delta engine refuses the index.
 pub fn diff_segments(index: &DeltaIndex, data: &[u8]) -> Result<Vec<Vec<u8>>, DeltaError> {
     data.par_chunks(SEGMENT_LEN).map(|seg| index.diff(seg)).collect()
+}
+
+/// First pass of the two-level delta over `new`, segment by segment in parallel: the coarse
+/// matches and the gaps of the basis they leave, as the source computes them.
+///
+/// # Errors
+/// When the delta engine refuses the index.
+pub fn coarse_pass(
+    index: &DeltaIndex,
+    new: &[u8],
+    basis_len: u64,
+) -> Result<CoarsePass, DeltaError> {
+    let per: Vec<Vec<delta::Match>> = new
+        .par_chunks(SEGMENT_LEN)
+        .enumerate()
+        .map(|(i, seg)| delta::match_segment(index, (i * SEGMENT_LEN) as u64, seg))
+        .collect::<Result<_, _>>()?;
+    let matches: Vec<delta::Match> = per.into_iter().flatten().collect();
+    let gaps = delta::gaps(&matches, basis_len);
+    Ok(CoarsePass { matches, gaps })
+}
+
+/// What the first pass of a two-level delta yields.
+#[derive(Debug)]
+pub struct CoarsePass {
+    /// Coarse matches, sorted by offset in the new data.
+    pub matches: Vec<delta::Match>,
+    /// Basis ranges no match used.
+    pub gaps: Vec<(u64, u64)>,
+}
+
+/// The destination's side of the second pass: the fine signature of the basis gaps.
+///
+/// # Errors
+/// When the gaps exceed the default [`Limits`].
+pub fn fine_signature(
+    basis: &[u8],
+    gaps: &[(u64, u64)],
+) -> Result<(Signed, delta::GapMap), DeltaError> {
+    let map = delta::GapMap::new(gaps, basis.len() as u64, &Limits::default())?;
+    let bs = BlockSize::fine_for_gaps(map.len(), gaps.len() as u64);
+    let fine = map.gather(basis);
+    let signed = Signed {
+        header: SignatureHeader::new(bs, fine.len() as u64),
+        blocks: delta::signature_blocks(&fine, bs),
+    };
+    Ok((signed, map))
+}
+
+/// Second pass of the two-level delta: every segment of `new` as the delta the agent sends,
+/// with unmatched runs diffed whole across segment boundaries, in parallel.
+///
+/// # Errors
+/// When the delta engine refuses an index.
+pub fn fine_pass(plan: &delta::Refined, new: &[u8]) -> Result<Vec<Vec<u8>>, DeltaError> {
+    let n = new.len().div_ceil(SEGMENT_LEN);
+    (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let off = (i * SEGMENT_LEN) as u64;
+            let len = segment_len(i, new.len()) as u64;
+            let (pre, post) = plan.context(off, len, new.len() as u64, 1 << 20);
+            let win = &new[(off - pre) as usize..(off + len + post) as usize];
+            delta::encode_refined(plan, off - pre, win, off, len).map(|(_, d, _)| d)
+        })
+        .collect()
 }
 
 /// Sums the literal and matched bytes of `deltas`.

@@ -222,7 +222,13 @@ fn engine(a: &EngineArgs) -> Result<()> {
     // The machine may be shared: say how busy it was.
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
 
-    let block_size = ferry_core::delta::BlockSize::for_len(w.old.len() as u64).get();
+    // The coarse block size for a two-level delta; one-level files use BlockSize::for_len.
+    let block_size = ferry_bench::sign(&w.old[..0]).header.block_size.get();
+    let block_size = if w.old.len() as u64 >= ferry_core::delta::TWO_LEVEL_MIN {
+        ferry_core::delta::BlockSize::coarse_for_len(w.old.len() as u64).get()
+    } else {
+        block_size.max(ferry_core::delta::BlockSize::for_len(w.old.len() as u64).get())
+    };
     let info = WorkloadInfo {
         old_bytes: w.old.len() as u64,
         new_bytes: w.new.len() as u64,
@@ -246,7 +252,7 @@ fn engine(a: &EngineArgs) -> Result<()> {
         info.inserted_bytes,
     );
     println!(
-        "changed-bytes reference: {} x {} + {} = {} B; block size {} B; segment {} B; seed {:#x}",
+        "changed-bytes reference: {} x {} + {} = {} B; first-pass block size {} B; segment {} B; seed {:#x}",
         mutations.overwrites,
         mutations.overwrite_len,
         info.inserted_bytes,
@@ -389,9 +395,32 @@ fn core_run(w: &Workload, threads: usize, expected: &[u8; 32]) -> Result<CoreRun
         let index = ferry_bench::index(&signed)?;
         let index_stage = Stage::new(old_len, t.elapsed());
 
+        // The two-level delta, as the agent runs it: coarse pass (source), fine signature of
+        // the gaps (destination, counted with the signature stage), fine pass (source).
+        let two_level = new_len >= ferry_core::delta::TWO_LEVEL_MIN;
         let t = Instant::now();
-        let deltas = ferry_bench::diff_segments(&index, &w.new)?;
-        let delta = Stage::new(new_len, t.elapsed());
+        let (deltas, fine_sig_bytes, fine_sig_time) = if two_level {
+            let ferry_bench::CoarsePass { matches, gaps } =
+                ferry_bench::coarse_pass(&index, &w.new, old_len)?;
+            let pass1 = t.elapsed();
+            let t2 = Instant::now();
+            let (fine, map) = ferry_bench::fine_signature(&w.old, &gaps)?;
+            let fine_index = ferry_bench::index(&fine)?;
+            let fine_time = t2.elapsed();
+            let t3 = Instant::now();
+            let plan = ferry_core::delta::Refined { matches, fine: Some((fine_index, map)) };
+            let deltas = ferry_bench::fine_pass(&plan, &w.new)?;
+            (deltas, fine.blocks.len() as u64, Some((pass1 + t3.elapsed(), fine_time)))
+        } else {
+            (ferry_bench::diff_segments(&index, &w.new)?, 0, None)
+        };
+        let (delta, signature) = match fine_sig_time {
+            Some((d, f)) => (
+                Stage::new(new_len, d),
+                Stage::new(old_len, Duration::from_secs_f64(signature.secs) + f),
+            ),
+            None => (Stage::new(new_len, t.elapsed()), signature),
+        };
 
         let mut rebuilt = ferry_bench::segment_buffers(w.new.len());
         let t = Instant::now();
@@ -413,7 +442,7 @@ fn core_run(w: &Workload, threads: usize, expected: &[u8; 32]) -> Result<CoreRun
             patch,
             verify,
             total: Stage::new(new_len, Duration::ZERO),
-            signature_bytes: signed.blocks.len() as u64,
+            signature_bytes: signed.blocks.len() as u64 + fine_sig_bytes,
             segments: deltas.len(),
             delta_bytes: deltas.iter().map(|d| d.len() as u64).sum(),
             literal_bytes: counts.literal,
@@ -474,7 +503,8 @@ fn print_sync(runs: &[SyncRun], changed: u64) {
 
 fn print_core(runs: &[CoreRun], repeat: usize) {
     println!(
-        "core pipeline in memory (seconds, GB/s; signature/index over old bytes, rest over new; \
+        "core pipeline in memory, two-level delta as the agent runs it (seconds, GB/s; signature = \
+         coarse + fine signature, index over old bytes, delta = coarse + fine pass over new; \
          patch into pre-touched segment buffers; best of {repeat})"
     );
     println!(
