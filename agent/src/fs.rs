@@ -314,3 +314,53 @@ pub fn list_dir(dir: &OwnedFd) -> io::Result<Vec<Vec<u8>>> {
     names.sort_unstable();
     Ok(names)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both resolution paths (openat2, and the per-component fallback for kernels without
+    /// it) refuse a symlink anywhere in the path and never leave the root.
+    #[test]
+    fn symlinks_are_never_followed_by_either_resolver() {
+        let t = tempfile::tempdir().unwrap();
+        let root_dir = t.path().join("root");
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(root_dir.join("real")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(root_dir.join("real/f"), b"in").unwrap();
+        std::fs::write(outside.join("secret"), b"out").unwrap();
+        std::os::unix::fs::symlink(&outside, root_dir.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../outside", root_dir.join("rel")).unwrap();
+        std::os::unix::fs::symlink("real/f", root_dir.join("leaf")).unwrap();
+        let root = Root::open(&root_dir).unwrap();
+        let flags = OFlags::RDONLY;
+        for fallback in [false, true] {
+            let open = |p: &[u8]| {
+                if fallback {
+                    root.open_by_components(
+                        p,
+                        flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                        Mode::empty(),
+                    )
+                } else {
+                    root.open_beneath(p, flags, Mode::empty())
+                }
+            };
+            assert!(open(b"real/f").is_ok(), "fallback={fallback}");
+            for bad in [
+                &b"abs/secret"[..],
+                b"rel/secret",
+                b"leaf",
+                b"../outside/secret",
+                b"real/../../outside/secret",
+            ] {
+                assert!(
+                    open(bad).is_err(),
+                    "fallback={fallback}: {}",
+                    String::from_utf8_lossy(bad)
+                );
+            }
+        }
+    }
+}

@@ -74,6 +74,89 @@ pub fn patch(data: &[u8]) {
     let _ = crate::compress::decompress(data, cap, 20);
 }
 
+/// A destination session fed arbitrary frames as if from a hostile source, its work answered
+/// by a trivial driver: it may refuse, never panic.
+pub fn target_session(data: &[u8]) {
+    use crate::session::{TargetOutcome, TargetWork, WorkCounts};
+    use crate::{SessionOptions, TargetSession};
+    let limits = Limits { max_frame: 1 << 16, max_signature_blocks: 1 << 12, ..Limits::default() };
+    let opts = SessionOptions { window_entries: 64, window_files: 4, limits, ..Default::default() };
+    let mut t = TargetSession::new(opts);
+    let _ = t.handle_message(Message::Hello { min: 1, max: 1, features: 0 });
+    let mut r = FrameReader::new(limits);
+    r.feed(data);
+    while let Ok(Some(m)) = r.next_message() {
+        let _ = t.handle_message(m);
+        while let Some((id, w)) = t.poll_work() {
+            let o = match w {
+                TargetWork::Scan { .. } => {
+                    TargetOutcome::Scanned { entries: Vec::new(), done: true }
+                }
+                TargetWork::HashLocal { .. } => TargetOutcome::Hashed([0; 32]),
+                TargetWork::Signature { .. } | TargetWork::FineSignature { .. } => {
+                    TargetOutcome::Signed(None)
+                }
+                TargetWork::Write { len, .. } => {
+                    let _ = len;
+                    TargetOutcome::Written { matched: 0 }
+                }
+                TargetWork::Finish { .. } => TargetOutcome::Committed(WorkCounts::default()),
+                _ => TargetOutcome::Done(WorkCounts::default()),
+            };
+            let _ = t.handle_outcome(id, o);
+        }
+        while t.poll_transmit().is_some() {}
+        while t.poll_event().is_some() {}
+    }
+}
+
+/// A source session fed arbitrary frames as if from a hostile destination, its work answered
+/// by a trivial driver (a tree of three files): it may refuse, never panic.
+pub fn source_session(data: &[u8]) {
+    use crate::entry::{Entry, EntryKind, Meta};
+    use crate::hash::SegmentHash;
+    use crate::message::{Encoding, Payload};
+    use crate::session::{SourceOutcome, SourceWork};
+    use crate::{SessionOptions, SourceSession};
+    let limits = Limits { max_frame: 1 << 16, max_signature_blocks: 1 << 12, ..Limits::default() };
+    let mut s = SourceSession::new(SessionOptions { limits, ..Default::default() });
+    let _ = s.handle_message(Message::Hello { min: 1, max: 1, features: 0 });
+    let meta = Meta { mode: 0o644, uid: 0, gid: 0, mtime_ns: 0 };
+    let entry = |name: &str, size| Entry {
+        path: RelPath::new(name).expect("valid"),
+        kind: EntryKind::File,
+        size,
+        meta,
+        xattrs: Vec::new(),
+        hash: None,
+    };
+    let mut tree = Some(vec![entry("a", 10), entry("b", 5 << 20), entry("c", 0)]);
+    let mut r = FrameReader::new(limits);
+    r.feed(data);
+    while let Ok(Some(m)) = r.next_message() {
+        let _ = s.handle_message(m);
+        while let Some((id, w)) = s.poll_work() {
+            let o = match w {
+                SourceWork::Scan { .. } => {
+                    SourceOutcome::Scanned { entries: tree.take().unwrap_or_default(), done: true }
+                }
+                SourceWork::Match { .. } => {
+                    SourceOutcome::Matched { hash: SegmentHash([0; 32]), matches: Vec::new() }
+                }
+                SourceWork::Segment { len, .. } => SourceOutcome::Segment {
+                    hash: SegmentHash([0; 32]),
+                    data: vec![0; len.min(1 << 16)],
+                    payload: Payload::Literal,
+                    encoding: Encoding::Raw,
+                    counts: delta::DeltaCounts::default(),
+                },
+            };
+            let _ = s.handle_outcome(id, o);
+        }
+        while s.poll_transmit().is_some() {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -83,11 +166,13 @@ mod tests {
     fn replay_fuzz_corpus() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
         type Harness = fn(&[u8]);
-        let targets: [(&str, Harness); 4] = [
+        let targets: [(&str, Harness); 6] = [
             ("rel_path", super::rel_path),
             ("frames", super::frames),
             ("signature_delta", super::signature_delta),
             ("patch", super::patch),
+            ("target_session", super::target_session),
+            ("source_session", super::source_session),
         ];
         let mut replayed = 0;
         for (name, f) in targets {
