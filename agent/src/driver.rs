@@ -1,9 +1,11 @@
-//! The driver: pumps messages between the sessions and runs the work they ask for.
+//! The driver: pumps messages between a session and its peer and runs the work it asks for.
 //!
-//! `ferry sync` runs both sessions in this process. Their messages go through a
-//! [`MemoryPipe`] each way, framed and decoded with the receiver's limits, exactly as they
-//! will on a network; the work runs on two rayon pools (one per side, so neither side's
-//! backlog can starve the other) and comes back through a channel.
+//! `ferry sync` runs both sessions in this process ([`run_local`]): their messages go through
+//! a [`MemoryPipe`] each way, framed and decoded with the receiver's limits, exactly as on a
+//! network. `ferry push`/`pull`/`serve` run one session against a network peer
+//! ([`run_remote`]): messages go to a writer task and come from a reader task. Either way the
+//! work runs on a rayon pool per side (so one side's backlog cannot starve the other) and
+//! comes back, with the peer's messages, through one channel the loop blocks on.
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -12,8 +14,8 @@ use std::time::{Duration, Instant};
 use ferry_core::delta::SegmentHow;
 use ferry_core::session::{Itemized, SessionError};
 use ferry_core::{
-    SessionOptions, SourceOutcome, SourceSession, SourceWork, Stats, TargetOutcome, TargetSession,
-    TargetWork,
+    Message, SessionOptions, SourceOutcome, SourceSession, SourceWork, Stats, TargetOutcome,
+    TargetSession, TargetWork,
 };
 use ferry_transport::MemoryPipe;
 use serde::Serialize;
@@ -81,19 +83,33 @@ pub enum RoundError {
     /// The round stopped making progress (a bug: the sessions disagree about who moves).
     #[error("round stalled: no work in flight and no message to deliver")]
     Stalled,
+    /// The connection to the peer failed mid-round.
+    #[error("connection to the peer failed: {0}")]
+    Link(#[from] ferry_transport::TransportError),
 }
 
-enum Done {
+/// Something the driver loop waits for.
+pub enum Event {
+    /// A source work item finished.
     Source(u64, SourceOutcome, Phase, Duration),
+    /// A target work item finished (with the raw bytes it wrote, for progress).
     Target(u64, TargetOutcome, Phase, Duration, u64),
+    /// A message from the network peer, or the end of its stream.
+    Peer(Result<Option<Message>, ferry_transport::TransportError>),
 }
 
-#[derive(Clone, Copy)]
-enum Phase {
+/// Which part of a round a work item belongs to, for timing.
+#[derive(Clone, Copy, Debug)]
+pub enum Phase {
+    /// Walking a tree.
     Scan,
+    /// Signing a basis.
     Signature,
+    /// Diffing against a basis.
     Delta,
+    /// Reading literal data.
     Read,
+    /// Writing on the destination.
     Apply,
 }
 
@@ -107,6 +123,206 @@ impl PhaseTimes {
             Phase::Read => self.read += s,
             Phase::Apply => self.apply += s,
         }
+    }
+}
+
+fn pool(name: &'static str, threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(move |i| format!("ferry-{name}-{i}"))
+        .build()
+        .expect("thread pool creation only fails when threads cannot be spawned")
+}
+
+/// One session with the filesystem work it drives.
+pub enum Side {
+    /// The sending side.
+    Source {
+        /// The state machine.
+        session: SourceSession,
+        /// Where its work runs.
+        fs: Arc<LocalSource>,
+        /// Worker threads.
+        pool: rayon::ThreadPool,
+    },
+    /// The receiving side.
+    Target {
+        /// The state machine.
+        session: TargetSession,
+        /// Where its work runs.
+        fs: Arc<dyn Destination>,
+        /// Worker threads.
+        pool: rayon::ThreadPool,
+    },
+}
+
+impl Side {
+    /// A source side with `threads` workers.
+    pub fn source(fs: Arc<LocalSource>, opts: &SessionOptions, threads: usize) -> Side {
+        let mut session = SourceSession::new(with_inflight(opts, threads));
+        if let Some(root) = fs.root_meta() {
+            session.set_root(root);
+        }
+        Side::Source { session, fs, pool: pool("src", threads) }
+    }
+
+    /// A target side with `threads` workers.
+    pub fn target(fs: Arc<dyn Destination>, opts: &SessionOptions, threads: usize) -> Side {
+        let session = TargetSession::new(with_inflight(opts, threads));
+        Side::Target { session, fs, pool: pool("dst", threads) }
+    }
+
+    fn poll_transmit(&mut self) -> Option<Message> {
+        match self {
+            Side::Source { session, .. } => session.poll_transmit(),
+            Side::Target { session, .. } => session.poll_transmit(),
+        }
+    }
+
+    fn handle_message(&mut self, m: Message) -> Result<(), SessionError> {
+        match self {
+            Side::Source { session, .. } => session.handle_message(m),
+            Side::Target { session, .. } => session.handle_message(m),
+        }
+    }
+
+    /// Hands every work item the session wants to the pool; returns how many.
+    fn dispatch(&mut self, tx: &mpsc::Sender<Event>, on_item: &mut dyn FnMut(&Itemized)) -> usize {
+        let mut n = 0;
+        match self {
+            Side::Source { session, fs, pool } => {
+                while let Some((id, w)) = session.poll_work() {
+                    let phase = match &w {
+                        SourceWork::Scan { .. } => Phase::Scan,
+                        SourceWork::Segment { how: SegmentHow::Literal, .. } => Phase::Read,
+                        SourceWork::Segment { .. } | SourceWork::Match { .. } => Phase::Delta,
+                    };
+                    let (tx, fs) = (tx.clone(), fs.clone());
+                    n += 1;
+                    pool.spawn(move || {
+                        let t = Instant::now();
+                        let o = fs.perform(w);
+                        let _ = tx.send(Event::Source(id, o, phase, t.elapsed()));
+                    });
+                }
+            }
+            Side::Target { session, fs, pool } => {
+                while let Some(ev) = session.poll_event() {
+                    on_item(&ev);
+                }
+                while let Some((id, w)) = session.poll_work() {
+                    let phase = match &w {
+                        TargetWork::Scan { .. } | TargetWork::HashLocal { .. } => Phase::Scan,
+                        TargetWork::Signature { .. } | TargetWork::FineSignature { .. } => {
+                            Phase::Signature
+                        }
+                        _ => Phase::Apply,
+                    };
+                    let bytes = match &w {
+                        TargetWork::Write { len, .. } => *len as u64,
+                        _ => 0,
+                    };
+                    let (tx, fs) = (tx.clone(), fs.clone());
+                    n += 1;
+                    pool.spawn(move || {
+                        let t = Instant::now();
+                        let o = fs.perform(w);
+                        let _ = tx.send(Event::Target(id, o, phase, t.elapsed(), bytes));
+                    });
+                }
+            }
+        }
+        n
+    }
+
+    fn finished(&self) -> bool {
+        match self {
+            Side::Source { session, .. } => session.is_finished(),
+            Side::Target { session, .. } => session.is_finished(),
+        }
+    }
+
+    /// Stats of the round: the destination's account (reported to the source at the end).
+    fn stats(&self) -> Stats {
+        match self {
+            Side::Source { session, .. } => *session.target_stats().unwrap_or(session.stats()),
+            Side::Target { session, .. } => *session.stats(),
+        }
+    }
+
+    fn take_error(&mut self) -> Option<SessionError> {
+        match self {
+            Side::Source { session, .. } => session.take_error(),
+            Side::Target { .. } => None,
+        }
+    }
+}
+
+fn with_inflight(opts: &SessionOptions, threads: usize) -> SessionOptions {
+    let mut o = opts.clone();
+    o.max_inflight_work = o.max_inflight_work.max(threads.max(1) * 2);
+    o
+}
+
+/// Bookkeeping shared by both loops.
+struct Loop {
+    inflight: usize,
+    phases: PhaseTimes,
+    progress: Progress,
+    last_progress: Instant,
+}
+
+impl Loop {
+    fn new() -> Loop {
+        Loop {
+            inflight: 0,
+            phases: PhaseTimes::default(),
+            progress: Progress::default(),
+            last_progress: Instant::now(),
+        }
+    }
+
+    /// Feeds a finished work item to its side; `Err` is that side's session error.
+    fn on_done(&mut self, side: &mut Side, ev: Event) -> Result<(), SessionError> {
+        self.inflight -= 1;
+        match (side, ev) {
+            (Side::Source { session, .. }, Event::Source(id, o, p, t)) => {
+                self.phases.add(p, t);
+                session.handle_outcome(id, o)
+            }
+            (Side::Target { session, .. }, Event::Target(id, o, p, t, bytes)) => {
+                self.phases.add(p, t);
+                if matches!(o, TargetOutcome::Written { .. }) {
+                    self.progress.bytes_done += bytes;
+                }
+                if matches!(o, TargetOutcome::Committed(_)) {
+                    self.progress.files_done += 1;
+                }
+                session.handle_outcome(id, o)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn tick(&mut self, side: &Side, every: Duration, on_progress: &mut dyn FnMut(&Progress)) {
+        if self.last_progress.elapsed() < every {
+            return;
+        }
+        self.last_progress = Instant::now();
+        match side {
+            Side::Source { session, .. } => {
+                let s = session.stats();
+                self.progress.entries = s.entries_scanned;
+                self.progress.source_bytes = s.source_bytes;
+                self.progress.scan_done = session.scan_done();
+            }
+            Side::Target { session, .. } => {
+                let s = session.stats();
+                self.progress.entries = s.entries_scanned;
+                self.progress.source_bytes = s.source_bytes;
+            }
+        }
+        on_progress(&self.progress);
     }
 }
 
@@ -128,33 +344,14 @@ pub fn run_local(
     progress_every: Duration,
 ) -> Result<RoundOutcome, RoundError> {
     let start = Instant::now();
-    let threads = threads.max(1);
-    let pool = |name: &'static str| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(move |i| format!("ferry-{name}-{i}"))
-            .build()
-            .expect("thread pool creation only fails when threads cannot be spawned")
-    };
-    let src_pool = pool("src");
-    let dst_pool = pool("dst");
-    let mut opts = opts.clone();
-    opts.max_inflight_work = opts.max_inflight_work.max(threads * 2);
-    let mut src = SourceSession::new(opts.clone());
-    if let Some(root) = source.root_meta() {
-        src.set_root(root);
-    }
-    let mut dst = TargetSession::new(opts.clone());
+    let mut src = Side::source(source, opts, threads);
+    let mut dst = Side::target(dest, opts, threads);
     let mut s2t = MemoryPipe::new(opts.limits);
     let mut t2s = MemoryPipe::new(opts.limits);
-    let (tx, rx) = mpsc::channel::<Done>();
-    let mut inflight = 0usize;
-    let mut phases = PhaseTimes::default();
-    let mut progress = Progress::default();
-    let mut last_progress = Instant::now();
+    let (tx, rx) = mpsc::channel::<Event>();
+    let mut lp = Loop::new();
     let mut src_err: Option<SessionError> = None;
     let mut dst_err: Option<SessionError> = None;
-
     loop {
         let mut moved = false;
         while let Some(m) = src.poll_transmit() {
@@ -177,109 +374,153 @@ pub fn run_local(
             }
             moved = true;
         }
-        while let Some(ev) = dst.poll_event() {
-            on_item(&ev);
-        }
-        while let Some((id, w)) = src.poll_work() {
-            let phase = match &w {
-                SourceWork::Scan { .. } => Phase::Scan,
-                SourceWork::Segment { how: SegmentHow::Literal, .. } => Phase::Read,
-                SourceWork::Segment { .. } | SourceWork::Match { .. } => Phase::Delta,
-            };
-            let (tx, s) = (tx.clone(), source.clone());
-            inflight += 1;
-            moved = true;
-            src_pool.spawn(move || {
-                let t = Instant::now();
-                let o = s.perform(w);
-                let _ = tx.send(Done::Source(id, o, phase, t.elapsed()));
-            });
-        }
-        while let Some((id, w)) = dst.poll_work() {
-            let phase = match &w {
-                TargetWork::Scan { .. } | TargetWork::HashLocal { .. } => Phase::Scan,
-                TargetWork::Signature { .. } | TargetWork::FineSignature { .. } => Phase::Signature,
-                _ => Phase::Apply,
-            };
-            let bytes = match &w {
-                TargetWork::Write { len, .. } => *len as u64,
-                _ => 0,
-            };
-            let (tx, d) = (tx.clone(), dest.clone());
-            inflight += 1;
-            moved = true;
-            dst_pool.spawn(move || {
-                let t = Instant::now();
-                let o = d.perform(w);
-                let _ = tx.send(Done::Target(id, o, phase, t.elapsed(), bytes));
-            });
-        }
-        let over =
-            (src.is_finished() || src_err.is_some()) && (dst.is_finished() || dst_err.is_some());
-        if over && inflight == 0 {
+        let n = src.dispatch(&tx, on_item) + dst.dispatch(&tx, on_item);
+        lp.inflight += n;
+        moved |= n > 0;
+        let over = (src.finished() || src_err.is_some()) && (dst.finished() || dst_err.is_some());
+        if over && lp.inflight == 0 {
             break;
         }
-        if (src_err.is_some() || dst_err.is_some()) && inflight == 0 && !moved {
+        if (src_err.is_some() || dst_err.is_some()) && lp.inflight == 0 && !moved {
             break;
         }
-        let done = if moved {
+        let first = if moved {
             rx.try_recv().ok()
-        } else if inflight > 0 {
+        } else if lp.inflight > 0 {
             rx.recv().ok()
         } else {
             return Err(RoundError::Stalled);
         };
-        let Some(mut d) = done else { continue };
-        loop {
-            inflight -= 1;
-            match d {
-                Done::Source(id, o, p, t) => {
-                    phases.add(p, t);
-                    if let Err(e) = src.handle_outcome(id, o) {
-                        src_err.get_or_insert(e);
-                    }
-                }
-                Done::Target(id, o, p, t, bytes) => {
-                    phases.add(p, t);
-                    if matches!(o, TargetOutcome::Written { .. }) {
-                        progress.bytes_done += bytes;
-                    }
-                    if matches!(o, TargetOutcome::Committed(_)) {
-                        progress.files_done += 1;
-                    }
-                    if let Err(e) = dst.handle_outcome(id, o) {
-                        dst_err.get_or_insert(e);
-                    }
-                }
+        let mut next = first;
+        while let Some(ev) = next {
+            let side = if matches!(ev, Event::Source(..)) { &mut src } else { &mut dst };
+            let err = if matches!(ev, Event::Source(..)) { &mut src_err } else { &mut dst_err };
+            if let Err(e) = lp.on_done(side, ev) {
+                err.get_or_insert(e);
             }
-            match rx.try_recv() {
-                Ok(next) => d = next,
-                Err(_) => break,
-            }
+            next = rx.try_recv().ok();
         }
-        if last_progress.elapsed() >= progress_every {
-            last_progress = Instant::now();
-            let s = src.stats();
-            progress.entries = s.entries_scanned;
-            progress.source_bytes = s.source_bytes;
-            on_progress(&progress);
-        }
+        lp.tick(&src, progress_every, on_progress);
     }
     if let Some(e) = dst_err {
         return Err(RoundError::Target(e));
     }
-    if let Some(e) = src_err {
+    if let Some(e) = src_err.or_else(|| src.take_error()) {
         return Err(RoundError::Source(e));
     }
-    if let Some(e) = src.take_error() {
-        return Err(RoundError::Source(e));
-    }
-    let target = *src.target_stats().unwrap_or(dst.stats());
     Ok(RoundOutcome {
-        target,
-        source: *src.stats(),
-        phases,
+        target: src.stats(),
+        source: match &src {
+            Side::Source { session, .. } => *session.stats(),
+            Side::Target { .. } => Stats::default(),
+        },
+        phases: lp.phases,
         wire_bytes: (s2t.bytes(), t2s.bytes()),
+        elapsed: start.elapsed(),
+    })
+}
+
+/// The network side of a remote round: where to send messages, and counters of the bytes
+/// that crossed the link (filled by the reader and writer tasks).
+pub struct Peer {
+    /// Messages for the peer's writer task.
+    pub outgoing: tokio::sync::mpsc::UnboundedSender<Message>,
+    /// Bytes written to the link so far.
+    pub sent: Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes read from the link so far.
+    pub received: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Runs one side of a round against a network peer. Events (work outcomes and the peer's
+/// messages) arrive on `rx`; the link's reader task must send [`Event::Peer`] on `tx`.
+///
+/// # Errors
+/// [`RoundError`] when the session fails or the link breaks.
+#[allow(clippy::too_many_arguments)]
+pub fn run_remote(
+    mut side: Side,
+    peer: &Peer,
+    tx: mpsc::Sender<Event>,
+    rx: mpsc::Receiver<Event>,
+    on_item: &mut dyn FnMut(&Itemized),
+    on_progress: &mut dyn FnMut(&Progress),
+    progress_every: Duration,
+) -> Result<RoundOutcome, RoundError> {
+    use std::sync::atomic::Ordering;
+    let start = Instant::now();
+    let mut lp = Loop::new();
+    let mut err: Option<SessionError> = None;
+    let mut link_err: Option<ferry_transport::TransportError> = None;
+    let mut peer_open = true;
+    loop {
+        while let Some(m) = side.poll_transmit() {
+            // A closed writer surfaces as the reader's end of stream.
+            let _ = peer.outgoing.send(m);
+        }
+        let n = side.dispatch(&tx, on_item);
+        lp.inflight += n;
+        if (side.finished() || err.is_some() || link_err.is_some()) && lp.inflight == 0 {
+            break;
+        }
+        if !peer_open && lp.inflight == 0 && n == 0 {
+            break;
+        }
+        let Ok(first) = rx.recv() else { break };
+        let mut next = Some(first);
+        while let Some(ev) = next {
+            match ev {
+                Event::Peer(Ok(Some(m))) => {
+                    if let Err(e) = side.handle_message(m) {
+                        err.get_or_insert(e);
+                    }
+                }
+                Event::Peer(Ok(None)) => {
+                    peer_open = false;
+                    if !side.finished() {
+                        link_err.get_or_insert(ferry_transport::TransportError::Closed);
+                    }
+                }
+                Event::Peer(Err(e)) => {
+                    peer_open = false;
+                    if matches!(e.root(), ferry_transport::TransportError::Frame(_)) {
+                        // Tell a peer that sends garbage why we stop listening.
+                        let reason = format!("protocol error from peer: {e}");
+                        let _ = peer.outgoing.send(Message::Abort { reason });
+                    }
+                    link_err.get_or_insert(e);
+                }
+                ev => {
+                    if let Err(e) = lp.on_done(&mut side, ev) {
+                        err.get_or_insert(e);
+                    }
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        lp.tick(&side, progress_every, on_progress);
+    }
+    // Flush whatever the session said last (an Abort, or Done).
+    while let Some(m) = side.poll_transmit() {
+        let _ = peer.outgoing.send(m);
+    }
+    let is_source = matches!(side, Side::Source { .. });
+    if let Some(e) = err.or_else(|| side.take_error()) {
+        return Err(if is_source { RoundError::Source(e) } else { RoundError::Target(e) });
+    }
+    if !side.finished() {
+        if let Some(e) = link_err {
+            return Err(RoundError::Link(e));
+        }
+        return Err(RoundError::Stalled);
+    }
+    Ok(RoundOutcome {
+        target: side.stats(),
+        source: match &side {
+            Side::Source { session, .. } => *session.stats(),
+            Side::Target { .. } => Stats::default(),
+        },
+        phases: lp.phases,
+        wire_bytes: (peer.sent.load(Ordering::Relaxed), peer.received.load(Ordering::Relaxed)),
         elapsed: start.elapsed(),
     })
 }

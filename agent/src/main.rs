@@ -8,16 +8,28 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ferry_agent::driver::Progress;
+use ferry_agent::driver::{Progress as DriverProgress, RoundError};
+use ferry_agent::remote::{
+    run_client, serve, serve_link, BusyHandle, Direction, Module, Refusal, RemoteError,
+    RemoteOptions, ServeConfig, Url, Via,
+};
 use ferry_agent::sync::{self, Report, SyncError, SyncOptions};
 use ferry_core::session::{Action, Itemized};
+use ferry_transport::net::{Link, LinkKind};
+use ferry_transport::tls::Identity;
 
 /// Exit codes, documented in the README.
 mod exit {
     /// Bad flags or arguments.
     pub(crate) const USAGE: u8 = 2;
+    /// A certificate was refused (ours or the peer's).
+    pub(crate) const AUTH: u8 = 3;
+    /// No protocol version in common with the peer.
+    pub(crate) const VERSION: u8 = 4;
     /// The peer broke the protocol or aborted.
     pub(crate) const PEER: u8 = 5;
+    /// A network failure that may pass (timeout, connection cut): retry.
+    pub(crate) const TRANSIENT: u8 = 6;
     /// A local I/O error (source unreadable, destination not writable, no space).
     pub(crate) const LOCAL_IO: u8 = 7;
 }
@@ -40,6 +52,66 @@ struct Cli {
 enum Command {
     /// Sync SRC into DST on this machine (one round, same protocol as over the network).
     Sync(SyncArgs),
+    /// Create the credentials of a replication pair: a private CA, a destination identity and a
+    /// source identity, as two directories to copy to each side.
+    Init {
+        /// Where to write `destination/` and `source/`.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Name(s) the destination is reached by (DNS name or IP); its certificate lists them
+        /// and clients check the one they dial.
+        #[arg(long = "name", value_name = "DNS_OR_IP", required = true)]
+        names: Vec<String>,
+        /// Validity of the certificates, in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Also write Kubernetes Secrets (NAMESPACE/NAME): NAME-destination and NAME-source.
+        #[arg(long, value_name = "NAMESPACE/NAME")]
+        k8s_secret: Option<String>,
+    },
+    /// Serve modules to peers: receive pushes into them, serve pulls from them.
+    Serve {
+        /// Address for QUIC (UDP) and TLS over TCP, on the same port.
+        #[arg(long, default_value = "0.0.0.0:7873")]
+        listen: std::net::SocketAddr,
+        /// NAME=DIR[:ro|:wo]: a directory peers may push into (wo), pull from (ro), or both.
+        #[arg(long = "module", value_name = "NAME=DIR[:ro|:wo]", required = true)]
+        modules: Vec<String>,
+        /// Directory with the destination's credentials (from `ferry init`).
+        #[arg(long, value_name = "DIR", required_unless_present = "stdio")]
+        identity: Option<PathBuf>,
+        /// Serve one round on stdin/stdout instead of listening (for --rsh).
+        #[arg(long)]
+        stdio: bool,
+        /// Worker threads per round (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Cap what the server sends per connection (as for push).
+        #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+        bwlimit: Option<u64>,
+    },
+    /// Push SRC into a module of a `ferry serve`: ferry://HOST:PORT/MODULE.
+    Push {
+        /// Source directory.
+        src: PathBuf,
+        /// ferry://HOST[:PORT]/MODULE
+        url: String,
+        #[command(flatten)]
+        net: NetFlags,
+        #[command(flatten)]
+        round: RoundFlags,
+    },
+    /// Pull a module of a `ferry serve` into DST.
+    Pull {
+        /// ferry://HOST[:PORT]/MODULE
+        url: String,
+        /// Destination directory (created if missing).
+        dst: PathBuf,
+        #[command(flatten)]
+        net: NetFlags,
+        #[command(flatten)]
+        round: RoundFlags,
+    },
     /// Generate a sample tree and sync it twice (initial, then incremental) to show Ferry work.
     Demo {
         /// Where to put the sample source and destination.
@@ -60,6 +132,13 @@ struct SyncArgs {
     src: PathBuf,
     /// Destination directory (created if missing).
     dst: PathBuf,
+    #[command(flatten)]
+    round: RoundFlags,
+}
+
+/// Flags every round takes, local or over the network.
+#[derive(clap::Args, Clone)]
+struct RoundFlags {
     /// Delete destination entries that are not in the source.
     #[arg(long)]
     delete: bool,
@@ -78,9 +157,9 @@ struct SyncArgs {
     /// Print every created, changed or deleted path (always on with --dry-run).
     #[arg(short = 'i', long)]
     itemize: bool,
-    /// zstd level for literal data (0 turns compression off).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(0..=19))]
-    compress_level: i32,
+    /// zstd level for literal data (0 turns compression off; default 1 locally, 3 over a network).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(0..=19))]
+    compress_level: Option<i32>,
     /// Worker threads per side (default: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -95,6 +174,58 @@ struct SyncArgs {
     no_progress: bool,
 }
 
+impl RoundFlags {
+    fn options(&self, default_level: i32) -> SyncOptions {
+        SyncOptions {
+            delete: self.delete,
+            checksum: self.checksum,
+            dry_run: self.dry_run,
+            excludes: self.excludes.clone(),
+            compress_level: self.compress_level.unwrap_or(default_level),
+            threads: self.threads,
+            specials: self.specials,
+            one_file_system: self.one_file_system,
+        }
+    }
+}
+
+/// Flags of `ferry push` and `ferry pull`.
+#[derive(clap::Args)]
+struct NetFlags {
+    /// Directory with this side's credentials (ca.pem, cert.pem, key.pem from `ferry init`).
+    #[arg(long, value_name = "DIR")]
+    identity: Option<PathBuf>,
+    /// quic, tcp (TLS 1.3 over TCP, for networks that block UDP) or auto (QUIC, then TCP).
+    #[arg(long, default_value = "auto", value_parser = ["quic", "tcp", "auto"])]
+    transport: String,
+    /// Run the session over the stdin/stdout of CMD (run with sh -c), e.g.
+    /// 'kubectl exec -i POD -- ferry serve --stdio --module data=/data'. The tunnel provides
+    /// authentication; --identity is not used.
+    #[arg(long, value_name = "CMD")]
+    rsh: Option<String>,
+    /// Cap what this side sends: bytes per second with K/M/G suffix (powers of 1024); a bare
+    /// number is KiB/s, as with rsync.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    bwlimit: Option<u64>,
+    /// Seconds to wait for a connection.
+    #[arg(long, default_value_t = 10)]
+    connect_timeout: u64,
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1 << 10),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("{s:?}: expected a rate like 500K, 20M or 1G"))?;
+    if n.is_nan() || n <= 0.0 {
+        return Err(format!("{s:?}: the rate must be positive"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -107,7 +238,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", explain(&e));
             if let Some(hint) = hint(&e) {
                 tracing::error!("hint: {hint}");
             }
@@ -132,9 +263,45 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
+/// The error and its causes on one line, each cause once (a cause's text is often already
+/// part of the message above it).
+fn explain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 /// What the user can do about an error, where we know.
 fn hint(e: &anyhow::Error) -> Option<&'static str> {
-    match e.downcast_ref::<SyncError>()? {
+    if let Some(r) = e.downcast_ref::<RemoteError>() {
+        return match r {
+            RemoteError::Identity(_) => Some("--identity takes the directory `ferry init` wrote for this side (destination/ or source/)"),
+            RemoteError::Connect { source, .. } if source.is_auth() => Some(
+                "both sides need credentials from the same `ferry init`, within their validity; the server name dialled must be one of its --name values",
+            ),
+            RemoteError::Connect { source, .. } if source.is_transient() => {
+                Some("is `ferry serve` running and reachable? If UDP is blocked, use --transport tcp")
+            }
+            RemoteError::Refused { .. } => Some("check the module name and its :ro/:wo mode on the server"),
+            RemoteError::Version { .. } => Some("run the same Ferry version on both sides"),
+            RemoteError::Local(e) => sync_hint(e),
+            RemoteError::Round(RoundError::Link(_)) => Some("the round can be run again: files already in place are not sent twice"),
+            _ => None,
+        };
+    }
+    sync_hint(e.downcast_ref::<SyncError>()?)
+}
+
+fn sync_hint(e: &SyncError) -> Option<&'static str> {
+    match e {
         SyncError::Source { .. } => {
             Some("check that the source path exists and is a directory you can read")
         }
@@ -144,7 +311,7 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
         SyncError::Exclude(_) => {
             Some("--exclude takes rsync-style globs such as '*.tmp' or 'cache/'")
         }
-        SyncError::Round(ferry_agent::driver::RoundError::Target(_)) => Some(
+        SyncError::Round(RoundError::Target(_)) => Some(
             "the destination was left with only verified files; fix the cause above and run again",
         ),
         SyncError::Round(_) => None,
@@ -152,10 +319,50 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
 }
 
 fn classify(e: &anyhow::Error) -> u8 {
+    if let Some(r) = e.downcast_ref::<RemoteError>() {
+        return match r {
+            RemoteError::Usage(_) | RemoteError::Identity(_) => exit::USAGE,
+            RemoteError::Connect { source, .. } if source.is_auth() => exit::AUTH,
+            RemoteError::Connect { source, .. } if source.is_transient() => exit::TRANSIENT,
+            RemoteError::Connect { .. } => exit::PEER,
+            RemoteError::Refused { code: Refusal::Busy, .. } => exit::TRANSIENT,
+            RemoteError::Refused { code: Refusal::Version, .. } | RemoteError::Version { .. } => {
+                exit::VERSION
+            }
+            RemoteError::Refused { .. } => exit::PEER,
+            RemoteError::Local(e) => classify_sync(e),
+            RemoteError::Round(e) => classify_round(e),
+            RemoteError::Rsh(_) => exit::LOCAL_IO,
+        };
+    }
     match e.downcast_ref::<SyncError>() {
-        Some(SyncError::Exclude(_)) => exit::USAGE,
-        Some(SyncError::Round(ferry_agent::driver::RoundError::Decode(_))) => exit::PEER,
+        Some(e) => classify_sync(e),
+        None => exit::USAGE,
+    }
+}
+
+fn classify_sync(e: &SyncError) -> u8 {
+    match e {
+        SyncError::Exclude(_) => exit::USAGE,
+        SyncError::Round(r) => classify_round(r),
         _ => exit::LOCAL_IO,
+    }
+}
+
+fn classify_round(e: &RoundError) -> u8 {
+    use ferry_core::SessionError as S;
+    match e {
+        RoundError::Source(S::Version { .. }) | RoundError::Target(S::Version { .. }) => {
+            exit::VERSION
+        }
+        RoundError::Source(S::Local(_)) | RoundError::Target(S::Local(_)) => exit::LOCAL_IO,
+        RoundError::Source(_)
+        | RoundError::Target(_)
+        | RoundError::Decode(_)
+        | RoundError::Stalled => exit::PEER,
+        RoundError::Link(t) if t.is_auth() => exit::AUTH,
+        RoundError::Link(t) if t.is_transient() => exit::TRANSIENT,
+        RoundError::Link(_) => exit::PEER,
     }
 }
 
@@ -163,32 +370,214 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Sync(a) => run_sync(a),
         Command::Demo { dir, files, big_mib } => run_demo(&dir, files, big_mib),
+        Command::Init { out, names, days, k8s_secret } => {
+            run_init(&out, &names, days, k8s_secret.as_deref())
+        }
+        Command::Serve { listen, modules, identity, stdio, threads, bwlimit } => {
+            run_serve(listen, &modules, identity.as_deref(), stdio, threads, bwlimit.unwrap_or(0))
+        }
+        Command::Push { src, url, net, round } => run_net(Direction::Push, &src, &url, net, round),
+        Command::Pull { url, dst, net, round } => run_net(Direction::Pull, &dst, &url, net, round),
     }
 }
 
-fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
-    let opts = SyncOptions {
-        delete: a.delete,
-        checksum: a.checksum,
-        dry_run: a.dry_run,
-        excludes: a.excludes,
-        compress_level: a.compress_level,
-        threads: a.threads,
-        specials: a.specials,
-        one_file_system: a.one_file_system,
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ferry-net")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn run_init(
+    out: &std::path::Path,
+    names: &[String],
+    days: u32,
+    secret: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    use ferry_agent::init;
+    let secret = secret
+        .map(|s| s.split_once('/').filter(|(ns, n)| !ns.is_empty() && !n.is_empty()).ok_or(s))
+        .transpose()
+        .map_err(|s| RemoteError::Usage(format!("--k8s-secret {s:?}: expected NAMESPACE/NAME")))?;
+    let pair = init::generate_for_days(names, days)?;
+    init::write_identity(&out.join("destination"), &pair.destination)?;
+    init::write_identity(&out.join("source"), &pair.source)?;
+    println!("wrote {}/destination (for `ferry serve --identity`) and {}/source (for `ferry push|pull --identity`)", out.display(), out.display());
+    println!("valid for {days} days; the destination answers to: {}", names.join(", "));
+    if let Some((ns, name)) = secret {
+        for (side, id) in [("destination", &pair.destination), ("source", &pair.source)] {
+            let path = out.join(format!("{side}-secret.yaml"));
+            std::fs::write(&path, init::k8s_secret(ns, &format!("{name}-{side}"), id))
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {} (Secret {ns}/{name}-{side})", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_serve(
+    listen: std::net::SocketAddr,
+    modules: &[String],
+    identity: Option<&std::path::Path>,
+    stdio: bool,
+    threads: usize,
+    bwlimit: u64,
+) -> anyhow::Result<ExitCode> {
+    let modules = modules
+        .iter()
+        .map(|m| Module::parse(m))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(RemoteError::Usage)?;
+    let cfg = ServeConfig { modules, threads, bwlimit };
+    let rt = runtime()?;
+    if stdio {
+        let link = Link::from_streams(
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+            LinkKind::Stdio,
+            "stdio".into(),
+        );
+        let busy = std::sync::Arc::new(BusyHandle::default());
+        let _guard = rt.enter();
+        rt.block_on(serve_link(link, &cfg, &busy))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let dir = identity.ok_or_else(|| RemoteError::Usage("--identity DIR is required".into()))?;
+    let identity = Identity::load(dir).map_err(RemoteError::Identity)?;
+    for m in &cfg.modules {
+        tracing::info!("module {:?} -> {} ({:?})", m.name, m.path.display(), m.access);
+    }
+    rt.block_on(serve(listen, &identity, cfg, |addr| {
+        tracing::info!("listening on {addr} (QUIC and TLS over TCP)");
+        // Tests and scripts wait for this line on stdout.
+        println!("listening on {addr}");
+    }))
+    .map_err(|e| RemoteError::Connect { addr: listen.to_string(), source: e })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_net(
+    direction: Direction,
+    local: &std::path::Path,
+    url: &str,
+    net: NetFlags,
+    round: RoundFlags,
+) -> anyhow::Result<ExitCode> {
+    let url = Url::parse(url).map_err(RemoteError::Usage)?;
+    let via = match (&net.rsh, net.transport.as_str()) {
+        (Some(cmd), _) => Via::Rsh(cmd.clone()),
+        (None, "quic") => Via::Quic,
+        (None, "tcp") => Via::Tcp,
+        (None, _) => Via::Auto,
     };
-    let itemize = a.itemize || a.dry_run;
-    let report = sync_with_progress(&a.src, &a.dst, &opts, itemize && !a.json, !a.no_progress)
-        .with_context(|| format!("sync {} -> {} failed", a.src.display(), a.dst.display()))?;
+    let opts = RemoteOptions {
+        sync: round.options(3),
+        via,
+        identity: net.identity.clone(),
+        bwlimit: net.bwlimit.unwrap_or(0),
+        connect_timeout: Duration::from_secs(net.connect_timeout.max(1)),
+    };
+    let itemize = (round.itemize || round.dry_run) && !round.json;
+    let progress = Progress::new(!round.no_progress);
+    let on_item: Box<dyn FnMut(&Itemized) + Send> = {
+        let bar = progress.bar.clone();
+        Box::new(move |it: &Itemized| {
+            if itemize {
+                let line = format!("{} {:<8} {}", action_code(it.action), it.kind, it.path);
+                match &bar {
+                    Some(b) => b.println(line),
+                    None => println!("{line}"),
+                }
+            }
+        })
+    };
+    let on_progress = progress.callback();
+    let rt = runtime()?;
+    let r = rt.block_on(run_client(
+        direction,
+        local,
+        &url,
+        &opts,
+        on_item,
+        on_progress,
+        progress.every,
+    ));
+    progress.finish();
+    let report = r?;
     for w in &report.warnings {
         tracing::warn!("skipped: {w}");
     }
-    if a.json {
+    if round.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_summary(&report, a.dry_run);
+        print_summary(&report, round.dry_run);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
+    let opts = a.round.options(1);
+    let itemize = a.round.itemize || a.round.dry_run;
+    let report =
+        sync_with_progress(&a.src, &a.dst, &opts, itemize && !a.round.json, !a.round.no_progress)
+            .with_context(|| format!("sync {} -> {} failed", a.src.display(), a.dst.display()))?;
+    for w in &report.warnings {
+        tracing::warn!("skipped: {w}");
+    }
+    if a.round.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_summary(&report, a.round.dry_run);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A progress display: a spinner line on a terminal, periodic log lines otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    every: Duration,
+}
+
+impl Progress {
+    fn new(enabled: bool) -> Progress {
+        let tty = std::io::stderr().is_terminal() && enabled;
+        let bar = tty.then(|| {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        });
+        let every = if tty { Duration::from_millis(150) } else { Duration::from_secs(5) };
+        Progress { bar, every }
+    }
+
+    fn callback(&self) -> Box<dyn FnMut(&DriverProgress) + Send> {
+        let bar = self.bar.clone();
+        Box::new(move |p: &DriverProgress| {
+            let msg = format!(
+                "{} entries listed{}, {} files written, {} rebuilt",
+                p.entries,
+                if p.scan_done { "" } else { " (scanning)" },
+                p.files_done,
+                human_bytes(p.bytes_done)
+            );
+            match &bar {
+                Some(b) => b.set_message(msg),
+                None => tracing::info!("progress: {msg}"),
+            }
+        })
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
 }
 
 fn sync_with_progress(
@@ -198,16 +587,8 @@ fn sync_with_progress(
     itemize: bool,
     progress: bool,
 ) -> Result<Report, SyncError> {
-    let tty = std::io::stderr().is_terminal() && progress;
-    let bar = tty.then(|| {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        b.enable_steady_tick(Duration::from_millis(120));
-        b
-    });
+    let progress = Progress::new(progress);
+    let bar = progress.bar.clone();
     let mut on_item = |it: &Itemized| {
         if itemize {
             let line = format!("{} {:<8} {}", action_code(it.action), it.kind, it.path);
@@ -217,24 +598,9 @@ fn sync_with_progress(
             }
         }
     };
-    let mut on_progress = |p: &Progress| {
-        let msg = format!(
-            "{} entries listed{}, {} files written, {} rebuilt",
-            p.entries,
-            if p.scan_done { "" } else { " (scanning)" },
-            p.files_done,
-            human_bytes(p.bytes_done)
-        );
-        match &bar {
-            Some(b) => b.set_message(msg),
-            None => tracing::info!("progress: {msg}"),
-        }
-    };
-    let every = if tty { Duration::from_millis(150) } else { Duration::from_secs(5) };
-    let r = sync::run_with(src, dst, opts, &mut on_item, &mut on_progress, every);
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    let mut on_progress = progress.callback();
+    let r = sync::run_with(src, dst, opts, &mut on_item, &mut *on_progress, progress.every);
+    progress.finish();
     r
 }
 
@@ -251,8 +617,11 @@ fn action_code(a: Action) -> &'static str {
 fn print_summary(r: &Report, dry_run: bool) {
     let s = &r.stats;
     let p = &r.phases;
-    let head = if dry_run { "dry run (nothing written)" } else { "sync complete" };
-    println!("{head} in {:.2}s", r.elapsed_secs);
+    let head = if dry_run { "dry run (nothing written)" } else { "round complete" };
+    match &r.transport {
+        Some(t) => println!("{head} in {:.2}s over {t}", r.elapsed_secs),
+        None => println!("{head} in {:.2}s", r.elapsed_secs),
+    }
     println!(
         "  entries scanned {:>9}   files {:>9}   ({} in source)",
         s.entries_scanned,

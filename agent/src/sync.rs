@@ -67,6 +67,8 @@ pub struct Report {
     pub wire_bytes_received: u64,
     /// Entries that could not be read and were skipped.
     pub warnings: Vec<String>,
+    /// The transport a network round used (`None` for a local sync).
+    pub transport: Option<String>,
 }
 
 /// Why a sync failed.
@@ -116,14 +118,93 @@ pub fn run_with(
     on_progress: &mut dyn FnMut(&Progress),
     progress_every: Duration,
 ) -> Result<Report, SyncError> {
-    let excludes = Excludes::new(&opts.excludes)?;
-    let src_root =
-        Root::open(src).map_err(|source| SyncError::Source { path: src.into(), source })?;
+    let source = open_source(src, opts)?;
+    let dest = open_destination(dst, opts)?;
+    let out = run_local(
+        source.clone(),
+        dest.clone(),
+        &opts.session(),
+        opts.thread_count(),
+        on_item,
+        on_progress,
+        progress_every,
+    )?;
+    let mut warnings = source.walk_warnings();
+    warnings.extend(dest.walk_warnings());
+    Ok(Report::new(&out, warnings))
+}
+
+impl SyncOptions {
+    /// The session options these flags mean.
+    pub fn session(&self) -> SessionOptions {
+        SessionOptions {
+            delete: self.delete,
+            checksum: self.checksum,
+            dry_run: self.dry_run,
+            compress_level: self.compress_level,
+            limits: Limits::default(),
+            ..SessionOptions::default()
+        }
+    }
+
+    /// Worker threads per side (one per core when 0).
+    pub fn thread_count(&self) -> usize {
+        if self.threads == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            self.threads
+        }
+    }
+
+    fn walk(&self) -> Result<WalkOptions, SyncError> {
+        Ok(WalkOptions {
+            excludes: Excludes::new(&self.excludes)?,
+            specials: self.specials,
+            one_file_system: self.one_file_system,
+            max_xattr_value: Limits::default().max_xattr_value,
+        })
+    }
+}
+
+impl Report {
+    /// A report of `out`.
+    pub fn new(out: &crate::driver::RoundOutcome, warnings: Vec<String>) -> Report {
+        Report {
+            stats: out.target,
+            phases: out.phases,
+            elapsed_secs: out.elapsed.as_secs_f64(),
+            wire_bytes_sent: out.wire_bytes.0,
+            wire_bytes_received: out.wire_bytes.1,
+            warnings,
+            transport: None,
+        }
+    }
+}
+
+/// Opens `src` as the source of a round.
+///
+/// # Errors
+/// [`SyncError::Source`] or an invalid exclude pattern.
+pub fn open_source(src: &Path, opts: &SyncOptions) -> Result<Arc<LocalSource>, SyncError> {
+    let walk = opts.walk()?;
+    let root = Root::open(src).map_err(|source| SyncError::Source { path: src.into(), source })?;
+    Ok(Arc::new(LocalSource::new(Arc::new(root), walk, opts.checksum)))
+}
+
+/// Opens (creating it unless dry-running) `dst` as the destination of a round.
+///
+/// # Errors
+/// [`SyncError::Destination`] or an invalid exclude pattern.
+pub fn open_destination(
+    dst: &Path,
+    opts: &SyncOptions,
+) -> Result<Arc<LocalDestination>, SyncError> {
+    let walk = opts.walk()?;
     if !opts.dry_run {
         std::fs::create_dir_all(dst)
             .map_err(|source| SyncError::Destination { path: dst.into(), source })?;
     }
-    let dst_root = match Root::open(dst) {
+    let root = match Root::open(dst) {
         Ok(r) => r,
         Err(e) if opts.dry_run && e.kind() == std::io::ErrorKind::NotFound => {
             // Dry run into a directory that does not exist yet: plan against an empty tree.
@@ -133,51 +214,9 @@ pub fn run_with(
         }
         Err(source) => return Err(SyncError::Destination { path: dst.into(), source }),
     };
-    let limits = Limits::default();
-    let walk = WalkOptions {
-        excludes,
-        specials: opts.specials,
-        one_file_system: opts.one_file_system,
-        max_xattr_value: limits.max_xattr_value,
-    };
-    let source = Arc::new(LocalSource::new(Arc::new(src_root), walk.clone(), opts.checksum));
-    let dest = Arc::new(LocalDestination::new(
-        Arc::new(dst_root),
-        WalkOptions { one_file_system: true, ..walk },
-        limits,
-    ));
-    let session = SessionOptions {
-        delete: opts.delete,
-        checksum: opts.checksum,
-        dry_run: opts.dry_run,
-        compress_level: opts.compress_level,
-        limits,
-        ..SessionOptions::default()
-    };
-    let threads = if opts.threads == 0 {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    } else {
-        opts.threads
-    };
-    let out = run_local(
-        source.clone(),
-        dest.clone(),
-        &session,
-        threads,
-        on_item,
-        on_progress,
-        progress_every,
-    )?;
-    let mut warnings = source.walk_warnings();
-    warnings.extend(dest.walk_warnings());
-    Ok(Report {
-        stats: out.target,
-        phases: out.phases,
-        elapsed_secs: out.elapsed.as_secs_f64(),
-        wire_bytes_sent: out.wire_bytes.0,
-        wire_bytes_received: out.wire_bytes.1,
-        warnings,
-    })
+    // The destination never descends into other filesystems: deletes must not cross them.
+    let walk = WalkOptions { one_file_system: true, ..walk };
+    Ok(Arc::new(LocalDestination::new(Arc::new(root), walk, Limits::default())))
 }
 
 fn tempfile_dir() -> Result<PathBuf, SyncError> {

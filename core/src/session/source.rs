@@ -277,6 +277,11 @@ impl SourceSession {
         (self.phase == Phase::Finished || self.error.is_some()) && self.out.is_empty()
     }
 
+    /// Whether the source has listed its whole tree.
+    pub fn scan_done(&self) -> bool {
+        self.scan_done
+    }
+
     /// Whether work items are outstanding at the driver.
     pub fn has_pending_work(&self) -> bool {
         !self.pending.is_empty()

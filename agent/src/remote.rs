@@ -1,0 +1,757 @@
+//! Rounds between two agents: `ferry serve` (a destination, and a source for pulls) and
+//! `ferry push` / `ferry pull`, over QUIC, TLS-over-TCP or a remote shell's stdio.
+//!
+//! A connection starts with a [`Request`] (protocol versions, module, direction, options)
+//! answered by a [`Response`]; then the round's sessions talk, one frame per message.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use ferry_core::message::{PROTOCOL_MIN, PROTOCOL_VERSION};
+use ferry_core::session::{Itemized, SessionError};
+use ferry_core::{Limits, Message};
+use ferry_transport::frame::{read_message, read_value, write_message, write_value};
+use ferry_transport::net::{connect_quic, connect_tcp, Link, LinkKind, LinkReader, Server};
+use ferry_transport::tls::Identity;
+use ferry_transport::TransportError;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+
+use crate::driver::{run_remote, Event, Peer, Progress, RoundError, Side};
+use crate::sync::{open_destination, open_source, Report, SyncError, SyncOptions};
+
+/// Which way data moves, seen from the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Direction {
+    /// The client is the source; the server's module is the destination.
+    Push,
+    /// The server's module is the source; the client is the destination.
+    Pull,
+}
+
+/// The round options a client sends (both sides need them: the source to list and hash, the
+/// destination to plan).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireOptions {
+    /// `--delete`.
+    pub delete: bool,
+    /// `--checksum`.
+    pub checksum: bool,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--exclude` patterns.
+    pub excludes: Vec<String>,
+    /// zstd level for literal data.
+    pub compress_level: i32,
+}
+
+/// First frame from the client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    /// Oldest protocol version the client speaks.
+    pub version_min: u32,
+    /// Newest protocol version the client speaks.
+    pub version_max: u32,
+    /// The module to push into or pull from.
+    pub module: String,
+    /// Push or pull.
+    pub direction: Direction,
+    /// Round options.
+    pub options: WireOptions,
+}
+
+/// Why a server refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// No protocol version in common.
+    Version,
+    /// No module of that name.
+    UnknownModule,
+    /// The module does not accept pushes (`:ro`).
+    ReadOnly,
+    /// The module does not serve pulls (`:wo`).
+    WriteOnly,
+    /// A round is already running on the module.
+    Busy,
+    /// The request itself is invalid.
+    BadRequest,
+    /// The server failed to open the module.
+    ServerError,
+}
+
+/// The server's answer to a [`Request`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    /// Go ahead with this protocol version.
+    Accepted {
+        /// The version both speak.
+        version: u32,
+    },
+    /// Refused.
+    Refused {
+        /// Why, as a code.
+        code: Refusal,
+        /// Why, for a person.
+        reason: String,
+        /// The server's protocol range (for version errors).
+        server_min: u32,
+        /// The server's protocol range (for version errors).
+        server_max: u32,
+    },
+}
+
+/// What peers may do with a module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Push and pull.
+    ReadWrite,
+    /// Pull only.
+    ReadOnly,
+    /// Push only.
+    WriteOnly,
+}
+
+/// A directory a server offers under a name.
+#[derive(Debug, Clone)]
+pub struct Module {
+    /// The name clients use.
+    pub name: String,
+    /// The directory.
+    pub path: PathBuf,
+    /// What peers may do.
+    pub access: Access,
+}
+
+impl Module {
+    /// Parses `NAME=DIR[:ro|:wo|:rw]`.
+    ///
+    /// # Errors
+    /// A message saying what is wrong.
+    pub fn parse(s: &str) -> Result<Module, String> {
+        let (name, rest) =
+            s.split_once('=').ok_or_else(|| format!("{s:?}: expected NAME=DIR[:ro|:wo]"))?;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(format!("{name:?}: a module name is letters, digits, '-', '_' or '.'"));
+        }
+        let (path, access) = match rest.rsplit_once(':') {
+            Some((p, "ro")) => (p, Access::ReadOnly),
+            Some((p, "wo")) => (p, Access::WriteOnly),
+            Some((p, "rw")) => (p, Access::ReadWrite),
+            _ => (rest, Access::ReadWrite),
+        };
+        if path.is_empty() {
+            return Err(format!("{s:?}: empty directory"));
+        }
+        Ok(Module { name: name.to_string(), path: PathBuf::from(path), access })
+    }
+}
+
+/// A `ferry://HOST:PORT/MODULE` address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// Host name or IP (also the name checked against the server's certificate).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Module.
+    pub module: String,
+}
+
+/// Default port of `ferry serve`.
+pub const DEFAULT_PORT: u16 = 7873;
+
+impl Url {
+    /// Parses `ferry://HOST[:PORT]/MODULE` (IPv6 hosts in brackets).
+    ///
+    /// # Errors
+    /// A message saying what is wrong.
+    pub fn parse(s: &str) -> Result<Url, String> {
+        let rest = s
+            .strip_prefix("ferry://")
+            .ok_or_else(|| format!("{s:?}: expected ferry://HOST:PORT/MODULE"))?;
+        let (hostport, module) =
+            rest.split_once('/').ok_or_else(|| format!("{s:?}: no /MODULE"))?;
+        if module.is_empty() || module.contains('/') {
+            return Err(format!("{s:?}: expected exactly one module name after the host"));
+        }
+        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+            let (h, p) = h.split_once(']').ok_or_else(|| format!("{s:?}: unclosed ["))?;
+            (h.to_string(), p.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (hostport.to_string(), None),
+            }
+        };
+        let port = match port {
+            Some(p) => p.parse().map_err(|_| format!("{s:?}: bad port {p:?}"))?,
+            None => DEFAULT_PORT,
+        };
+        if host.is_empty() {
+            return Err(format!("{s:?}: no host"));
+        }
+        Ok(Url { host, port, module: module.to_string() })
+    }
+}
+
+/// How a client reaches the server.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// QUIC only.
+    Quic,
+    /// TLS over TCP only.
+    Tcp,
+    /// QUIC first, TLS over TCP if QUIC does not answer within the timeout.
+    Auto,
+    /// The stdin/stdout of a command run with `sh -c` (the command runs `ferry serve --stdio`).
+    Rsh(String),
+}
+
+/// Client-side options of a network round.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// The round's flags (as for `ferry sync`).
+    pub sync: SyncOptions,
+    /// How to connect.
+    pub via: Via,
+    /// The identity directory (not needed with `--rsh`).
+    pub identity: Option<PathBuf>,
+    /// Bandwidth cap on what this side sends, bytes per second (0: none).
+    pub bwlimit: u64,
+    /// How long to wait for a handshake.
+    pub connect_timeout: Duration,
+}
+
+/// Why a network round failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The address or a flag is malformed.
+    #[error("{0}")]
+    Usage(String),
+    /// Our credentials could not be loaded.
+    #[error("loading credentials: {0}")]
+    Identity(#[from] ferry_transport::tls::IdentityError),
+    /// Connecting failed.
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        /// Where.
+        addr: String,
+        /// Why.
+        source: TransportError,
+    },
+    /// The server refused the request.
+    #[error("the server refused: {reason}")]
+    Refused {
+        /// Why, as a code.
+        code: Refusal,
+        /// Why, for a person.
+        reason: String,
+    },
+    /// No protocol version in common.
+    #[error("protocol version mismatch: we speak {our_min}..={our_max}, the peer speaks {peer_min}..={peer_max}")]
+    Version {
+        /// Ours.
+        our_min: u32,
+        /// Ours.
+        our_max: u32,
+        /// Theirs.
+        peer_min: u32,
+        /// Theirs.
+        peer_max: u32,
+    },
+    /// Opening the local side failed.
+    #[error(transparent)]
+    Local(#[from] SyncError),
+    /// The round failed.
+    #[error(transparent)]
+    Round(#[from] RoundError),
+    /// The remote shell command could not be started.
+    #[error("starting the remote shell: {0}")]
+    Rsh(std::io::Error),
+}
+
+impl RemoteError {
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RemoteError::Connect { source, .. } => source.is_transient(),
+            RemoteError::Round(RoundError::Link(e)) => e.is_transient(),
+            RemoteError::Refused { code: Refusal::Busy, .. } => true,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum SideKind {
+    Source,
+    Target,
+}
+
+/// Counts bytes read through it.
+struct Counting {
+    inner: LinkReader,
+    n: Arc<AtomicU64>,
+}
+
+impl AsyncRead for Counting {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = self.inner.as_mut().poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        self.n.fetch_add(n, Ordering::Relaxed);
+        r
+    }
+}
+
+/// Runs `side` over `link` (after the handshake): a reader task feeding the driver's event
+/// channel, a writer task draining its outgoing messages (paced by `bwlimit`), and the driver
+/// on a blocking thread.
+async fn run_over_link(
+    link: Link,
+    side: Side,
+    limits: Limits,
+    bwlimit: u64,
+    on_item: Box<dyn FnMut(&Itemized) + Send>,
+    on_progress: Box<dyn FnMut(&Progress) + Send>,
+    progress_every: Duration,
+) -> Result<crate::driver::RoundOutcome, RoundError> {
+    let Link { reader, mut writer, kind, peer, quic } = link;
+    let side_kind =
+        if matches!(side, Side::Source { .. }) { SideKind::Source } else { SideKind::Target };
+    let sent = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = mpsc::channel::<Event>();
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Message>();
+    let mut reader = Counting { inner: reader, n: received.clone() };
+    let reader_tx = tx.clone();
+    let reader_task = tokio::spawn(async move {
+        loop {
+            let r = read_message(&mut reader, &limits).await;
+            let end = !matches!(r, Ok(Some(_)));
+            if reader_tx.send(Event::Peer(r)).is_err() || end {
+                break;
+            }
+        }
+    });
+    let sent_w = sent.clone();
+    let writer_task = tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        while let Some(m) = out_rx.recv().await {
+            let n = write_message(&mut writer, &m).await?;
+            let total = sent_w.fetch_add(n, Ordering::Relaxed) + n;
+            if bwlimit > 0 {
+                // Pace to the cap: never be ahead of total/bwlimit seconds since the start.
+                let due = start + Duration::from_secs_f64(total as f64 / bwlimit as f64);
+                tokio::time::sleep_until(due).await;
+            }
+            if out_rx.is_empty() {
+                writer.flush().await.map_err(TransportError::Io)?;
+            }
+        }
+        writer.flush().await.map_err(TransportError::Io)?;
+        let _ = writer.shutdown().await;
+        Ok::<_, TransportError>(())
+    });
+    let peer_handle = Peer { outgoing: out_tx, sent, received };
+    let driver = tokio::task::spawn_blocking(move || {
+        let (mut on_item, mut on_progress) = (on_item, on_progress);
+        let r = run_remote(
+            side,
+            &peer_handle,
+            tx,
+            rx,
+            &mut *on_item,
+            &mut *on_progress,
+            progress_every,
+        );
+        drop(peer_handle);
+        r
+    });
+    let is_source = matches!(side_kind, SideKind::Source);
+    let result =
+        driver.await.map_err(|e| RoundError::Link(TransportError::Io(std::io::Error::other(e))))?;
+    let _ = writer_task.await;
+    if let Some((conn, endpoint)) = quic {
+        // The target speaks last (Done); the source, having heard it, closes at once. The
+        // target waits (bounded) for that close, so its Done is never cut off in flight.
+        if !is_source || result.is_err() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+        }
+        conn.close(0u32.into(), b"round over");
+        if let Some(ep) = endpoint {
+            let _ = tokio::time::timeout(Duration::from_secs(2), ep.wait_idle()).await;
+        }
+    }
+    reader_task.abort();
+    tracing::debug!("round with {peer} over {kind} finished");
+    result
+}
+
+// ----------------------------------------------------------------------------------------
+// Server
+// ----------------------------------------------------------------------------------------
+
+/// What `ferry serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Modules offered.
+    pub modules: Vec<Module>,
+    /// Worker threads per round.
+    pub threads: usize,
+    /// Bandwidth cap per connection, bytes/s (0: none).
+    pub bwlimit: u64,
+}
+
+/// Serves modules on `listen` (QUIC and TLS-over-TCP on the same port) until the process ends.
+///
+/// `ready` receives the bound address once listening.
+///
+/// # Errors
+/// When the sockets cannot be bound.
+pub async fn serve(
+    listen: SocketAddr,
+    identity: &Identity,
+    cfg: ServeConfig,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), TransportError> {
+    let mut server = Server::bind(listen, identity).await?;
+    ready(server.local_addr());
+    let cfg = Arc::new(cfg);
+    let busy = Arc::new(BusyHandle::default());
+    while let Some(conn) = server.accept().await {
+        match conn {
+            Ok(link) => {
+                let (cfg, busy) = (cfg.clone(), busy.clone());
+                tokio::spawn(async move {
+                    let peer = link.peer.clone();
+                    let kind = link.kind;
+                    match serve_link(link, &cfg, &busy).await {
+                        Ok(Some(r)) => tracing::info!(
+                            "{peer} ({kind}): round complete: {} new, {} changed, {} deleted, {} literal bytes",
+                            r.stats.files_new, r.stats.files_changed, r.stats.files_deleted, r.stats.literal_bytes
+                        ),
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!("{peer} ({kind}): {e}"),
+                    }
+                });
+            }
+            // A refused handshake (unknown CA, expired certificate, no certificate) is logged
+            // and the server carries on: nothing of the peer's was read.
+            Err(e) => tracing::warn!("connection refused: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Serves one round on an already-authenticated (or tunnelled) link. `Ok(None)` when the
+/// request was refused (the client was told why).
+///
+/// # Errors
+/// When the round fails.
+pub async fn serve_link(
+    mut link: Link,
+    cfg: &ServeConfig,
+    busy: &Arc<BusyHandle>,
+) -> Result<Option<Report>, RemoteError> {
+    let req: Request = read_value(&mut link.reader)
+        .await
+        .map_err(|e| RemoteError::Connect { addr: link.peer.clone(), source: e })?;
+    let refuse = |code, reason: String| Response::Refused {
+        code,
+        reason,
+        server_min: PROTOCOL_MIN,
+        server_max: PROTOCOL_VERSION,
+    };
+    let decision = if req.version_max < PROTOCOL_MIN || req.version_min > PROTOCOL_VERSION {
+        Err(refuse(
+            Refusal::Version,
+            format!(
+                "protocol version mismatch: server speaks {PROTOCOL_MIN}..={PROTOCOL_VERSION}, client {}..={}",
+                req.version_min, req.version_max
+            ),
+        ))
+    } else {
+        match cfg.modules.iter().find(|m| m.name == req.module) {
+            None => {
+                Err(refuse(Refusal::UnknownModule, format!("no module named {:?}", req.module)))
+            }
+            Some(m) if req.direction == Direction::Push && m.access == Access::ReadOnly => {
+                Err(refuse(
+                    Refusal::ReadOnly,
+                    format!(
+                        "module {:?} is read-only: it can be pulled from, not pushed to",
+                        m.name
+                    ),
+                ))
+            }
+            Some(m) if req.direction == Direction::Pull && m.access == Access::WriteOnly => {
+                Err(refuse(
+                    Refusal::WriteOnly,
+                    format!(
+                        "module {:?} is write-only: it can be pushed to, not pulled from",
+                        m.name
+                    ),
+                ))
+            }
+            Some(m) => Ok(m.clone()),
+        }
+    };
+    let module = match decision {
+        Ok(m) => m,
+        Err(resp) => {
+            tracing::warn!("{}: refused request for module {:?}: {resp:?}", link.peer, req.module);
+            let _ = write_value(&mut link.writer, &resp).await;
+            link.finish().await;
+            return Ok(None);
+        }
+    };
+    let Some(_guard) = busy.claim(&module.name) else {
+        let resp = refuse(
+            Refusal::Busy,
+            format!("a round is already running on module {:?}; retry later", module.name),
+        );
+        let _ = write_value(&mut link.writer, &resp).await;
+        link.finish().await;
+        return Ok(None);
+    };
+    let opts = SyncOptions {
+        delete: req.options.delete,
+        checksum: req.options.checksum,
+        dry_run: req.options.dry_run,
+        excludes: req.options.excludes.clone(),
+        compress_level: req.options.compress_level.clamp(0, 19),
+        threads: cfg.threads,
+        ..SyncOptions::default()
+    };
+    let session = opts.session();
+    let side = match req.direction {
+        Direction::Push => open_destination(&module.path, &opts)
+            .map(|d| Side::target(d, &session, opts.thread_count())),
+        Direction::Pull => {
+            open_source(&module.path, &opts).map(|s| Side::source(s, &session, opts.thread_count()))
+        }
+    };
+    let side = match side {
+        Ok(s) => s,
+        Err(e) => {
+            let resp = refuse(Refusal::ServerError, format!("module {:?}: {e}", module.name));
+            let _ = write_value(&mut link.writer, &resp).await;
+            link.finish().await;
+            return Err(e.into());
+        }
+    };
+    write_value(
+        &mut link.writer,
+        &Response::Accepted { version: PROTOCOL_VERSION.min(req.version_max) },
+    )
+    .await
+    .map_err(|e| RemoteError::Connect { addr: link.peer.clone(), source: e })?;
+    tracing::info!("{} ({}): {:?} module {:?}", link.peer, link.kind, req.direction, module.name);
+    let kind = link.kind;
+    let out = run_over_link(
+        link,
+        side,
+        session.limits,
+        cfg.bwlimit,
+        Box::new(|_| {}),
+        Box::new(|_| {}),
+        Duration::from_secs(3600),
+    )
+    .await?;
+    let mut r = Report::new(&out, Vec::new());
+    r.transport = Some(kind.to_string());
+    Ok(Some(r))
+}
+
+/// Claims on modules, released on drop.
+#[derive(Debug, Default)]
+pub struct BusyHandle(Mutex<std::collections::HashSet<String>>);
+
+/// A claim on a module.
+#[derive(Debug)]
+pub struct Claim<'a>(&'a BusyHandle, String);
+
+impl BusyHandle {
+    fn claim(&self, name: &str) -> Option<Claim<'_>> {
+        let mut set = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        set.insert(name.to_string()).then(|| Claim(self, name.to_string()))
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.0 .0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.1);
+    }
+}
+
+// ----------------------------------------------------------------------------------------
+// Client
+// ----------------------------------------------------------------------------------------
+
+/// Connects to `url` as `opts.via` says; returns the link (its kind says which transport).
+///
+/// # Errors
+/// [`RemoteError`] for bad addresses, credentials or connection failures.
+pub async fn connect(url: &Url, opts: &RemoteOptions) -> Result<Link, RemoteError> {
+    if let Via::Rsh(cmd) = &opts.via {
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(RemoteError::Rsh)?;
+        let (Some(out), Some(inp)) = (child.stdout.take(), child.stdin.take()) else {
+            return Err(RemoteError::Rsh(std::io::Error::other("no pipes to the remote shell")));
+        };
+        // The child lives as long as the link's reader half does.
+        let reader = ChildReader { out, _child: child };
+        return Ok(Link::from_streams(reader, inp, LinkKind::Stdio, cmd.clone()));
+    }
+    let dir = opts.identity.as_deref().ok_or_else(|| {
+        RemoteError::Usage(
+            "--identity DIR is required (the source or destination directory from `ferry init`)"
+                .into(),
+        )
+    })?;
+    let identity = Identity::load(dir)?;
+    let target = format!("{}:{}", url.host, url.port);
+    let addr = tokio::net::lookup_host(&target)
+        .await
+        .map_err(|e| RemoteError::Connect { addr: target.clone(), source: TransportError::Io(e) })?
+        .next()
+        .ok_or_else(|| RemoteError::Connect {
+            addr: target.clone(),
+            source: TransportError::Closed,
+        })?;
+    let t = opts.connect_timeout;
+    let err = |source| RemoteError::Connect { addr: target.clone(), source };
+    match opts.via {
+        Via::Quic => connect_quic(addr, &url.host, &identity, t).await.map_err(err),
+        Via::Tcp => connect_tcp(addr, &url.host, &identity, t).await.map_err(err),
+        Via::Auto => {
+            // UDP is often blocked (OpenShift Routes and most Ingresses carry only TCP): give
+            // QUIC a short chance, then fall back, unless the server refused our certificate.
+            match connect_quic(addr, &url.host, &identity, t.min(Duration::from_secs(3))).await {
+                Ok(l) => Ok(l),
+                Err(e) if e.is_auth() => Err(err(e)),
+                Err(e) => {
+                    tracing::info!("QUIC to {target} failed ({e}); trying TLS over TCP");
+                    connect_tcp(addr, &url.host, &identity, t).await.map_err(err)
+                }
+            }
+        }
+        Via::Rsh(_) => unreachable!("handled above"),
+    }
+}
+
+struct ChildReader {
+    out: tokio::process::ChildStdout,
+    _child: tokio::process::Child,
+}
+
+impl AsyncRead for ChildReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.out).poll_read(cx, buf)
+    }
+}
+
+/// Runs the client side of a push (`local` is the source) or pull (`local` is the destination).
+///
+/// # Errors
+/// [`RemoteError`].
+pub async fn run_client(
+    direction: Direction,
+    local: &Path,
+    url: &Url,
+    opts: &RemoteOptions,
+    on_item: Box<dyn FnMut(&Itemized) + Send>,
+    on_progress: Box<dyn FnMut(&Progress) + Send>,
+    progress_every: Duration,
+) -> Result<Report, RemoteError> {
+    let s = &opts.sync;
+    // Open the local side first: a bad local path should not cost a connection.
+    let session = s.session();
+    let (side, warn_src, warn_dst) = match direction {
+        Direction::Push => {
+            let src = open_source(local, s)?;
+            (Side::source(src.clone(), &session, s.thread_count()), Some(src), None)
+        }
+        Direction::Pull => {
+            let dst = open_destination(local, s)?;
+            (Side::target(dst.clone(), &session, s.thread_count()), None, Some(dst))
+        }
+    };
+    let mut link = connect(url, opts).await?;
+    let kind = link.kind;
+    tracing::info!("connected to {} over {kind}", link.peer);
+    let req = Request {
+        version_min: PROTOCOL_MIN,
+        version_max: PROTOCOL_VERSION,
+        module: url.module.clone(),
+        direction,
+        options: WireOptions {
+            delete: s.delete,
+            checksum: s.checksum,
+            dry_run: s.dry_run,
+            excludes: s.excludes.clone(),
+            compress_level: s.compress_level,
+        },
+    };
+    let peer = link.peer.clone();
+    let hs = |e| RemoteError::Connect { addr: peer.clone(), source: e };
+    write_value(&mut link.writer, &req).await.map_err(hs)?;
+    match read_value::<Response, _>(&mut link.reader).await.map_err(hs)? {
+        Response::Accepted { .. } => {}
+        Response::Refused { code: Refusal::Version, server_min, server_max, .. } => {
+            return Err(RemoteError::Version {
+                our_min: PROTOCOL_MIN,
+                our_max: PROTOCOL_VERSION,
+                peer_min: server_min,
+                peer_max: server_max,
+            })
+        }
+        Response::Refused { code, reason, .. } => {
+            return Err(RemoteError::Refused { code, reason })
+        }
+    }
+    let out = run_over_link(
+        link,
+        side,
+        session.limits,
+        opts.bwlimit,
+        on_item,
+        on_progress,
+        progress_every,
+    )
+    .await?;
+    let mut warnings = warn_src.map(|s| s.walk_warnings()).unwrap_or_default();
+    warnings.extend(warn_dst.map(|d| d.walk_warnings()).unwrap_or_default());
+    let mut r = Report::new(&out, warnings);
+    r.transport = Some(kind.to_string());
+    Ok(r)
+}
+
+/// Maps a session error from a round to "the peer's fault" or "a version mismatch".
+pub fn session_error(e: &RoundError) -> Option<&SessionError> {
+    match e {
+        RoundError::Source(e) | RoundError::Target(e) => Some(e),
+        _ => None,
+    }
+}

@@ -1,0 +1,615 @@
+//! Two real agents on loopback: `ferry serve` in its own process, `ferry push`/`pull` in
+//! another (or a client in this process for crafted traffic), over real QUIC and TCP sockets.
+
+#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test, with its message.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_agent::init;
+use ferry_agent::remote::{Direction, Request, Response, WireOptions};
+use ferry_core::entry::{Entry, EntryKind, Meta};
+use ferry_core::Message;
+use ferry_transport::frame::{read_message, read_value, write_message, write_value};
+use ferry_transport::net::connect_tcp;
+use ferry_transport::tls::Identity;
+use time::{Duration as TDuration, OffsetDateTime};
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+/// A `ferry serve` child process, killed on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(identity: &Path, modules: &[String]) -> Server {
+    let mut cmd = Command::new(FERRY);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--identity"]).arg(identity);
+    for m in modules {
+        cmd.args(["--module", m]);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .parse()
+        .unwrap();
+    Server { child, addr }
+}
+
+/// Credentials in `dir/{destination,source}`, valid now.
+fn creds(dir: &Path) -> PathBuf {
+    let pair = init::generate_for_days(&["localhost".into(), "127.0.0.1".into()], 30).unwrap();
+    init::write_identity(&dir.join("destination"), &pair.destination).unwrap();
+    init::write_identity(&dir.join("source"), &pair.source).unwrap();
+    dir.to_path_buf()
+}
+
+fn ferry(args: &[&str]) -> Output {
+    Command::new(FERRY).args(args).output().unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// rsync as an independent judge: nothing to transfer means the trees are the same.
+fn assert_same_tree(a: &Path, b: &Path) {
+    let out = Command::new("rsync")
+        .args(["-aHAXnic", "--delete"])
+        .arg(format!("{}/", a.display()))
+        .arg(format!("{}/", b.display()))
+        .output()
+        .expect("rsync is installed (apt-get install rsync); the tests use it as a judge");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "trees differ");
+}
+
+fn sample(root: &Path) {
+    std::fs::create_dir_all(root.join("db/wal")).unwrap();
+    let big: Vec<u8> =
+        (0..(9u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(root.join("db/data.bin"), &big).unwrap();
+    for i in 0..50 {
+        std::fs::write(root.join(format!("db/wal/{i:04}.log")), format!("entry {i}\n").repeat(100))
+            .unwrap();
+    }
+    std::os::unix::fs::symlink("data.bin", root.join("db/current")).unwrap();
+}
+
+fn check_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn push_and_pull_over_quic_tcp_and_rsh() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let (src, a, b) = (t.path().join("src"), t.path().join("a"), t.path().join("b"));
+    sample(&src);
+    let srv = serve(&c.join("destination"), &[format!("a={}", s(&a)), format!("b={}", s(&b))]);
+    let id = c.join("source");
+    for (transport, module) in [("quic", "a"), ("tcp", "b")] {
+        let url = format!("ferry://127.0.0.1:{}/{module}", srv.addr.port());
+        let out = ferry(&[
+            "push",
+            s(&src),
+            &url,
+            "--identity",
+            s(&id),
+            "--transport",
+            transport,
+            "--json",
+        ]);
+        check_ok(&out);
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let want = if transport == "quic" { "QUIC" } else { "TLS over TCP" };
+        assert_eq!(r["transport"], want);
+        assert_eq!(r["stats"]["files_new"], 51);
+        assert_same_tree(&src, &t.path().join(module));
+    }
+    // An incremental push over `auto` moves only the change.
+    let mut big = std::fs::read(src.join("db/data.bin")).unwrap();
+    big[5_000_000..5_000_100].fill(7);
+    std::fs::write(src.join("db/data.bin"), &big).unwrap();
+    let url = format!("ferry://localhost:{}/a", srv.addr.port());
+    let out = ferry(&["push", s(&src), &url, "--identity", s(&id), "--json"]);
+    check_ok(&out);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["stats"]["files_changed"], 1);
+    assert!(r["stats"]["literal_bytes"].as_u64().unwrap() < 200_000, "{r}");
+    assert_same_tree(&src, &a);
+    // Pull both modules back.
+    for transport in ["quic", "tcp"] {
+        let dst = t.path().join(format!("pulled-{transport}"));
+        let url = format!("ferry://127.0.0.1:{}/b", srv.addr.port());
+        check_ok(&ferry(&["pull", &url, s(&dst), "--identity", s(&id), "--transport", transport]));
+        assert_same_tree(&b, &dst);
+    }
+    // Over a remote shell: the "remote" is a local sh -c running `ferry serve --stdio`.
+    let via_rsh = t.path().join("rsh");
+    let rsh = format!("{FERRY} serve --stdio --module m={}", s(&via_rsh));
+    check_ok(&ferry(&["push", s(&src), "ferry://remote/m", "--rsh", &rsh]));
+    assert_same_tree(&src, &via_rsh);
+    let back = t.path().join("rsh-back");
+    check_ok(&ferry(&["pull", "ferry://remote/m", s(&back), "--rsh", &rsh]));
+    assert_same_tree(&src, &back);
+}
+
+#[test]
+fn module_modes_are_enforced() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let (src, ro, wo) = (t.path().join("src"), t.path().join("ro"), t.path().join("wo"));
+    sample(&src);
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::write(ro.join("keep"), b"original").unwrap();
+    let srv =
+        serve(&c.join("destination"), &[format!("ro={}:ro", s(&ro)), format!("wo={}:wo", s(&wo))]);
+    let id = c.join("source");
+    let port = srv.addr.port();
+    let out = ferry(&[
+        "push",
+        s(&src),
+        &format!("ferry://127.0.0.1:{port}/ro"),
+        "--identity",
+        s(&id),
+        "--delete",
+    ]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("read-only"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 1);
+    let out = ferry(&[
+        "pull",
+        &format!("ferry://127.0.0.1:{port}/wo"),
+        s(&t.path().join("x")),
+        "--identity",
+        s(&id),
+    ]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("write-only"));
+    let out =
+        ferry(&["push", s(&src), &format!("ferry://127.0.0.1:{port}/nope"), "--identity", s(&id)]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no module named"));
+}
+
+/// Every refused credential fails the handshake, with exit code 3 and a message naming why,
+/// and the server keeps serving.
+#[test]
+fn bad_credentials_are_refused_before_any_application_byte() {
+    let t = tempfile::tempdir().unwrap();
+    let good = creds(&t.path().join("good"));
+    let src = t.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    let dst = t.path().join("dst");
+    let srv = serve(&good.join("destination"), &[format!("m={}", s(&dst))]);
+    let now = OffsetDateTime::now_utc();
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let expired =
+        init::generate(&names, now - TDuration::days(30), now - TDuration::days(1)).unwrap();
+    let future =
+        init::generate(&names, now + TDuration::days(1), now + TDuration::days(30)).unwrap();
+    let other = init::generate_for_days(&names, 30).unwrap();
+    // A source certificate from the right CA but expired / not yet valid: reuse the good CA by
+    // signing with it is not possible (its key is gone), so these pairs have their own CA;
+    // trust them on the client side only through their own ca.pem.
+    let cases = [
+        ("expired", expired.source.clone(), "expired"),
+        ("not-yet-valid", future.source.clone(), "valid"),
+        ("other-ca", other.source.clone(), "certificate"),
+    ];
+    for (name, id, _) in &cases {
+        init::write_identity(&t.path().join(name), id).unwrap();
+    }
+    for transport in ["quic", "tcp"] {
+        for (name, _, _) in &cases {
+            let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+            let out = ferry(&[
+                "push",
+                s(&src),
+                &url,
+                "--identity",
+                s(&t.path().join(name)),
+                "--transport",
+                transport,
+            ]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(3), "{name} over {transport}: {err}");
+            assert!(err.contains("authentication failed"), "{name}: {err}");
+        }
+    }
+    // A server whose certificate names another host than the one dialled.
+    let named = t.path().join("named");
+    let pair = init::generate_for_days(&["db.example".to_string()], 30).unwrap();
+    init::write_identity(&named.join("destination"), &pair.destination).unwrap();
+    init::write_identity(&named.join("source"), &pair.source).unwrap();
+    let srv3 = serve(&named.join("destination"), &[format!("m={}", s(&dst))]);
+    for transport in ["quic", "tcp"] {
+        let url = format!("ferry://127.0.0.1:{}/m", srv3.addr.port());
+        let out = ferry(&[
+            "push",
+            s(&src),
+            &url,
+            "--identity",
+            s(&named.join("source")),
+            "--transport",
+            transport,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{transport}: {err}");
+        assert!(err.contains("not valid for name"), "{transport}: {err}");
+    }
+    assert!(!dst.join("f").exists(), "nothing may be written for a refused peer");
+    // Expired and not-yet-valid certificates on the server side are refused by the client.
+    let exp_dir = t.path().join("exp-server");
+    init::write_identity(&exp_dir.join("destination"), &expired.destination).unwrap();
+    init::write_identity(&exp_dir.join("source"), &expired.source).unwrap();
+    let srv2 = serve(&exp_dir.join("destination"), &[format!("m={}", s(&dst))]);
+    let url = format!("ferry://127.0.0.1:{}/m", srv2.addr.port());
+    let out = ferry(&[
+        "push",
+        s(&src),
+        &url,
+        "--identity",
+        s(&exp_dir.join("source")),
+        "--transport",
+        "tcp",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.to_lowercase().contains("expired"), "{err}");
+    // The first server is still serving good clients.
+    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+    check_ok(&ferry(&["push", s(&src), &url, "--identity", s(&good.join("source"))]));
+    assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"x");
+}
+
+/// A TLS client that presents no certificate gets no further than the handshake.
+#[test]
+fn a_client_without_a_certificate_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let dst = t.path().join("dst");
+    let srv = serve(&c.join("destination"), &[format!("m={}", s(&dst))]);
+    let ca = std::fs::read(c.join("source/ca.pem")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let err = rt.block_on(async {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"ferry/1".to_vec()];
+        let sock = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls =
+            tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, sock).await.unwrap();
+        // TLS 1.3: the server's verdict on our (missing) certificate arrives with our first
+        // read or write.
+        let req = request("m", Direction::Push);
+        let _ = write_value(&mut tls, &req).await;
+        read_value::<Response, _>(&mut tls).await.unwrap_err()
+    });
+    let text = err.to_string();
+    assert!(text.contains("CertificateRequired") || text.contains("certificate"), "{text}");
+    assert!(!dst.exists() || std::fs::read_dir(&dst).unwrap().count() == 0);
+}
+
+fn request(module: &str, direction: Direction) -> Request {
+    Request {
+        version_min: 1,
+        version_max: 1,
+        module: module.into(),
+        direction,
+        options: WireOptions {
+            delete: true,
+            checksum: false,
+            dry_run: false,
+            excludes: vec![],
+            compress_level: 3,
+        },
+    }
+}
+
+/// Connects as a legitimate client (valid certificate) that will then misbehave.
+async fn hostile_client(c: &Path, addr: SocketAddr) -> ferry_transport::net::Link {
+    let id = Identity::load(&c.join("source")).unwrap();
+    connect_tcp(addr, "localhost", &id, Duration::from_secs(5)).await.unwrap()
+}
+
+#[test]
+fn unknown_protocol_version_is_named() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let srv = serve(&c.join("destination"), &[format!("m={}", s(&t.path().join("dst")))]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let resp = rt.block_on(async {
+        let mut link = hostile_client(&c, srv.addr).await;
+        let mut req = request("m", Direction::Push);
+        req.version_min = 99;
+        req.version_max = 120;
+        write_value(&mut link.writer, &req).await.unwrap();
+        read_value::<Response, _>(&mut link.reader).await.unwrap()
+    });
+    match resp {
+        Response::Refused { reason, server_min, server_max, .. } => {
+            assert_eq!((server_min, server_max), (1, 1));
+            assert!(reason.contains("99..=120") && reason.contains("1..=1"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// An authenticated client that lies: bad frames, paths escaping the root, duplicates,
+/// unrequested data. Each gets a protocol error; nothing outside the module changes.
+#[test]
+fn an_authenticated_but_hostile_client_changes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let dst = t.path().join("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::write(dst.join("keep"), b"keep").unwrap();
+    std::fs::write(t.path().join("canary"), b"canary").unwrap();
+    let srv = serve(&c.join("destination"), &[format!("m={}", s(&dst))]);
+    let meta = Meta { mode: 0o644, uid: 0, gid: 0, mtime_ns: 0 };
+    let entry = |p: &str, kind| Entry {
+        path: ferry_core::RelPath::new(p).unwrap(),
+        kind,
+        size: 4,
+        meta,
+        xattrs: vec![],
+        hash: None,
+    };
+    // Raw frames that are valid postcard for the framing but lie.
+    let hello = Message::Hello { min: 1, max: 1, features: 0 };
+    // (case, messages after Hello, raw bytes written after them)
+    type Case = (&'static str, Vec<Message>, Option<Vec<u8>>);
+    let cases: Vec<Case> = vec![
+        (
+            "duplicate entries",
+            vec![
+                hello.clone(),
+                Message::Entries(vec![entry("a", EntryKind::File), entry("a", EntryKind::File)]),
+            ],
+            None,
+        ),
+        (
+            "unsorted entries",
+            vec![
+                hello.clone(),
+                Message::Entries(vec![entry("b", EntryKind::File), entry("a", EntryKind::File)]),
+            ],
+            None,
+        ),
+        (
+            "orphan entry",
+            vec![hello.clone(), Message::Entries(vec![entry("x/y", EntryKind::File)])],
+            None,
+        ),
+        (
+            "unrequested data",
+            vec![
+                hello.clone(),
+                Message::Segment {
+                    file: 9,
+                    index: 0,
+                    payload: ferry_core::message::Payload::Literal,
+                    encoding: ferry_core::message::Encoding::Raw,
+                    data: vec![1; 4],
+                },
+            ],
+            None,
+        ),
+        ("size lie", vec![hello.clone(), Message::EndOfManifest { count: 7, root: None }], None),
+        // A path with `..` cannot even be expressed as a RelPath: write it as raw postcard.
+        ("dotdot path", vec![hello.clone()], Some(dotdot_entries_frame())),
+        ("oversized frame", vec![hello.clone()], Some((u32::MAX).to_le_bytes().to_vec())),
+    ];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (name, msgs, raw) in cases {
+        let aborted = rt.block_on(async {
+            // The previous round may still be winding down on the server: Busy is transient.
+            let mut link = None;
+            for _ in 0..100 {
+                let mut l = hostile_client(&c, srv.addr).await;
+                write_value(&mut l.writer, &request("m", Direction::Push)).await.unwrap();
+                match read_value::<Response, _>(&mut l.reader).await.unwrap() {
+                    Response::Accepted { .. } => {
+                        link = Some(l);
+                        break;
+                    }
+                    Response::Refused { code: ferry_agent::remote::Refusal::Busy, .. } => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    other => panic!("{name}: {other:?}"),
+                }
+            }
+            let mut link = link.unwrap_or_else(|| panic!("{name}: module stayed busy"));
+            for m in &msgs {
+                write_message(&mut link.writer, m).await.unwrap();
+            }
+            if let Some(raw) = raw {
+                use tokio::io::AsyncWriteExt;
+                link.writer.write_all(&raw).await.unwrap();
+            }
+            use tokio::io::AsyncWriteExt;
+            link.writer.flush().await.unwrap();
+            // The server answers with its own messages and, on a violation, an Abort (or it
+            // drops the connection when the framing itself is broken).
+            let limits = ferry_core::Limits::default();
+            loop {
+                match tokio::time::timeout(
+                    Duration::from_secs(10),
+                    read_message(&mut link.reader, &limits),
+                )
+                .await
+                {
+                    Ok(Ok(Some(Message::Abort { reason }))) => return Some(reason),
+                    Ok(Ok(Some(_))) => continue,
+                    Ok(Ok(None)) | Ok(Err(_)) => return None,
+                    Err(_) => panic!("{name}: the server neither aborted nor closed"),
+                }
+            }
+        });
+        let reason = aborted.unwrap_or_else(|| panic!("{name}: closed without an Abort"));
+        assert!(reason.contains("protocol"), "{name}: {reason}");
+        let mut names: Vec<_> =
+            std::fs::read_dir(&dst).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["keep"], "{name}");
+        assert_eq!(std::fs::read(t.path().join("canary")).unwrap(), b"canary", "{name}");
+    }
+    // After all that, an honest client still gets served.
+    let src = t.path().join("src");
+    sample(&src);
+    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+    check_ok(&ferry(&["push", s(&src), &url, "--identity", s(&c.join("source")), "--delete"]));
+    assert_same_tree(&src, &dst);
+}
+
+/// An `Entries` frame whose one entry has the path `../x`, encoded by hand (a `RelPath` can
+/// never hold it).
+fn dotdot_entries_frame() -> Vec<u8> {
+    let honest = Message::Entries(vec![Entry {
+        path: ferry_core::RelPath::new("aa/x").unwrap(),
+        kind: EntryKind::File,
+        size: 1,
+        meta: Meta { mode: 0o644, uid: 0, gid: 0, mtime_ns: 0 },
+        xattrs: vec![],
+        hash: None,
+    }]);
+    let mut body = ferry_core::message::encode(&honest);
+    // The path bytes "aa/x" follow their length byte 4; make them "../x".
+    let at = body.windows(4).position(|w| w == b"aa/x").unwrap();
+    body[at..at + 2].copy_from_slice(b"..");
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// A connection cut mid-round fails with the transient exit code, leaves only verified files,
+/// and the next round completes.
+#[test]
+fn a_cut_connection_is_transient_and_the_next_round_completes() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    // Incompressible, so the bytes really cross the relay.
+    let mut x = 0x1234_5678_9abc_def0u64;
+    let noise: Vec<u8> = (0..(24usize << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(src.join("big.bin"), &noise).unwrap();
+    std::fs::write(src.join("small.txt"), b"small").unwrap();
+    let srv = serve(&c.join("destination"), &[format!("m={}", s(&dst))]);
+    // A TCP relay that forwards 2 MiB client->server, then cuts both directions.
+    let relay = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let upstream = srv.addr;
+    std::thread::spawn(move || {
+        let (client, _) = relay.accept().unwrap();
+        let server = std::net::TcpStream::connect(upstream).unwrap();
+        let (mut c_r, mut s_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        let (mut s_r, mut c_w) = (server.try_clone().unwrap(), client.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut s_r, &mut c_w);
+        });
+        let mut left = 2u64 << 20;
+        let mut buf = [0u8; 16 << 10];
+        use std::io::{Read, Write};
+        while left > 0 {
+            let n = match c_r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n.min(left as usize),
+            };
+            if s_w.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            left -= n as u64;
+        }
+        let _ = client.shutdown(std::net::Shutdown::Both);
+        let _ = server.shutdown(std::net::Shutdown::Both);
+    });
+    let url = format!("ferry://127.0.0.1:{}/m", relay_addr.port());
+    let out =
+        ferry(&["push", s(&src), &url, "--identity", s(&c.join("source")), "--transport", "tcp"]);
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
+    // Whatever is in place is whole and verified; the big file never arrived whole.
+    if let Ok(b) = std::fs::read(dst.join("big.bin")) {
+        assert_eq!(b, noise);
+    }
+    if let Ok(b) = std::fs::read(dst.join("small.txt")) {
+        assert_eq!(b, b"small");
+    }
+    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+    check_ok(&ferry(&[
+        "push",
+        s(&src),
+        &url,
+        "--identity",
+        s(&c.join("source")),
+        "--transport",
+        "tcp",
+    ]));
+    assert_same_tree(&src, &dst);
+}
+
+#[test]
+fn init_writes_private_keys_0600_and_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let out =
+        ferry(&["init", "--out", s(t.path()), "--name", "dest.example", "--k8s-secret", "ns/pair"]);
+    check_ok(&out);
+    for side in ["destination", "source"] {
+        let key = std::fs::metadata(t.path().join(side).join("key.pem")).unwrap();
+        assert_eq!(key.permissions().mode() & 0o777, 0o600);
+        let y = std::fs::read_to_string(t.path().join(format!("{side}-secret.yaml"))).unwrap();
+        assert!(
+            y.contains(&format!("name: pair-{side}"))
+                && y.contains("namespace: ns")
+                && y.contains("key.pem: |"),
+            "{y}"
+        );
+    }
+    let out = ferry(&["init", "--out", s(t.path()), "--name", "x"]);
+    assert!(!out.status.success(), "init must not overwrite existing credentials");
+}

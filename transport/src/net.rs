@@ -1,0 +1,299 @@
+//! Connections: QUIC (quinn) and TLS-over-TCP on the same port, and stdio; each yields a
+//! [`Link`], one ordered, reliable byte stream each way.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::tls::Identity;
+use crate::TransportError;
+
+/// Which transport a link runs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum LinkKind {
+    /// QUIC (UDP), mutual TLS 1.3.
+    Quic,
+    /// TLS 1.3 over TCP, mutual.
+    Tcp,
+    /// A remote shell's stdin/stdout; the tunnel provides authentication.
+    Stdio,
+}
+
+impl std::fmt::Display for LinkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LinkKind::Quic => "QUIC",
+            LinkKind::Tcp => "TLS over TCP",
+            LinkKind::Stdio => "stdio",
+        })
+    }
+}
+
+/// Reading half of a link.
+pub type LinkReader = Pin<Box<dyn AsyncRead + Send>>;
+/// Writing half of a link.
+pub type LinkWriter = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// One connection: a byte stream each way, and what keeps it alive.
+pub struct Link {
+    /// Bytes from the peer.
+    pub reader: LinkReader,
+    /// Bytes to the peer.
+    pub writer: LinkWriter,
+    /// The transport.
+    pub kind: LinkKind,
+    /// The peer, for messages.
+    pub peer: String,
+    /// The QUIC connection and endpoint, held so they outlive the streams.
+    pub quic: Option<(quinn::Connection, Option<quinn::Endpoint>)>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link").field("kind", &self.kind).field("peer", &self.peer).finish()
+    }
+}
+
+impl Link {
+    /// A link over any pair of streams (stdio, a child's pipes, tests).
+    pub fn from_streams(
+        reader: impl AsyncRead + Send + 'static,
+        writer: impl AsyncWrite + Send + 'static,
+        kind: LinkKind,
+        peer: String,
+    ) -> Link {
+        Link { reader: Box::pin(reader), writer: Box::pin(writer), kind, peer, quic: None }
+    }
+
+    /// Closes the link gracefully: QUIC waits for the peer to have everything.
+    pub async fn finish(mut self) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.writer.shutdown().await;
+        if let Some((conn, endpoint)) = self.quic.take() {
+            // Give the peer a moment to read the last bytes before the connection closes.
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+            conn.close(0u32.into(), b"done");
+            if let Some(ep) = endpoint {
+                let _ = tokio::time::timeout(Duration::from_secs(2), ep.wait_idle()).await;
+            }
+        }
+    }
+}
+
+/// QUIC transport parameters tuned for bulk transfer: large flow-control windows (a 64 MiB
+/// connection window, 32 MiB per stream), MTU discovery up to the largest UDP payload (it
+/// settles at what the path carries: ~1452 on Ethernet, far more on loopback), keep-alives
+/// under a 30 s idle timeout.
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(quinn::VarInt::from_u32(32 << 20));
+    t.receive_window(quinn::VarInt::from_u32(64 << 20));
+    t.send_window(64 << 20);
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(16));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(16));
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(30)) {
+        t.max_idle_timeout(Some(idle));
+    }
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(65_527);
+    t.mtu_discovery_config(Some(mtu));
+    t
+}
+
+/// Socket buffer size asked for the UDP socket (the kernel may cap it).
+const UDP_BUFFER: usize = 8 << 20;
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let s = std::net::UdpSocket::bind(addr)?;
+    // Bulk QUIC loses packets to small default buffers long before the network does.
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&s, UDP_BUFFER);
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(&s, UDP_BUFFER);
+    Ok(s)
+}
+
+/// A destination listening for QUIC and TLS-over-TCP on the same port.
+pub struct Server {
+    incoming: mpsc::Receiver<Result<Link, TransportError>>,
+    local: SocketAddr,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("local", &self.local).finish()
+    }
+}
+
+impl Server {
+    /// Binds UDP and TCP at `addr` (port 0 picks one free for both).
+    ///
+    /// # Errors
+    /// When either socket cannot be bound or the identity is unusable.
+    pub async fn bind(addr: SocketAddr, identity: &Identity) -> Result<Server, TransportError> {
+        let tls = Arc::new(identity.server_config()?);
+        let (tcp, udp) = bind_pair(addr).await?;
+        let local = tcp.local_addr().map_err(TransportError::Io)?;
+        let quic_tls = QuicServerConfig::try_from((*tls).clone())
+            .map_err(|e| TransportError::Handshake(e.to_string()))?;
+        let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
+        sc.transport_config(Arc::new(transport_config()));
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| TransportError::Handshake("no async runtime".into()))?;
+        let endpoint =
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(sc), udp, runtime)
+                .map_err(TransportError::Io)?;
+        let (tx, rx) = mpsc::channel(16);
+        let qtx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let tx = qtx.clone();
+                tokio::spawn(async move {
+                    let peer = incoming.remote_address().to_string();
+                    let r: Result<Link, TransportError> = async {
+                        let conn = incoming.await.map_err(TransportError::from_quic)?;
+                        let (send, recv) =
+                            conn.accept_bi().await.map_err(TransportError::from_quic)?;
+                        Ok(Link {
+                            reader: Box::pin(recv),
+                            writer: Box::pin(send),
+                            kind: LinkKind::Quic,
+                            peer: peer.clone(),
+                            quic: Some((conn, None)),
+                        })
+                    }
+                    .await;
+                    let _ = tx.send(r.map_err(|e| e.with_peer(&peer))).await;
+                });
+            }
+        });
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        tokio::spawn(async move {
+            loop {
+                let Ok((sock, peer)) = tcp.accept().await else { continue };
+                let (tx, acceptor) = (tx.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    let _ = sock.set_nodelay(true);
+                    let peer = peer.to_string();
+                    let r =
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock))
+                            .await
+                        {
+                            Ok(Ok(s)) => {
+                                let (r, w) = tokio::io::split(s);
+                                Ok(Link::from_streams(r, w, LinkKind::Tcp, peer.clone()))
+                            }
+                            Ok(Err(e)) => Err(TransportError::from_tls_io(e)),
+                            Err(_) => Err(TransportError::Timeout("TLS handshake")),
+                        };
+                    let _ = tx.send(r.map_err(|e| e.with_peer(&peer))).await;
+                });
+            }
+        });
+        Ok(Server { incoming: rx, local })
+    }
+
+    /// The address bound (UDP and TCP share the port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The next connection attempt: an authenticated link, or why one failed (the server
+    /// keeps running either way).
+    pub async fn accept(&mut self) -> Option<Result<Link, TransportError>> {
+        self.incoming.recv().await
+    }
+}
+
+/// Binds TCP and UDP on the same port; with port 0, retries until a port is free for both.
+async fn bind_pair(addr: SocketAddr) -> Result<(TcpListener, std::net::UdpSocket), TransportError> {
+    for _ in 0..32 {
+        let tcp = TcpListener::bind(addr).await.map_err(TransportError::Io)?;
+        let mut a = addr;
+        a.set_port(tcp.local_addr().map_err(TransportError::Io)?.port());
+        match udp_socket(a) {
+            Ok(u) => return Ok((tcp, u)),
+            Err(e) if addr.port() != 0 => return Err(TransportError::Io(e)),
+            Err(_) => continue,
+        }
+    }
+    Err(TransportError::Io(std::io::Error::other("no port free for both UDP and TCP")))
+}
+
+/// Connects over QUIC and opens the round's stream.
+///
+/// # Errors
+/// Timeouts, refused handshakes (with the TLS reason), I/O errors.
+pub async fn connect_quic(
+    addr: SocketAddr,
+    server_name: &str,
+    identity: &Identity,
+    timeout: Duration,
+) -> Result<Link, TransportError> {
+    let tls = identity.client_config()?;
+    let qc =
+        QuicClientConfig::try_from(tls).map_err(|e| TransportError::Handshake(e.to_string()))?;
+    let mut cc = quinn::ClientConfig::new(Arc::new(qc));
+    cc.transport_config(Arc::new(transport_config()));
+    let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+        .parse()
+        .map_err(|_| TransportError::Io(std::io::Error::other("bad bind address")))?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| TransportError::Handshake("no async runtime".into()))?;
+    let mut endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        udp_socket(bind).map_err(TransportError::Io)?,
+        runtime,
+    )
+    .map_err(TransportError::Io)?;
+    endpoint.set_default_client_config(cc);
+    let connecting = endpoint
+        .connect(addr, server_name)
+        .map_err(|e| TransportError::Handshake(e.to_string()))?;
+    let conn = match tokio::time::timeout(timeout, connecting).await {
+        Ok(r) => r.map_err(TransportError::from_quic)?,
+        Err(_) => return Err(TransportError::Timeout("QUIC handshake")),
+    };
+    let (send, recv) = conn.open_bi().await.map_err(TransportError::from_quic)?;
+    Ok(Link {
+        reader: Box::pin(recv),
+        writer: Box::pin(send),
+        kind: LinkKind::Quic,
+        peer: addr.to_string(),
+        quic: Some((conn, Some(endpoint))),
+    })
+}
+
+/// Connects with TLS 1.3 over TCP.
+///
+/// # Errors
+/// Timeouts, refused handshakes (with the TLS reason), I/O errors.
+pub async fn connect_tcp(
+    addr: SocketAddr,
+    server_name: &str,
+    identity: &Identity,
+    timeout: Duration,
+) -> Result<Link, TransportError> {
+    let tls = Arc::new(identity.client_config()?);
+    let name = ServerName::try_from(server_name.to_string())
+        .map_err(|_| TransportError::Handshake(format!("invalid server name {server_name:?}")))?;
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    let fut = async {
+        let sock = TcpStream::connect(addr).await.map_err(TransportError::Io)?;
+        let _ = sock.set_nodelay(true);
+        connector.connect(name, sock).await.map_err(TransportError::from_tls_io)
+    };
+    let stream = match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r?,
+        Err(_) => return Err(TransportError::Timeout("TCP/TLS handshake")),
+    };
+    let (r, w) = tokio::io::split(stream);
+    Ok(Link::from_streams(r, w, LinkKind::Tcp, addr.to_string()))
+}
