@@ -295,7 +295,7 @@ impl Loop {
                 if matches!(o, TargetOutcome::Written { .. }) {
                     self.progress.bytes_done += bytes;
                 }
-                if matches!(o, TargetOutcome::Committed(_)) {
+                if matches!(o, TargetOutcome::Verified(_)) {
                     self.progress.files_done += 1;
                 }
                 session.handle_outcome(id, o)

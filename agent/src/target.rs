@@ -50,6 +50,8 @@ pub struct LocalDestination {
     nonce: u64,
     bases: Mutex<HashMap<FileId, Arc<Basis>>>,
     staging: Mutex<HashMap<FileId, Staging>>,
+    /// Verified files waiting for their batch's commit, with their final path.
+    verified: Mutex<HashMap<FileId, (Staging, RelPath)>>,
     dirty: Mutex<HashSet<Option<RelPath>>>,
     temp_counter: AtomicU64,
 }
@@ -84,6 +86,7 @@ impl LocalDestination {
             nonce: nonce & 0xffff_ffff_ffff,
             bases: Mutex::new(HashMap::new()),
             staging: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
             dirty: Mutex::new(HashSet::new()),
             temp_counter: AtomicU64::new(0),
         }
@@ -274,26 +277,63 @@ impl LocalDestination {
         let done = (|| -> io::Result<u64> {
             // Extends the file over a trailing hole.
             st.file.set_len(entry.size)?;
-            let skipped = apply_meta(&st.file, &entry.meta, &entry.xattrs)?;
-            st.file.sync_all()?;
-            self.replace(&st.dir, &st.tmp, &entry.path)?;
-            Ok(skipped)
+            apply_meta(&st.file, &entry.meta, &entry.xattrs)
         })();
         match done {
-            Ok(skipped) => TargetOutcome::Committed(WorkCounts {
-                ownership_skipped: skipped,
-                ..WorkCounts::default()
-            }),
+            Ok(skipped) => {
+                lock(&self.verified).insert(file, (st, entry.path.clone()));
+                TargetOutcome::Verified(WorkCounts {
+                    ownership_skipped: skipped,
+                    ..WorkCounts::default()
+                })
+            }
             Err(e) => {
                 discard(&st);
-                fatal("committing", &entry.path, e)
+                fatal("setting metadata of", &entry.path, e)
             }
         }
     }
 
+    /// Makes a batch of verified files durable, then renames each into place. Every rename
+    /// happens after its file's data and metadata are on disk, so a crash leaves each name at
+    /// its old or its new, verified content.
+    fn commit(&self, files: &[FileId]) -> TargetOutcome {
+        let batch: Vec<(Staging, RelPath)> = {
+            let mut v = lock(&self.verified);
+            files.iter().filter_map(|id| v.remove(id)).collect()
+        };
+        let durable = if batch.len() <= 2 {
+            batch.iter().try_for_each(|(st, _)| st.file.sync_all())
+        } else {
+            // One flush of the filesystem costs about one fsync and covers the whole batch.
+            rfs::syncfs(self.root.fd()).map_err(io::Error::from)
+        };
+        if let Err(e) = durable {
+            for (st, _) in &batch {
+                let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
+            }
+            return fatal("flushing to disk under", &self.root.path().display(), e);
+        }
+        let mut counts = WorkCounts::default();
+        for (i, (st, path)) in batch.iter().enumerate() {
+            match self.replace(&st.dir, &st.tmp, path) {
+                Ok(d) => counts.deleted += d,
+                Err(e) => {
+                    for (st, _) in &batch[i..] {
+                        let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
+                    }
+                    return fatal("renaming into place", path, e);
+                }
+            }
+        }
+        TargetOutcome::Committed(counts)
+    }
+
     fn discard(&self, file: FileId) -> TargetOutcome {
         lock(&self.bases).remove(&file);
-        if let Some(st) = lock(&self.staging).remove(&file) {
+        let staged = lock(&self.staging).remove(&file);
+        let verified = lock(&self.verified).remove(&file).map(|(st, _)| st);
+        for st in staged.into_iter().chain(verified) {
             let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
         }
         TargetOutcome::Done(WorkCounts::default())
@@ -502,6 +542,7 @@ impl Destination for LocalDestination {
             TargetWork::FineSignature { file, gaps, block_size } => {
                 self.fine_signature(file, &gaps, block_size)
             }
+            TargetWork::Commit { files } => self.commit(&files),
             TargetWork::Discard { file } => self.discard(file),
             TargetWork::Retouch { entry } => {
                 io("updating metadata of", &entry.path, self.retouch(&entry))
@@ -543,7 +584,8 @@ impl Destination for LocalDestination {
 impl Drop for LocalDestination {
     fn drop(&mut self) {
         // Whatever is still staged was never verified: it must not survive the round.
-        for (_, st) in lock(&self.staging).drain() {
+        let verified: Vec<Staging> = lock(&self.verified).drain().map(|(_, (st, _))| st).collect();
+        for st in lock(&self.staging).drain().map(|(_, st)| st).chain(verified) {
             let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
         }
     }

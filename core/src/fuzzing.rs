@@ -100,7 +100,8 @@ pub fn target_session(data: &[u8]) {
                     let _ = len;
                     TargetOutcome::Written { matched: 0 }
                 }
-                TargetWork::Finish { .. } => TargetOutcome::Committed(WorkCounts::default()),
+                TargetWork::Finish { .. } => TargetOutcome::Verified(WorkCounts::default()),
+                TargetWork::Commit { .. } => TargetOutcome::Committed(WorkCounts::default()),
                 _ => TargetOutcome::Done(WorkCounts::default()),
             };
             let _ = t.handle_outcome(id, o);

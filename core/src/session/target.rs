@@ -59,8 +59,8 @@ pub enum TargetWork {
         /// Exact number of bytes the segment must produce.
         len: usize,
     },
-    /// Verify the rebuilt file against `hash`, apply `entry`'s metadata, fsync and rename it
-    /// into place (replacing whatever is there, a directory tree included).
+    /// Verify the rebuilt file against `hash` and apply `entry`'s metadata to it (still under
+    /// its temp name). Reply `Verified` or `Mismatch`.
     Finish {
         /// The file.
         file: FileId,
@@ -78,6 +78,13 @@ pub enum TargetWork {
         gaps: Vec<(u64, u64)>,
         /// Fine block size.
         block_size: BlockSize,
+    },
+    /// Make the verified files durable (fsync, or one syncfs for a large batch), then rename
+    /// each into place, replacing whatever is there (a directory tree included). Reply
+    /// `Committed`.
+    Commit {
+        /// Files previously `Verified`.
+        files: Vec<FileId>,
     },
     /// Drop the temp file and basis of `file`.
     Discard {
@@ -148,7 +155,9 @@ pub enum TargetOutcome {
         /// Bytes copied from the basis.
         matched: u64,
     },
-    /// The file was verified and renamed into place.
+    /// The rebuilt file matched the source's blake3 and has its metadata; not yet in place.
+    Verified(WorkCounts),
+    /// A batch of verified files is durable and in place.
     Committed(WorkCounts),
     /// The rebuilt content did not match the source's blake3; nothing was renamed.
     Mismatch,
@@ -207,6 +216,9 @@ enum FileState {
     Signing,
     Receiving,
     Finishing,
+    /// Verified, waiting for its batch to be committed.
+    Verified,
+    Committing,
     Discarding,
 }
 
@@ -257,8 +269,12 @@ enum Pending {
     File(FileId),
     Barrier,
     HardLink,
+    Commit(Vec<FileId>),
     Other,
 }
+
+/// Verified files committed together (one flush, then the renames).
+const COMMIT_BATCH: usize = 128;
 
 /// The target's half of a round. See the [module docs](super).
 #[derive(Debug)]
@@ -297,6 +313,8 @@ pub struct TargetSession {
     dirs: Vec<Entry>,
     hardlinks: Vec<(RelPath, RelPath)>,
     root: Option<RootMeta>,
+    /// Verified files waiting to be committed together.
+    commit_batch: Vec<FileId>,
     /// Files given up this round; hard links to them wait for the next round.
     failed_paths: HashSet<RelPath>,
     stats: Stats,
@@ -339,6 +357,7 @@ impl TargetSession {
             dirs: Vec::new(),
             hardlinks: Vec::new(),
             root: None,
+            commit_batch: Vec::new(),
             failed_paths: HashSet::new(),
             stats: Stats::default(),
             opts,
@@ -752,6 +771,43 @@ impl TargetSession {
         }
     }
 
+    fn on_committed(&mut self, files: Vec<FileId>) {
+        for file in files {
+            if let Some(f) = self.files.remove(&file) {
+                if f.resent {
+                    self.stats.files_resent += 1;
+                }
+                self.out.push_back(Message::Settled { file });
+            }
+        }
+    }
+
+    /// Commits verified files in batches: one flush for many files instead of an fsync each.
+    /// A batch goes when it is full, or when every file in flight is waiting on it (nothing
+    /// else could make progress).
+    fn flush_commits(&mut self) {
+        if self.commit_batch.is_empty() || self.opts.dry_run {
+            return;
+        }
+        let waiting = self
+            .files
+            .values()
+            .filter(|f| matches!(f.state, FileState::Verified | FileState::Committing))
+            .count();
+        // Half the window at most, so the other half keeps the pipeline busy meanwhile.
+        let full = COMMIT_BATCH.min(self.opts.window_files / 2).max(1);
+        if self.commit_batch.len() < full && waiting < self.files.len() {
+            return;
+        }
+        let files = std::mem::take(&mut self.commit_batch);
+        for id in &files {
+            if let Some(f) = self.files.get_mut(id) {
+                f.state = FileState::Committing;
+            }
+        }
+        self.push_work(Pending::Commit(files.clone()), TargetWork::Commit { files });
+    }
+
     fn on_outcome(&mut self, id: WorkId, outcome: TargetOutcome) -> Result<(), SessionError> {
         let pending = self
             .pending
@@ -770,6 +826,14 @@ impl TargetSession {
                 self.local_busy = false;
                 self.local_done = done;
                 self.local.extend(entries);
+            }
+            Pending::Commit(files) => {
+                if let TargetOutcome::Committed(c) = outcome {
+                    self.stats.files_deleted += c.deleted;
+                    self.on_committed(files);
+                } else {
+                    return Err(SessionError::Local(format!("commit returned {outcome:?}")));
+                }
             }
             Pending::Barrier => {
                 self.barrier = false;
@@ -848,13 +912,10 @@ impl TargetSession {
                 self.stats.literal_bytes += len.saturating_sub(matched);
                 self.pump_file(file);
             }
-            (FileState::Finishing, TargetOutcome::Committed(c)) => {
+            (FileState::Finishing, TargetOutcome::Verified(c)) => {
                 self.stats.ownership_skipped += c.ownership_skipped;
-                let f = self.files.remove(&file).expect("present: matched above");
-                if f.resent {
-                    self.stats.files_resent += 1;
-                }
-                self.out.push_back(Message::Settled { file });
+                f.state = FileState::Verified;
+                self.commit_batch.push(file);
             }
             (FileState::Finishing, TargetOutcome::Mismatch) if !f.resent => {
                 // An MD4 collision or a file that changed under the reader: resend it whole.
@@ -890,6 +951,7 @@ impl TargetSession {
     fn step(&mut self) -> Result<(), SessionError> {
         if self.phase == Phase::Merging {
             self.merge()?;
+            self.flush_commits();
             let merged = self.src_done
                 && self.local_done
                 && self.src.is_empty()

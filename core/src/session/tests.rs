@@ -153,6 +153,7 @@ fn target_work_name(w: &TargetWork) -> (&'static str, Option<RelPath>) {
         TargetWork::FineSignature { .. } => ("FineSignature", None),
         TargetWork::Write { path, .. } => ("Write", Some(path.clone())),
         TargetWork::Finish { entry, .. } => ("Finish", Some(entry.path.clone())),
+        TargetWork::Commit { .. } => ("Commit", None),
         TargetWork::Discard { .. } => ("Discard", None),
         TargetWork::Retouch { entry } => ("Retouch", Some(entry.path.clone())),
         TargetWork::MakeDir { entry, .. } => ("MakeDir", Some(entry.path.clone())),
@@ -422,6 +423,8 @@ struct DestFs {
     limits: Limits,
     bases: HashMap<FileId, Vec<u8>>,
     staging: HashMap<FileId, Staged>,
+    /// Verified files waiting for their commit.
+    verified: HashMap<FileId, (Entry, Vec<u8>)>,
     /// Files whose staged content gets one bit flipped before the next `n` verifications, as
     /// a torn read or an MD4 collision would leave it.
     corrupt: BTreeMap<RelPath, usize>,
@@ -467,6 +470,7 @@ impl DestFs {
                 self.write(file, &path, index, payload, encoding, data, len)
             }
             TargetWork::Finish { file, entry, hash } => self.finish(file, entry, hash),
+            TargetWork::Commit { files } => self.commit(files),
             TargetWork::FineSignature { file, gaps, block_size } => {
                 let Some(basis) = self.bases.get(&file) else {
                     return TargetOutcome::BadData("refinement without a basis".into());
@@ -482,6 +486,7 @@ impl DestFs {
             TargetWork::Discard { file } => {
                 self.bases.remove(&file);
                 self.staging.remove(&file);
+                self.verified.remove(&file);
                 TargetOutcome::Done(WorkCounts::default())
             }
             TargetWork::Retouch { entry } => match self.tree.0.get_mut(&entry.path) {
@@ -646,12 +651,23 @@ impl DestFs {
         if bytes.len() as u64 != entry.size || *blake3::hash(&bytes).as_bytes() != hash {
             return TargetOutcome::Mismatch;
         }
-        if !self.tree.parent_is_dir(&entry.path) {
-            return TargetOutcome::Fatal(format!("commit {}: no parent", entry.path));
+        self.verified.insert(file, (entry, bytes));
+        TargetOutcome::Verified(WorkCounts::default())
+    }
+
+    fn commit(&mut self, files: Vec<FileId>) -> TargetOutcome {
+        let mut counts = WorkCounts::default();
+        for id in files {
+            let Some((entry, bytes)) = self.verified.remove(&id) else {
+                return TargetOutcome::Fatal(format!("commit of file {id}, never verified"));
+            };
+            if !self.tree.parent_is_dir(&entry.path) {
+                return TargetOutcome::Fatal(format!("commit {}: no parent", entry.path));
+            }
+            counts.deleted += self.replace(&entry.path);
+            self.tree.0.insert(entry.path, MemNode::File { meta: entry.meta, bytes });
         }
-        self.replace(&entry.path);
-        self.tree.0.insert(entry.path, MemNode::File { meta: entry.meta, bytes });
-        TargetOutcome::Committed(WorkCounts::default())
+        TargetOutcome::Committed(counts)
     }
 }
 
@@ -2274,4 +2290,18 @@ fn source_refuses_messages_only_a_source_sends() {
     LoneSource::new(source_tree(), true).assert_refuses(Message::Entries(Vec::new()), |e| {
         matches!(e, ProtocolError::Unexpected { what: "Entries" })
     });
+}
+
+/// Verified files are committed in batches (one flush for many files), never one by one when
+/// many are in flight, and every file still ends up in place.
+#[test]
+fn verified_files_are_committed_in_batches() {
+    let src = many_files(10, 100);
+    let pair = round(src.clone(), MemTree::default(), SessionOptions::default());
+    assert_clean(&pair);
+    assert_eq!(pair.dst_fs.tree, src);
+    let commits = pair.log.dst_work.iter().filter(|(k, _)| *k == "Commit").count();
+    let finishes = pair.log.dst_work.iter().filter(|(k, _)| *k == "Finish").count();
+    assert_eq!(finishes, 1000);
+    assert!((1..=1000 / 16).contains(&commits), "{commits} commits for {finishes} files");
 }
