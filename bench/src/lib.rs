@@ -4,17 +4,32 @@
 //! - [`Workload::generate`]: a seeded pseudo-random "old" file and a "new" version of it with
 //!   scattered overwrites and short inserts that shift everything after them. The same seed
 //!   gives the same bytes on every machine and for every thread count.
+//!   [`Edits`] is that change plan on its own, applied as a stream, so the dataset generator
+//!   mutates a file on disk into exactly the bytes [`Workload::generate`] would produce.
 //! - [`sign`], [`diff_segments`], [`patch_segments_into`], [`hash_segments`]: the core delta
 //!   pipeline cut the way the agent cuts it, one [`SEGMENT_LEN`] segment at a time, each
 //!   diffed against one shared [`DeltaIndex`] of the whole basis. They use the current rayon
 //!   pool, so callers choose the parallelism with `ThreadPool::install`.
+//! - [`gen`]: the seeded dataset generator (`ferry-bench gen`: `mixed`, `mutate`, `many`).
+//! - [`compare`]: Ferry and rsync side by side on those datasets (`ferry-bench compare`), with
+//!   [`measure`] (CPU time and peak RSS of each process tree), [`tools`] (the command lines and
+//!   their statistics) and [`report`] (table, JSON, markdown and SVG chart).
 #![forbid(unsafe_code)]
+
+pub mod compare;
+pub mod gen;
+pub mod measure;
+pub mod report;
+pub mod tools;
+pub mod transport;
+
+use std::io::{self, Read, Write};
 
 use ferry_core::delta::{self, BlockSize, DeltaCounts, DeltaError, DeltaIndex, SignatureHeader};
 use ferry_core::hash::{hash_segment, merge_segments, SegmentHash};
 use ferry_core::{Limits, SEGMENT_LEN};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A small deterministic generator (splitmix64): fast, seedable, and the same everywhere.
 #[derive(Debug, Clone)]
@@ -49,22 +64,31 @@ impl Rng {
     }
 }
 
-/// Random bytes are generated in independently seeded chunks of this size, in parallel.
-const FILL_CHUNK: usize = 1 << 20;
+/// Random bytes are generated in independently seeded chunks of this size, in parallel: chunk
+/// `i` of a stream depends only on the seed and `i` (see [`fill_random_chunk`]).
+pub const RANDOM_CHUNK: usize = 1 << 20;
+
+/// Fills `buf` (at most [`RANDOM_CHUNK`] bytes) with chunk `index` of the [`random_bytes`]
+/// stream of `seed`, so a large file can be written chunk by chunk, in any order, without
+/// holding it in memory.
+pub fn fill_random_chunk(seed: u64, index: u64, buf: &mut [u8]) {
+    debug_assert!(buf.len() <= RANDOM_CHUNK);
+    let chunk_seed = Rng::new(seed ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64();
+    Rng::new(chunk_seed).fill(buf);
+}
 
 /// `len` pseudo-random bytes from `seed`, generated in parallel; the result does not depend on
 /// the number of threads.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; len];
-    v.par_chunks_mut(FILL_CHUNK).enumerate().for_each(|(i, c)| {
-        let chunk_seed = Rng::new(seed ^ (i as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64();
-        Rng::new(chunk_seed).fill(c);
-    });
+    v.par_chunks_mut(RANDOM_CHUNK)
+        .enumerate()
+        .for_each(|(i, c)| fill_random_chunk(seed, i as u64, c));
     v
 }
 
 /// How the new version of a workload differs from the old one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mutations {
     /// Number of in-place overwrites with fresh random bytes, one per equal stretch of the file
     /// (so they never overlap).
@@ -114,48 +138,22 @@ pub struct Workload {
 
 impl Workload {
     /// Generates `len` random bytes from `seed` as the old version, and applies `mutations`
-    /// (also drawn from `seed`) to make the new one.
+    /// (also drawn from `seed`, see [`Edits::plan`]) to make the new one.
     ///
     /// # Panics
     /// When `len < mutations.min_len()` or `insert_min > insert_max`.
     pub fn generate(len: usize, mutations: Mutations, seed: u64) -> Workload {
-        let m = mutations;
-        assert!(len >= m.min_len(), "{len} bytes is too small for {m:?}");
-        assert!(m.insert_min <= m.insert_max, "insert_min > insert_max in {m:?}");
         let old = random_bytes(len, seed);
-        let mut rng = Rng::new(seed ^ 0x6D75_7461_7465);
-        let mut edited = old.clone();
-        if let Some(stretch) = len.checked_div(m.overwrites) {
-            for k in 0..m.overwrites {
-                let at = k * stretch + rng.below((stretch - m.overwrite_len + 1) as u64) as usize;
-                rng.fill(&mut edited[at..at + m.overwrite_len]);
-            }
-        }
-        let mut inserts: Vec<(usize, Vec<u8>)> = (0..m.inserts)
-            .map(|_| {
-                let at = rng.below(len as u64 + 1) as usize;
-                let n = m.insert_min + rng.below((m.insert_max - m.insert_min + 1) as u64) as usize;
-                let mut bytes = vec![0; n];
-                rng.fill(&mut bytes);
-                (at, bytes)
-            })
-            .collect();
-        inserts.sort_by_key(|(at, _)| *at);
-        let inserted: usize = inserts.iter().map(|(_, b)| b.len()).sum();
-        let mut new = Vec::with_capacity(len + inserted);
-        let mut pos = 0;
-        for (at, bytes) in &inserts {
-            new.extend_from_slice(&edited[pos..*at]);
-            new.extend_from_slice(bytes);
-            pos = *at;
-        }
-        new.extend_from_slice(&edited[pos..]);
+        let edits = Edits::plan(len as u64, mutations, seed);
+        let mut new = Vec::with_capacity(edits.new_len(len as u64) as usize);
+        // Reading a slice and writing a Vec cannot fail.
+        edits.apply(&old[..], len as u64, &mut new).expect("in-memory apply");
         Workload {
             old,
             new,
-            mutations: m,
-            overwritten_bytes: (m.overwrites * m.overwrite_len) as u64,
-            inserted_bytes: inserted as u64,
+            mutations,
+            overwritten_bytes: edits.overwritten_bytes(),
+            inserted_bytes: edits.inserted_bytes(),
         }
     }
 
@@ -163,6 +161,130 @@ impl Workload {
     /// carry fewer literal bytes than this.
     pub fn changed_bytes(&self) -> u64 {
         self.overwritten_bytes + self.inserted_bytes
+    }
+}
+
+/// A change plan for a file of known length: where the overwrites and inserts of a
+/// [`Mutations`] land and which bytes they carry. It only needs the length, not the content, so
+/// it can rewrite a file on disk as a stream (the dataset generator's big file) as well as a
+/// buffer in memory ([`Workload::generate`]), with the same result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edits {
+    /// In-place overwrites: (offset in the old version, new bytes), in increasing offset order
+    /// and never overlapping.
+    pub overwrites: Vec<(u64, Vec<u8>)>,
+    /// Inserts: (offset in the old version, bytes inserted before that offset), in increasing
+    /// offset order (draw order among equal offsets). An offset equal to the old length appends.
+    pub inserts: Vec<(u64, Vec<u8>)>,
+}
+
+impl Edits {
+    /// The edits `mutations` makes to a file of `len` bytes, drawn from `seed`.
+    ///
+    /// # Panics
+    /// When `len < mutations.min_len()` or `insert_min > insert_max`.
+    pub fn plan(len: u64, mutations: Mutations, seed: u64) -> Edits {
+        let m = mutations;
+        assert!(len >= m.min_len() as u64, "{len} bytes is too small for {m:?}");
+        assert!(m.insert_min <= m.insert_max, "insert_min > insert_max in {m:?}");
+        // The draw order (overwrite position, its bytes, ..., then insert position, length,
+        // bytes) is what the reference figures in docs/ARCHITECTURE.md were measured with:
+        // changing it changes every workload.
+        let mut rng = Rng::new(seed ^ 0x6D75_7461_7465);
+        let mut overwrites = Vec::with_capacity(m.overwrites);
+        if let Some(stretch) = len.checked_div(m.overwrites as u64) {
+            for k in 0..m.overwrites as u64 {
+                let at = k * stretch + rng.below(stretch - m.overwrite_len as u64 + 1);
+                let mut bytes = vec![0; m.overwrite_len];
+                rng.fill(&mut bytes);
+                overwrites.push((at, bytes));
+            }
+        }
+        let mut inserts: Vec<(u64, Vec<u8>)> = (0..m.inserts)
+            .map(|_| {
+                let at = rng.below(len + 1);
+                let n = m.insert_min + rng.below((m.insert_max - m.insert_min + 1) as u64) as usize;
+                let mut bytes = vec![0; n];
+                rng.fill(&mut bytes);
+                (at, bytes)
+            })
+            .collect();
+        // Stable: inserts at the same offset keep their draw order.
+        inserts.sort_by_key(|(at, _)| *at);
+        Edits { overwrites, inserts }
+    }
+
+    /// Bytes overwritten in place.
+    pub fn overwritten_bytes(&self) -> u64 {
+        self.overwrites.iter().map(|(_, b)| b.len() as u64).sum()
+    }
+
+    /// Bytes inserted.
+    pub fn inserted_bytes(&self) -> u64 {
+        self.inserts.iter().map(|(_, b)| b.len() as u64).sum()
+    }
+
+    /// Length of the new version of a file of `old_len` bytes.
+    pub fn new_len(&self, old_len: u64) -> u64 {
+        old_len + self.inserted_bytes()
+    }
+
+    /// Reads the old version (`old_len` bytes) from `old` and writes the new version to `out`,
+    /// a block at a time: first the overwrites, then the inserts, both at old-version offsets.
+    ///
+    /// # Errors
+    /// I/O errors of `old` or `out`, including `old` ending before `old_len` bytes, and
+    /// edits that do not fit `old_len` (a plan made for another length).
+    pub fn apply<R: Read, W: Write>(&self, mut old: R, old_len: u64, mut out: W) -> io::Result<()> {
+        const BLOCK: usize = 1 << 20;
+        let fits = self.overwrites.iter().all(|(at, b)| at + b.len() as u64 <= old_len)
+            && self.inserts.iter().all(|(at, _)| *at <= old_len);
+        if !fits {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("edits do not fit a file of {old_len} bytes"),
+            ));
+        }
+        let mut buf = vec![0u8; BLOCK.min(old_len as usize)];
+        let (mut next_ow, mut next_ins) = (0, 0);
+        let mut pos = 0u64;
+        while pos < old_len {
+            let n = (old_len - pos).min(BLOCK as u64) as usize;
+            let end = pos + n as u64;
+            let block = &mut buf[..n];
+            old.read_exact(block)?;
+            // Overwrites touching this block; one may continue into the next block, so it is
+            // only passed over once it ends inside this one.
+            while let Some((at, bytes)) = self.overwrites.get(next_ow) {
+                if *at >= end {
+                    break;
+                }
+                let stop = at + bytes.len() as u64;
+                let (s, e) = ((*at).max(pos), stop.min(end));
+                block[(s - pos) as usize..(e - pos) as usize]
+                    .copy_from_slice(&bytes[(s - at) as usize..(e - at) as usize]);
+                if stop > end {
+                    break;
+                }
+                next_ow += 1;
+            }
+            let mut written = pos;
+            while let Some((at, bytes)) = self.inserts.get(next_ins) {
+                if *at >= end {
+                    break;
+                }
+                out.write_all(&block[(written - pos) as usize..(at - pos) as usize])?;
+                out.write_all(bytes)?;
+                written = *at;
+                next_ins += 1;
+            }
+            out.write_all(&block[(written - pos) as usize..])?;
+            pos = end;
+        }
+        for (_, bytes) in &self.inserts[next_ins..] {
+            out.write_all(bytes)?;
+        }
+        out.flush()
     }
 }
 
@@ -377,6 +499,61 @@ mod tests {
         assert_eq!(a.new.len() as u64, a.old.len() as u64 + a.inserted_bytes);
         assert!((10 * 16..=10 * 64).contains(&a.inserted_bytes));
         assert_eq!(a.changed_bytes(), 20 * 4096 + a.inserted_bytes);
+    }
+
+    /// The workload as it was generated before [`Edits`] existed, kept as the reference the
+    /// streaming application must reproduce byte for byte.
+    fn reference_new(len: usize, m: Mutations, seed: u64) -> Vec<u8> {
+        let old = random_bytes(len, seed);
+        let mut rng = Rng::new(seed ^ 0x6D75_7461_7465);
+        let mut edited = old.clone();
+        if let Some(stretch) = len.checked_div(m.overwrites) {
+            for k in 0..m.overwrites {
+                let at = k * stretch + rng.below((stretch - m.overwrite_len + 1) as u64) as usize;
+                rng.fill(&mut edited[at..at + m.overwrite_len]);
+            }
+        }
+        let mut inserts: Vec<(usize, Vec<u8>)> = (0..m.inserts)
+            .map(|_| {
+                let at = rng.below(len as u64 + 1) as usize;
+                let n = m.insert_min + rng.below((m.insert_max - m.insert_min + 1) as u64) as usize;
+                let mut bytes = vec![0; n];
+                rng.fill(&mut bytes);
+                (at, bytes)
+            })
+            .collect();
+        inserts.sort_by_key(|(at, _)| *at);
+        let mut new = Vec::new();
+        let mut pos = 0;
+        for (at, bytes) in &inserts {
+            new.extend_from_slice(&edited[pos..*at]);
+            new.extend_from_slice(bytes);
+            pos = *at;
+        }
+        new.extend_from_slice(&edited[pos..]);
+        new
+    }
+
+    #[test]
+    fn streamed_edits_match_the_reference_workload() {
+        // Sizes around the 1 MiB apply block, with overwrites and inserts on block boundaries
+        // likely (many edits in little data), plus an append at the very end.
+        for (len, seed) in [(3 << 20, 1), ((2 << 20) + 4097, 2), (600_000, 3), (1 << 20, 4)] {
+            let m = Mutations { overwrites: 40, inserts: 30, ..Mutations::REFERENCE };
+            let w = Workload::generate(len, m, seed);
+            assert!(w.new == reference_new(len, m, seed), "len {len} seed {seed}");
+        }
+        // An insert at the old length appends; a plan for a longer file is refused.
+        let len = 300_000u64;
+        let mut edits = Edits::plan(len, Mutations { overwrites: 3, ..Mutations::REFERENCE }, 9);
+        edits.inserts.push((len, b"tail".to_vec()));
+        let old = random_bytes(len as usize, 9);
+        let mut new = Vec::new();
+        edits.apply(&old[..], len, &mut new).expect("apply");
+        assert!(new.ends_with(b"tail"));
+        assert_eq!(new.len() as u64, edits.new_len(len));
+        edits.overwrites[0].0 = (1 << 20) - 10;
+        assert!(edits.apply(&old[..], len, Vec::new()).is_err());
     }
 
     #[test]

@@ -1,5 +1,15 @@
 //! `ferry-bench`: Ferry's benchmark harness.
 //!
+//! - `ferry-bench compare`: Ferry and rsync side by side on generated datasets (initial sync,
+//!   incremental round, no-change round, many small files), with a table on stdout, JSON
+//!   (`--json`), and a markdown report with an SVG chart (`--report`); see
+//!   `ferry_bench::compare`.
+//! - `ferry-bench gen --kind mixed|mutate|many --out DIR`: the datasets alone
+//!   (`ferry_bench::gen`).
+//! - `ferry-bench report --json FILE --report MD`: the table, report and chart again from a
+//!   saved comparison.
+//! - `ferry-bench engine`: the engine's reference workload, below.
+//!
 //! `ferry-bench engine` runs the core issue's reference workload: a seeded pseudo-random file
 //! (1 GiB by default) and a new version of it with 200 scattered 4 KiB overwrites and 10 short
 //! inserts that shift everything after them. For each thread count it
@@ -14,14 +24,19 @@
 //! The criterion micro-benchmarks are in `benches/engine.rs` (`cargo bench -p ferry-bench`).
 #![forbid(unsafe_code)]
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ferry_agent::sync::{self, Report, SyncOptions};
-use ferry_bench::{Mutations, Workload};
+use ferry_bench::compare::{self, Scenario};
+use ferry_bench::gen::{self, Kind};
+use ferry_bench::tools::Tool;
+use ferry_bench::{measure, report, Mutations, Workload};
 use serde::Serialize;
 
 /// Ferry's benchmark harness.
@@ -37,6 +52,122 @@ enum Cmd {
     /// The reference workload: a large file with scattered changes, synced end to end through
     /// Ferry and pushed through the core delta pipeline in memory.
     Engine(EngineArgs),
+    /// Generate a dataset: `mixed`, `many`, or `mutate` (one round of changes applied in place
+    /// to a `mixed` tree). The same seed and scale always give the same tree.
+    Gen(GenArgs),
+    /// Compare Ferry with rsync on generated datasets: initial sync, incremental round,
+    /// no-change round, many small files. Prints a table; writes JSON and a markdown report
+    /// with an SVG chart on request.
+    Compare(CompareArgs),
+    /// Print the table and write the markdown report and chart again from a saved
+    /// `compare --json` file (the goals are re-evaluated).
+    Report(ReportArgs),
+    /// Transport throughput on loopback, in one run: QUIC (Ferry's tuned configuration),
+    /// TLS 1.3 over TCP, and plain TCP, alternating.
+    Transport(TransportArgs),
+    /// Internal: run a command and write its wall time, CPU time and peak RSS as JSON (the
+    /// measuring wrapper `compare` runs every tool under).
+    #[command(hide = true)]
+    Measure(MeasureArgs),
+}
+
+#[derive(Debug, Args)]
+struct TransportArgs {
+    /// Bytes per run, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    size_mib: u64,
+    /// Runs per transport.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Write all runs as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct GenArgs {
+    /// What to generate.
+    #[arg(long, value_enum)]
+    kind: Kind,
+    /// The directory: new or empty for `mixed` and `many`; a `mixed` tree for `mutate`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Multiplies the big file's size and every count (files, directories, edits); 0.05 is a
+    /// small version for CI.
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Seed (give `mutate` the seed its `mixed` tree was made with).
+    #[arg(long, default_value_t = 0x5EED)]
+    seed: u64,
+}
+
+#[derive(Debug, Args)]
+struct CompareArgs {
+    /// Multiplies dataset sizes and counts: 1 is issue 5's full datasets (1 GiB + 20,000
+    /// files; 200,000 files); 0.05 runs every scenario in about a minute.
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Runs per tool and scenario (median and min–max are reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Put the destinations on a tmpfs mounted for the run (needs root; falls back to
+    /// /dev/shm), taking the disk's write path out of the comparison.
+    #[arg(long)]
+    dest_tmpfs: bool,
+    /// Write every figure as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write a markdown report (with an SVG chart next to it) to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Where the SVG chart goes (default: the report's path with `.svg`).
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// Scenarios, comma-separated, in run order.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Scenario::ALL)]
+    scenarios: Vec<Scenario>,
+    /// Tools, comma-separated (the ferry-push ones are listed as not yet available).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Tool::ALL)]
+    tools: Vec<Tool>,
+    /// The ferry binary [default: `ferry` next to this executable].
+    #[arg(long)]
+    ferry: Option<PathBuf>,
+    /// Directory for datasets and destinations, new or empty [default: a temporary
+    /// directory]. Kept after a failure, for inspection.
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// Keep datasets and destinations after a successful run.
+    #[arg(long)]
+    keep: bool,
+    /// Dataset seed.
+    #[arg(long, default_value_t = 0x5EED)]
+    seed: u64,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// The JSON written by `compare --json`.
+    #[arg(long)]
+    json: PathBuf,
+    /// Write the markdown report to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Where the SVG chart goes (default: the report's path with `.svg`).
+    #[arg(long)]
+    chart: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct MeasureArgs {
+    /// Where to write the usage JSON.
+    #[arg(long)]
+    report: PathBuf,
+    /// Keep a server running until stdin closes, then stop it once its children are gone.
+    #[arg(long)]
+    hold: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    command: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -72,10 +203,98 @@ struct EngineArgs {
     seed: u64,
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().cmd {
+fn main() -> ExitCode {
+    let result = match Cli::parse().cmd {
         Cmd::Engine(a) => engine(&a),
+        Cmd::Gen(a) => gen_cmd(&a),
+        Cmd::Compare(a) => compare_cmd(a),
+        Cmd::Report(a) => report_cmd(&a),
+        Cmd::Transport(a) => transport_cmd(&a),
+        Cmd::Measure(a) => measure::wrapper_main(&a.report, a.hold, &a.command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+fn gen_cmd(a: &GenArgs) -> Result<()> {
+    let g = gen::generate(a.kind, &a.out, a.scale, a.seed)?;
+    let s = &g.stats;
+    println!(
+        "{:?} at {} (scale {}, seed {:#x}): {} files, {} directories, {} symlinks, {} in {:.1} s",
+        g.kind,
+        a.out.display(),
+        g.scale,
+        g.seed,
+        s.files,
+        s.dirs,
+        s.symlinks,
+        report::human_bytes(s.bytes),
+        g.secs
+    );
+    if let Some(m) = g.mutate {
+        println!("{}", serde_json::to_string_pretty(&m)?);
+        println!("changed bytes: {}", report::human_bytes(m.changed_bytes()));
+    }
+    Ok(())
+}
+
+fn compare_cmd(a: CompareArgs) -> Result<()> {
+    let exe = std::env::current_exe().context("locating the ferry-bench executable")?;
+    let ferry = a.ferry.clone().unwrap_or_else(|| exe.with_file_name("ferry"));
+    let command_line = std::iter::once("ferry-bench".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let opts = compare::Options {
+        scale: a.scale,
+        reps: a.reps,
+        dest_tmpfs: a.dest_tmpfs,
+        scenarios: a.scenarios,
+        tools: a.tools,
+        ferry,
+        wrapper: exe,
+        work: a.work,
+        keep: a.keep,
+        seed: a.seed,
+        command_line,
+    };
+    let results = compare::run(&opts)?;
+    println!();
+    print!("{}", report::text(&results));
+    if let Some(p) = &a.json {
+        let f = File::create(p).with_context(|| format!("creating {}", p.display()))?;
+        serde_json::to_writer_pretty(std::io::BufWriter::new(f), &results)?;
+        println!("JSON written to {}", p.display());
+    }
+    write_report(&results, a.report.as_deref(), a.chart.as_deref())
+}
+
+fn report_cmd(a: &ReportArgs) -> Result<()> {
+    let bytes = std::fs::read(&a.json).with_context(|| format!("reading {}", a.json.display()))?;
+    let mut results: compare::Results = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not the JSON of ferry-bench compare", a.json.display()))?;
+    results.goals = report::goals(&results);
+    print!("{}", report::text(&results));
+    write_report(&results, a.report.as_deref(), a.chart.as_deref())
+}
+
+fn write_report(results: &compare::Results, md: Option<&Path>, chart: Option<&Path>) -> Result<()> {
+    if let Some(p) = md {
+        let chart = chart.map_or_else(|| p.with_extension("svg"), Path::to_path_buf);
+        report::chart(results, &chart)?;
+        std::fs::write(p, report::markdown(results, p, Some(&chart)))
+            .with_context(|| format!("writing {}", p.display()))?;
+        println!("report written to {} (chart: {})", p.display(), chart.display());
+    } else if let Some(chart) = chart {
+        report::chart(results, chart)?;
+        println!("chart written to {}", chart.display());
+    }
+    Ok(())
 }
 
 /// Decimal gigabytes per second.
@@ -536,4 +755,31 @@ fn print_core(runs: &[CoreRun], repeat: usize) {
             if r.verified { "blake3 ok" } else { "MISMATCH" }
         );
     }
+}
+
+fn transport_cmd(a: &TransportArgs) -> Result<()> {
+    let bytes = a.size_mib << 20;
+    println!(
+        "transport: {} MiB per run on loopback, {} run(s) each, alternating; load average {}",
+        a.size_mib,
+        a.reps,
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
+    let runs = ferry_bench::transport::run(bytes, a.reps)?;
+    println!("{:<14} {:>10} {:>10}", "transport", "seconds", "GB/s");
+    for r in &runs {
+        println!("{:<14} {:>10.3} {:>10.3}", r.transport, r.secs, r.gbps);
+    }
+    let median = |name: &str| {
+        let mut v: Vec<f64> = runs.iter().filter(|r| r.transport == name).map(|r| r.gbps).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let (q, t, p) = (median("QUIC"), median("TLS over TCP"), median("plain TCP"));
+    println!("medians: QUIC {q:.3} GB/s, TLS over TCP {t:.3} GB/s, plain TCP {p:.3} GB/s");
+    println!("QUIC / TLS-over-TCP = {:.2} (goal >= 0.8)", q / t);
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&runs)?)?;
+    }
+    Ok(())
 }

@@ -1,0 +1,498 @@
+//! The tools `compare` runs, their exact command lines, and what their statistics say.
+//!
+//! | tool | command |
+//! | --- | --- |
+//! | [`Tool::FerrySync`] | `ferry sync --delete --json --no-progress SRC DST` (both sides in one process) |
+//! | [`Tool::Rsync`] | `rsync -aHAX --delete --no-whole-file --stats SRC/ DST/` (local: rsync forks its receiver) |
+//! | [`Tool::RsyncDaemon`] | `rsync -aHAX --delete --stats SRC/ rsync://127.0.0.1:PORT/ferrybench/` against `rsync --daemon --no-detach` on loopback, one daemon per run, module path = DST |
+//! | [`Tool::Cp`] | `cp -a SRC DST`: the reference floor for initial copies only |
+//! | [`Tool::FerryPushQuic`], [`Tool::FerryPushTcp`] | `ferry serve` + `ferry push` on loopback: not available until the network transport lands (issue 3) |
+//!
+//! Adding the network tools means filling in their arm of [`run`] (start `ferry serve` as a
+//! [`Held`] server like the rsync daemon, measure `ferry push` as the client, parse its `--json`
+//! with [`parse_ferry_json`]) and dropping their [`Tool::not_yet`] reason.
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::measure::{self, Held, Measured, Usage};
+
+/// A tool in the comparison.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tool {
+    /// `ferry sync`, local.
+    FerrySync,
+    /// rsync, local, delta transfer forced.
+    Rsync,
+    /// rsync against an rsync daemon on loopback.
+    RsyncDaemon,
+    /// `cp -a`: the floor for initial copies.
+    Cp,
+    /// `ferry push` to `ferry serve` over QUIC on loopback (not yet available).
+    FerryPushQuic,
+    /// `ferry push` to `ferry serve` over TCP on loopback (not yet available).
+    FerryPushTcp,
+}
+
+impl Tool {
+    /// Every tool, in report order.
+    pub const ALL: [Tool; 6] = [
+        Tool::FerrySync,
+        Tool::FerryPushQuic,
+        Tool::FerryPushTcp,
+        Tool::Rsync,
+        Tool::RsyncDaemon,
+        Tool::Cp,
+    ];
+
+    /// Name in tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Tool::FerrySync => "ferry sync",
+            Tool::Rsync => "rsync",
+            Tool::RsyncDaemon => "rsync daemon",
+            Tool::Cp => "cp -a",
+            Tool::FerryPushQuic => "ferry push QUIC",
+            Tool::FerryPushTcp => "ferry push TCP",
+        }
+    }
+
+    /// Short name under a chart bar.
+    pub fn short(self) -> &'static str {
+        match self {
+            Tool::FerrySync => "ferry",
+            Tool::Rsync => "rsync",
+            Tool::RsyncDaemon => "rsyncd",
+            Tool::Cp => "cp -a",
+            Tool::FerryPushQuic => "quic",
+            Tool::FerryPushTcp => "tcp",
+        }
+    }
+
+    /// The command line, for the report.
+    pub fn command(self) -> &'static str {
+        match self {
+            Tool::FerrySync => "ferry sync --delete --json --no-progress SRC DST",
+            Tool::Rsync => "rsync -aHAX --delete --no-whole-file --stats SRC/ DST/",
+            Tool::RsyncDaemon => {
+                "rsync -aHAX --delete --stats SRC/ rsync://127.0.0.1:PORT/ferrybench/ \
+                 (rsync --daemon --no-detach on 127.0.0.1, module path DST)"
+            }
+            Tool::Cp => "cp -a SRC DST",
+            Tool::FerryPushQuic => "ferry serve + ferry push over QUIC on loopback",
+            Tool::FerryPushTcp => "ferry serve + ferry push over TCP on loopback",
+        }
+    }
+
+    /// Whether this is Ferry.
+    pub fn is_ferry(self) -> bool {
+        matches!(self, Tool::FerrySync | Tool::FerryPushQuic | Tool::FerryPushTcp)
+    }
+
+    /// Whether it only makes sense for a copy into an empty destination.
+    pub fn initial_only(self) -> bool {
+        self == Tool::Cp
+    }
+
+    /// Why it cannot run yet, if it cannot.
+    pub fn not_yet(self) -> Option<&'static str> {
+        match self {
+            Tool::FerryPushQuic | Tool::FerryPushTcp => Some(
+                "needs `ferry serve` / `ferry push` (network transport, issue 3), not built yet",
+            ),
+            _ => None,
+        }
+    }
+
+    /// Whether it has a server process measured separately.
+    pub fn has_server(self) -> bool {
+        matches!(self, Tool::RsyncDaemon | Tool::FerryPushQuic | Tool::FerryPushTcp)
+    }
+}
+
+/// Transfer figures a tool reports about itself (`None`: it does not say).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// Bytes sent from the source side to the destination side (Ferry: framed messages;
+    /// rsync: "Total bytes sent" of the client, which is the sender).
+    pub wire_sent: Option<u64>,
+    /// Bytes sent back from the destination side.
+    pub wire_received: Option<u64>,
+    /// File data sent as literals (Ferry: before compression).
+    pub literal: Option<u64>,
+    /// File data rebuilt from the destination's old copies.
+    pub matched: Option<u64>,
+    /// Ferry: segment payload bytes as sent, after compression.
+    pub payload: Option<u64>,
+    /// Ferry: signature bytes sent by the destination.
+    pub signature: Option<u64>,
+    /// Files whose content was sent (Ferry: new + changed; rsync: "regular files transferred").
+    pub files_transferred: Option<u64>,
+}
+
+impl Transfer {
+    /// Sent + received, when both are known.
+    pub fn wire_total(&self) -> Option<u64> {
+        Some(self.wire_sent? + self.wire_received?)
+    }
+}
+
+fn stat_number(text: &str, label: &str) -> Option<u64> {
+    let rest = text.lines().find_map(|l| l.trim().strip_prefix(label))?;
+    // rsync groups digits ("1,234,567", or "1.234.567" in some locales).
+    let token = rest.split_whitespace().next()?;
+    let digits: String = token.chars().filter(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Reads rsync's `--stats` block.
+///
+/// # Errors
+/// When the output has no "Total bytes sent" line.
+pub fn parse_rsync_stats(text: &str) -> Result<Transfer> {
+    let t = Transfer {
+        wire_sent: stat_number(text, "Total bytes sent:"),
+        wire_received: stat_number(text, "Total bytes received:"),
+        literal: stat_number(text, "Literal data:"),
+        matched: stat_number(text, "Matched data:"),
+        payload: None,
+        signature: None,
+        files_transferred: stat_number(text, "Number of regular files transferred:"),
+    };
+    ensure!(t.wire_sent.is_some(), "rsync printed no --stats:\n{}", tail(text, 20));
+    Ok(t)
+}
+
+/// Reads `ferry sync --json`: `wire_bytes_sent`, `wire_bytes_received` and the `stats`
+/// object's `literal_bytes`, `matched_bytes`, `payload_bytes`, `signature_bytes`, `files_new`,
+/// `files_changed`.
+///
+/// # Errors
+/// When it is not JSON, has no wire counters, or reports failed files.
+pub fn parse_ferry_json(text: &str) -> Result<Transfer> {
+    let v: Value = serde_json::from_str(text.trim())
+        .with_context(|| format!("ferry --json printed something else:\n{}", tail(text, 20)))?;
+    let u = |p: &str| v.pointer(p).and_then(Value::as_u64);
+    let failed = u("/stats/files_failed").unwrap_or(0);
+    ensure!(failed == 0, "ferry reports {failed} failed files");
+    let t = Transfer {
+        wire_sent: u("/wire_bytes_sent"),
+        wire_received: u("/wire_bytes_received"),
+        literal: u("/stats/literal_bytes"),
+        matched: u("/stats/matched_bytes"),
+        payload: u("/stats/payload_bytes"),
+        signature: u("/stats/signature_bytes"),
+        files_transferred: Some(
+            u("/stats/files_new").unwrap_or(0) + u("/stats/files_changed").unwrap_or(0),
+        ),
+    };
+    ensure!(t.wire_sent.is_some(), "ferry --json has no wire_bytes_sent:\n{}", tail(text, 20));
+    Ok(t)
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// First line of `program --version`, or why it could not run.
+pub fn version(program: &OsStr) -> Result<String, String> {
+    match Command::new(program).arg("--version").output() {
+        Ok(o) if o.status.success() => {
+            let out = String::from_utf8_lossy(&o.stdout);
+            // rsync pads its version line with double spaces.
+            Ok(out.lines().next().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" "))
+        }
+        Ok(o) => Err(format!("`{} --version` failed ({})", program.to_string_lossy(), o.status)),
+        Err(e) => Err(format!("cannot run {}: {e}", program.to_string_lossy())),
+    }
+}
+
+/// rsync's version line.
+///
+/// # Errors
+/// When rsync is not installed, with how to install it.
+pub fn rsync_version() -> Result<String> {
+    version(OsStr::new("rsync")).map_err(|e| {
+        anyhow::anyhow!(
+            "rsync is needed (it is compared against, and it checks every destination): {e}.\n\
+             Install it: `apt-get install rsync` (Debian/Ubuntu), `dnf install rsync` \
+             (Fedora/RHEL), `apk add rsync` (Alpine)"
+        )
+    })
+}
+
+/// What a tool run needs.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// The `ferry-bench` executable, which is also the measuring wrapper.
+    pub wrapper: PathBuf,
+    /// The `ferry` binary.
+    pub ferry: PathBuf,
+    /// Where report files, daemon configurations and logs go.
+    pub scratch: PathBuf,
+}
+
+/// One run of a tool.
+#[derive(Debug, Clone)]
+pub struct ToolRun {
+    /// The client (for local tools: the whole tool).
+    pub client: Usage,
+    /// The server, for tools that have one.
+    pub server: Option<Usage>,
+    /// What the tool says it moved.
+    pub transfer: Transfer,
+}
+
+/// `path` with a trailing slash: rsync's "the contents of".
+fn slash(path: &Path) -> OsString {
+    let mut s = path.as_os_str().to_owned();
+    s.push("/");
+    s
+}
+
+fn args<const N: usize>(a: [&OsStr; N]) -> Vec<OsString> {
+    a.iter().map(|s| s.to_os_string()).collect()
+}
+
+fn check(tool: Tool, m: &Measured) -> Result<()> {
+    if !m.usage.success() {
+        bail!(
+            "{} failed ({}):\n{}\n{}",
+            tool.label(),
+            m.usage.describe_exit(),
+            tail(&m.stderr, 30),
+            tail(&m.stdout, 10)
+        );
+    }
+    Ok(())
+}
+
+/// Runs `tool` from `src` into `dst` (which exists and is empty or holds the previous round;
+/// for [`Tool::Cp`] it must not exist).
+///
+/// # Errors
+/// When the tool fails or is not available.
+pub fn run(env: &Env, tool: Tool, src: &Path, dst: &Path) -> Result<ToolRun> {
+    let o = |s: &'static str| OsStr::new(s);
+    match tool {
+        Tool::FerrySync => {
+            let a = args([
+                o("sync"),
+                o("--delete"),
+                o("--json"),
+                o("--no-progress"),
+                src.as_os_str(),
+                dst.as_os_str(),
+            ]);
+            let m = measure::run(&env.wrapper, &env.scratch, &env.ferry, &a)?;
+            check(tool, &m)?;
+            Ok(ToolRun { client: m.usage, server: None, transfer: parse_ferry_json(&m.stdout)? })
+        }
+        Tool::Rsync => {
+            let a = args([
+                o("-aHAX"),
+                o("--delete"),
+                o("--no-whole-file"),
+                o("--stats"),
+                &slash(src),
+                &slash(dst),
+            ]);
+            let m = measure::run(&env.wrapper, &env.scratch, "rsync", &a)?;
+            check(tool, &m)?;
+            Ok(ToolRun { client: m.usage, server: None, transfer: parse_rsync_stats(&m.stdout)? })
+        }
+        Tool::RsyncDaemon => {
+            let daemon = RsyncDaemon::start(env, dst)?;
+            let url = format!("rsync://127.0.0.1:{}/{MODULE}/", daemon.port);
+            let a = args([o("-aHAX"), o("--delete"), o("--stats"), &slash(src), OsStr::new(&url)]);
+            let m = measure::run(&env.wrapper, &env.scratch, "rsync", &a);
+            let server = daemon.held.finish()?;
+            let m = m?;
+            check(tool, &m)?;
+            Ok(ToolRun {
+                client: m.usage,
+                server: Some(server),
+                transfer: parse_rsync_stats(&m.stdout)?,
+            })
+        }
+        Tool::Cp => {
+            if dst.exists() {
+                fs::remove_dir(dst).with_context(|| {
+                    format!("cp -a needs a missing destination; {} is not empty", dst.display())
+                })?;
+            }
+            let a = args([o("-a"), src.as_os_str(), dst.as_os_str()]);
+            let m = measure::run(&env.wrapper, &env.scratch, "cp", &a)?;
+            check(tool, &m)?;
+            Ok(ToolRun { client: m.usage, server: None, transfer: Transfer::default() })
+        }
+        Tool::FerryPushQuic | Tool::FerryPushTcp => {
+            bail!("{} is not available: {}", tool.label(), tool.not_yet().unwrap_or_default())
+        }
+    }
+}
+
+/// The rsync daemon module name.
+const MODULE: &str = "ferrybench";
+
+/// An `rsync --daemon --no-detach` on 127.0.0.1 serving one module (the destination), run
+/// under the measuring wrapper in hold mode, so its account (the daemon plus every connection
+/// process it forked and reaped) is the server side's CPU time and peak RSS.
+struct RsyncDaemon {
+    held: Held,
+    port: u16,
+}
+
+impl RsyncDaemon {
+    fn start(env: &Env, module_path: &Path) -> Result<RsyncDaemon> {
+        let module_path = fs::canonicalize(module_path)?;
+        let stem = format!("rsyncd-{}-{}", std::process::id(), unique());
+        let conf = env.scratch.join(format!("{stem}.conf"));
+        let log = env.scratch.join(format!("{stem}.log"));
+        let out = env.scratch.join(format!("{stem}.out"));
+        // As root the daemon would otherwise drop to "nobody" for transfers and could not set
+        // ownership; chroot is off, so symlinks must not be munged to stay verbatim.
+        let ids =
+            if rustix::process::geteuid().is_root() { "    uid = 0\n    gid = 0\n" } else { "" };
+        fs::write(
+            &conf,
+            format!(
+                "# ferry-bench compare: one module, the destination of one run\n\
+                 use chroot = no\n\
+                 log file = {}\n\
+                 [{MODULE}]\n    path = {}\n    read only = false\n    list = false\n    \
+                 munge symlinks = no\n{ids}",
+                log.display(),
+                module_path.display()
+            ),
+        )?;
+        let mut last_error = String::new();
+        // The port is free when picked and could be taken before the daemon binds it: retry.
+        for _ in 0..5 {
+            let port = free_port()?;
+            let a: Vec<OsString> = [
+                "--daemon".to_string(),
+                "--no-detach".to_string(),
+                format!("--config={}", conf.display()),
+                format!("--port={port}"),
+                "--address=127.0.0.1".to_string(),
+            ]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+            let mut held = Held::start(&env.wrapper, &env.scratch, "rsync", &a, &out)?;
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if held.ended()? {
+                    break;
+                }
+                // A probe connection: the daemon forks for it and reaps it, a millisecond of
+                // CPU in the server's account.
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    return Ok(RsyncDaemon { held, port });
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "rsync --daemon did not listen on 127.0.0.1:{port} within 10 s; log:\n{}",
+                        tail(&fs::read_to_string(&log).unwrap_or_default(), 20)
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            last_error = format!(
+                "{}\n{}",
+                tail(&fs::read_to_string(&log).unwrap_or_default(), 10),
+                tail(&fs::read_to_string(&out).unwrap_or_default(), 10)
+            );
+        }
+        bail!("rsync --daemon exited at start five times; last log:\n{last_error}")
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a loopback port")?;
+    Ok(l.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rsync_stats_are_read() {
+        let out = "\nNumber of files: 4 (reg: 1, dir: 2, link: 1)\n\
+                   Number of regular files transferred: 1,204\n\
+                   Total file size: 1,073,741,830 bytes\n\
+                   Literal data: 12,345,678 bytes\n\
+                   Matched data: 1,061,396,152 bytes\n\
+                   Total bytes sent: 12,413,906\n\
+                   Total bytes received: 1,207,441\n\n\
+                   sent 12,413,906 bytes  received 1,207,441 bytes  2.35 MB/sec\n";
+        let t = parse_rsync_stats(out).expect("stats");
+        assert_eq!(t.wire_sent, Some(12_413_906));
+        assert_eq!(t.wire_received, Some(1_207_441));
+        assert_eq!(t.literal, Some(12_345_678));
+        assert_eq!(t.matched, Some(1_061_396_152));
+        assert_eq!(t.files_transferred, Some(1_204));
+        assert_eq!(t.wire_total(), Some(13_621_347));
+        assert!(parse_rsync_stats("rsync error: some files could not be transferred").is_err());
+    }
+
+    #[test]
+    fn ferry_json_is_read() {
+        let out = r#"{"stats":{"files_new":3,"files_changed":2,"files_failed":0,
+            "literal_bytes":10,"matched_bytes":20,"payload_bytes":7,"signature_bytes":5},
+            "elapsed_secs":0.1,"wire_bytes_sent":100,"wire_bytes_received":50,"warnings":[]}"#;
+        let t = parse_ferry_json(out).expect("json");
+        assert_eq!(
+            t,
+            Transfer {
+                wire_sent: Some(100),
+                wire_received: Some(50),
+                literal: Some(10),
+                matched: Some(20),
+                payload: Some(7),
+                signature: Some(5),
+                files_transferred: Some(5),
+            }
+        );
+        assert!(parse_ferry_json(&out.replace("\"files_failed\":0", "\"files_failed\":1")).is_err());
+        assert!(parse_ferry_json("sync done").is_err());
+    }
+
+    #[test]
+    fn only_the_network_tools_are_missing() {
+        let missing: Vec<Tool> = Tool::ALL.into_iter().filter(|t| t.not_yet().is_some()).collect();
+        assert_eq!(missing, [Tool::FerryPushQuic, Tool::FerryPushTcp]);
+    }
+}
