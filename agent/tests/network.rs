@@ -613,3 +613,31 @@ fn init_writes_private_keys_0600_and_secrets() {
     let out = ferry(&["init", "--out", s(t.path()), "--name", "x"]);
     assert!(!out.status.success(), "init must not overwrite existing credentials");
 }
+
+/// `--bwlimit` caps what the sender puts on the wire: a round cannot finish faster than its
+/// bytes at the cap allow (a lower bound only: a slow machine cannot make this fail).
+#[test]
+fn bwlimit_paces_the_sender() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..(3usize << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(src.join("noise.bin"), &noise).unwrap();
+    let srv = serve(&c.join("destination"), &[format!("m={}", s(&dst))]);
+    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+    let start = std::time::Instant::now();
+    check_ok(&ferry(&["push", s(&src), &url, "--identity", s(&c.join("source")), "--bwlimit", "2M"]));
+    let took = start.elapsed();
+    // 3 MiB at 2 MiB/s: at least 1.5 s once the pacing is right.
+    assert!(took >= Duration::from_millis(1400), "3 MiB at 2 MiB/s took only {took:?}");
+    assert_same_tree(&src, &dst);
+}
