@@ -112,6 +112,21 @@ enum Command {
         #[command(flatten)]
         round: RoundFlags,
     },
+    /// Measure the link to a `ferry serve` (like iperf for volume replication): round-trip time
+    /// and throughput each way, no disk involved. Run it before turning on replication.
+    Bench {
+        /// ferry://HOST[:PORT]/MODULE (any module the server offers; nothing is read or written).
+        #[arg(long)]
+        peer: String,
+        /// MiB to move each way.
+        #[arg(long, default_value_t = 256)]
+        size_mib: u64,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        net: NetFlags,
+    },
     /// Generate a sample tree and sync it twice (initial, then incremental) to show Ferry work.
     Demo {
         /// Where to put the sample source and destination.
@@ -378,6 +393,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Push { src, url, net, round } => run_net(Direction::Push, &src, &url, net, round),
         Command::Pull { url, dst, net, round } => run_net(Direction::Pull, &dst, &url, net, round),
+        Command::Bench { peer, size_mib, json, net } => run_bench_cmd(&peer, size_mib, json, &net),
     }
 }
 
@@ -466,19 +482,7 @@ fn run_net(
     round: RoundFlags,
 ) -> anyhow::Result<ExitCode> {
     let url = Url::parse(url).map_err(RemoteError::Usage)?;
-    let via = match (&net.rsh, net.transport.as_str()) {
-        (Some(cmd), _) => Via::Rsh(cmd.clone()),
-        (None, "quic") => Via::Quic,
-        (None, "tcp") => Via::Tcp,
-        (None, _) => Via::Auto,
-    };
-    let opts = RemoteOptions {
-        sync: round.options(3),
-        via,
-        identity: net.identity.clone(),
-        bwlimit: net.bwlimit.unwrap_or(0),
-        connect_timeout: Duration::from_secs(net.connect_timeout.max(1)),
-    };
+    let opts = remote_options(&net, round.options(3));
     let itemize = (round.itemize || round.dry_run) && !round.json;
     let progress = Progress::new(!round.no_progress);
     let on_item: Box<dyn FnMut(&Itemized) + Send> = {
@@ -513,6 +517,42 @@ fn run_net(
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_summary(&report, round.dry_run);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn remote_options(net: &NetFlags, sync: SyncOptions) -> RemoteOptions {
+    let via = match (&net.rsh, net.transport.as_str()) {
+        (Some(cmd), _) => Via::Rsh(cmd.clone()),
+        (None, "quic") => Via::Quic,
+        (None, "tcp") => Via::Tcp,
+        (None, _) => Via::Auto,
+    };
+    RemoteOptions {
+        sync,
+        via,
+        identity: net.identity.clone(),
+        bwlimit: net.bwlimit.unwrap_or(0),
+        connect_timeout: Duration::from_secs(net.connect_timeout.max(1)),
+    }
+}
+
+fn run_bench_cmd(
+    peer: &str,
+    size_mib: u64,
+    json: bool,
+    net: &NetFlags,
+) -> anyhow::Result<ExitCode> {
+    let url = Url::parse(peer).map_err(RemoteError::Usage)?;
+    let opts = remote_options(net, SyncOptions::default());
+    let r = runtime()?.block_on(ferry_agent::remote::run_bench(&url, &opts, size_mib << 20))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!("link to {peer} over {}", r.transport);
+        println!("  round trip {:>9.3} ms (median of 5)", r.rtt_ms);
+        println!("  upload     {:>9.3} GB/s ({} each way)", r.upload_gbps, human_bytes(r.bytes));
+        println!("  download   {:>9.3} GB/s", r.download_gbps);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -32,6 +32,8 @@ pub enum Direction {
     Push,
     /// The server's module is the source; the client is the destination.
     Pull,
+    /// No files: measure the link (`ferry bench --peer`). The module only authorizes it.
+    Bench,
 }
 
 /// The round options a client sends (both sides need them: the source to list and hash, the
@@ -507,6 +509,15 @@ pub async fn serve_link(
             Some(m) => Ok(m.clone()),
         }
     };
+    if let (Ok(_), Direction::Bench) = (&decision, req.direction) {
+        let version = PROTOCOL_VERSION.min(req.version_max);
+        write_value(&mut link.writer, &Response::Accepted { version })
+            .await
+            .map_err(|e| RemoteError::Connect { addr: link.peer.clone(), source: e })?;
+        let peer = link.peer.clone();
+        bench_server(link).await.map_err(|e| RemoteError::Connect { addr: peer, source: e })?;
+        return Ok(None);
+    }
     let module = match decision {
         Ok(m) => m,
         Err(resp) => {
@@ -538,7 +549,7 @@ pub async fn serve_link(
     let side = match req.direction {
         Direction::Push => open_destination(&module.path, &opts)
             .map(|d| Side::target(d, &session, opts.thread_count())),
-        Direction::Pull => {
+        Direction::Pull | Direction::Bench => {
             open_source(&module.path, &opts).map(|s| Side::source(s, &session, opts.thread_count()))
         }
     };
@@ -689,6 +700,9 @@ pub async fn run_client(
     // Open the local side first: a bad local path should not cost a connection.
     let session = s.session();
     let (side, warn_src, warn_dst) = match direction {
+        Direction::Bench => {
+            return Err(RemoteError::Usage("a link benchmark is run_bench's job".into()));
+        }
         Direction::Push => {
             let src = open_source(local, s)?;
             (Side::source(src.clone(), &session, s.thread_count()), Some(src), None)
@@ -754,4 +768,151 @@ pub fn session_error(e: &RoundError) -> Option<&SessionError> {
         RoundError::Source(e) | RoundError::Target(e) => Some(e),
         _ => None,
     }
+}
+
+// ----------------------------------------------------------------------------------------
+// Link benchmark (`ferry bench --peer`)
+// ----------------------------------------------------------------------------------------
+
+/// What `ferry bench --peer` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// The transport used.
+    pub transport: String,
+    /// Bytes moved each way.
+    pub bytes: u64,
+    /// Round-trip time of a small message, median of 5, milliseconds.
+    pub rtt_ms: f64,
+    /// Client to server, GB/s (10^9 bytes per second), until the server acknowledged all.
+    pub upload_gbps: f64,
+    /// Server to client, GB/s.
+    pub download_gbps: f64,
+}
+
+/// Messages of the link benchmark.
+#[derive(Debug, Serialize, Deserialize)]
+enum Probe {
+    Ping,
+    Pong,
+    /// The client sends this many raw bytes next.
+    Upload(u64),
+    /// The server has read them all.
+    Received,
+    /// The server sends this many raw bytes next.
+    Download(u64),
+    Done,
+}
+
+/// Most bytes one probe may ask for.
+const PROBE_MAX: u64 = 64 << 30;
+
+async fn bench_server(mut link: Link) -> Result<(), TransportError> {
+    loop {
+        match read_value::<Probe, _>(&mut link.reader).await? {
+            Probe::Ping => write_value(&mut link.writer, &Probe::Pong).await?,
+            Probe::Upload(n) => {
+                drain(&mut link.reader, n.min(PROBE_MAX)).await?;
+                write_value(&mut link.writer, &Probe::Received).await?;
+            }
+            Probe::Download(n) => {
+                send_bytes(&mut link.writer, n.min(PROBE_MAX)).await?;
+                link.writer.flush().await.map_err(TransportError::Io)?;
+            }
+            Probe::Done | Probe::Pong | Probe::Received => break,
+        }
+    }
+    link.finish().await;
+    Ok(())
+}
+
+async fn drain(r: &mut LinkReader, n: u64) -> Result<(), TransportError> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = n;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let got = r.read(&mut buf[..want]).await.map_err(TransportError::Io)?;
+        if got == 0 {
+            return Err(TransportError::Closed);
+        }
+        left -= got as u64;
+    }
+    Ok(())
+}
+
+async fn send_bytes(
+    w: &mut ferry_transport::net::LinkWriter,
+    n: u64,
+) -> Result<(), TransportError> {
+    let chunk: Vec<u8> =
+        (0..(1u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(chunk.len() as u64) as usize;
+        w.write_all(&chunk[..k]).await.map_err(TransportError::Io)?;
+        left -= k as u64;
+    }
+    Ok(())
+}
+
+/// Measures the link to `url`'s server: round-trip time, then `bytes` each way. Nothing is
+/// read from or written to the module; naming it is what authorizes the probe.
+///
+/// # Errors
+/// [`RemoteError`] for connection failures or a refused request.
+pub async fn run_bench(
+    url: &Url,
+    opts: &RemoteOptions,
+    bytes: u64,
+) -> Result<BenchReport, RemoteError> {
+    let mut link = connect(url, opts).await?;
+    let kind = link.kind;
+    let peer = link.peer.clone();
+    let io = |e| RemoteError::Connect { addr: peer.clone(), source: e };
+    let req = Request {
+        version_min: PROTOCOL_MIN,
+        version_max: PROTOCOL_VERSION,
+        module: url.module.clone(),
+        direction: Direction::Bench,
+        options: WireOptions {
+            delete: false,
+            checksum: false,
+            dry_run: true,
+            excludes: vec![],
+            compress_level: 0,
+        },
+    };
+    write_value(&mut link.writer, &req).await.map_err(io)?;
+    if let Response::Refused { code, reason, .. } =
+        read_value::<Response, _>(&mut link.reader).await.map_err(io)?
+    {
+        return Err(RemoteError::Refused { code, reason });
+    }
+    let mut rtts = Vec::new();
+    for _ in 0..5 {
+        let t = tokio::time::Instant::now();
+        write_value(&mut link.writer, &Probe::Ping).await.map_err(io)?;
+        read_value::<Probe, _>(&mut link.reader).await.map_err(io)?;
+        rtts.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    rtts.sort_by(f64::total_cmp);
+    let t = tokio::time::Instant::now();
+    write_value(&mut link.writer, &Probe::Upload(bytes)).await.map_err(io)?;
+    send_bytes(&mut link.writer, bytes).await.map_err(io)?;
+    link.writer.flush().await.map_err(|e| io(TransportError::Io(e)))?;
+    read_value::<Probe, _>(&mut link.reader).await.map_err(io)?;
+    let up = t.elapsed().as_secs_f64();
+    let t = tokio::time::Instant::now();
+    write_value(&mut link.writer, &Probe::Download(bytes)).await.map_err(io)?;
+    drain(&mut link.reader, bytes).await.map_err(io)?;
+    let down = t.elapsed().as_secs_f64();
+    write_value(&mut link.writer, &Probe::Done).await.map_err(io)?;
+    link.finish().await;
+    Ok(BenchReport {
+        transport: kind.to_string(),
+        bytes,
+        rtt_ms: rtts[rtts.len() / 2],
+        upload_gbps: bytes as f64 / up / 1e9,
+        download_gbps: bytes as f64 / down / 1e9,
+    })
 }

@@ -635,9 +635,60 @@ fn bwlimit_paces_the_sender() {
     let srv = serve(&c.join("destination"), &[format!("m={}", s(&dst))]);
     let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
     let start = std::time::Instant::now();
-    check_ok(&ferry(&["push", s(&src), &url, "--identity", s(&c.join("source")), "--bwlimit", "2M"]));
+    check_ok(&ferry(&[
+        "push",
+        s(&src),
+        &url,
+        "--identity",
+        s(&c.join("source")),
+        "--bwlimit",
+        "2M",
+    ]));
     let took = start.elapsed();
     // 3 MiB at 2 MiB/s: at least 1.5 s once the pacing is right.
     assert!(took >= Duration::from_millis(1400), "3 MiB at 2 MiB/s took only {took:?}");
     assert_same_tree(&src, &dst);
+}
+
+/// `ferry bench --peer` measures a real link both ways, over each transport, and touches no
+/// file of the module it names.
+#[test]
+fn bench_peer_measures_both_ways_and_touches_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let dst = t.path().join("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::write(dst.join("keep"), b"keep").unwrap();
+    let srv = serve(&c.join("destination"), &[format!("m={}", s(&dst))]);
+    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+    for transport in ["quic", "tcp"] {
+        let out = ferry(&[
+            "bench",
+            "--peer",
+            &url,
+            "--identity",
+            s(&c.join("source")),
+            "--transport",
+            transport,
+            "--size-mib",
+            "8",
+            "--json",
+        ]);
+        check_ok(&out);
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["bytes"], 8 << 20);
+        for k in ["rtt_ms", "upload_gbps", "download_gbps"] {
+            assert!(r[k].as_f64().unwrap() > 0.0, "{transport}: {k} in {r}");
+        }
+    }
+    let out = ferry(&[
+        "bench",
+        "--peer",
+        &format!("ferry://127.0.0.1:{}/nope", srv.addr.port()),
+        "--identity",
+        s(&c.join("source")),
+    ]);
+    assert_eq!(out.status.code(), Some(5));
+    let names: Vec<_> = std::fs::read_dir(&dst).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["keep"]);
 }
