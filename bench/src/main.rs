@@ -126,7 +126,7 @@ struct CompareArgs {
     /// Scenarios, comma-separated, in run order.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Scenario::ALL)]
     scenarios: Vec<Scenario>,
-    /// Tools, comma-separated (the ferry-push ones are listed as not yet available).
+    /// Tools, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Tool::ALL)]
     tools: Vec<Tool>,
     /// The ferry binary [default: `ferry` next to this executable].
@@ -766,9 +766,13 @@ fn transport_cmd(a: &TransportArgs) -> Result<()> {
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
     );
     let runs = ferry_bench::transport::run(bytes, a.reps)?;
-    println!("{:<14} {:>10} {:>10}", "transport", "seconds", "GB/s");
+    println!(
+        "{:<14} {:>10} {:>10}  {}",
+        "transport", "seconds", "GB/s", "QUIC path MTU / datagrams"
+    );
     for r in &runs {
-        println!("{:<14} {:>10.3} {:>10.3}", r.transport, r.secs, r.gbps);
+        let path = r.quic_path.map(|(mtu, n)| format!("{mtu} / {n}")).unwrap_or_default();
+        println!("{:<14} {:>10.3} {:>10.3}  {path}", r.transport, r.secs, r.gbps);
     }
     let median = |name: &str| {
         let mut v: Vec<f64> = runs.iter().filter(|r| r.transport == name).map(|r| r.gbps).collect();

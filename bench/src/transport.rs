@@ -26,6 +26,8 @@ pub struct TransportRun {
     pub secs: f64,
     /// Throughput, GB/s (10^9 bytes).
     pub gbps: f64,
+    /// QUIC only: the path MTU discovery had reached at the end, and UDP datagrams sent.
+    pub quic_path: Option<(u16, u64)>,
 }
 
 const CHUNK: usize = 1 << 20;
@@ -94,8 +96,12 @@ async fn blast(transport: &'static str, mut link: Link, bytes: u64) -> Result<Tr
     let mut ack = [0u8; 1];
     link.reader.read_exact(&mut ack).await.context("waiting for the server's acknowledgement")?;
     let secs = start.elapsed().as_secs_f64();
+    let quic_path = link.quic.as_ref().map(|(conn, _)| {
+        let st = conn.stats();
+        (st.path.current_mtu, st.udp_tx.datagrams)
+    });
     link.finish().await;
-    Ok(TransportRun { transport, bytes, secs, gbps: bytes as f64 / secs / 1e9 })
+    Ok(TransportRun { transport, bytes, secs, gbps: bytes as f64 / secs / 1e9, quic_path })
 }
 
 /// Reads everything, then acknowledges with one byte.
