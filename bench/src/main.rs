@@ -766,10 +766,7 @@ fn transport_cmd(a: &TransportArgs) -> Result<()> {
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
     );
     let runs = ferry_bench::transport::run(bytes, a.reps)?;
-    println!(
-        "{:<14} {:>10} {:>10}  {}",
-        "transport", "seconds", "GB/s", "QUIC path MTU / datagrams"
-    );
+    println!("{:<14} {:>10} {:>10}  QUIC path MTU / datagrams", "transport", "seconds", "GB/s");
     for r in &runs {
         let path = r.quic_path.map(|(mtu, n)| format!("{mtu} / {n}")).unwrap_or_default();
         println!("{:<14} {:>10.3} {:>10.3}  {path}", r.transport, r.secs, r.gbps);
