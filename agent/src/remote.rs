@@ -165,6 +165,9 @@ pub struct Url {
     pub module: String,
 }
 
+/// How long a server waits for a connected client's request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Default port of `ferry serve`.
 pub const DEFAULT_PORT: u16 = 7873;
 
@@ -466,8 +469,10 @@ pub async fn serve_link(
     cfg: &ServeConfig,
     busy: &Arc<BusyHandle>,
 ) -> Result<Option<Report>, RemoteError> {
-    let req: Request = read_value(&mut link.reader)
+    // A peer that authenticates and then says nothing must not hold a task forever.
+    let req: Request = tokio::time::timeout(REQUEST_TIMEOUT, read_value(&mut link.reader))
         .await
+        .unwrap_or(Err(TransportError::Timeout("waiting for the request")))
         .map_err(|e| RemoteError::Connect { addr: link.peer.clone(), source: e })?;
     let refuse = |code, reason: String| Response::Refused {
         code,
