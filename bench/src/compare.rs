@@ -11,6 +11,10 @@
 //! | `nochange-many` | `many` | `cp -a` of `many`, made once and shared: a no-change round leaves it as it is, which the check after every run confirms |
 //! | `initial-many` | `many` | empty |
 //!
+//! Client/server tools (the rsync daemon, `ferry push` to `ferry serve` over QUIC and over TLS
+//! over TCP) get a fresh server per run on loopback, whose destination is the run's; the pair's
+//! credentials for the Ferry tools are made once, by `ferry init`, in the work directory.
+//!
 //! Around every run: the destination is prepared (untimed), `sync()` flushes everything so no
 //! earlier writeback lands inside the run, the tool runs under the measuring wrapper
 //! ([`crate::measure`]), then `syncfs()` of the destination is timed as "flush" (what the tool
@@ -28,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::gen::{self, MutateSummary, TreeStats};
@@ -85,7 +89,7 @@ impl Scenario {
 
     /// Whether `tool` takes part.
     pub fn runs(self, tool: Tool) -> bool {
-        tool.not_yet().is_none() && (self.initial() || !tool.initial_only())
+        self.initial() || !tool.initial_only()
     }
 }
 
@@ -100,7 +104,7 @@ pub struct Options {
     pub dest_tmpfs: bool,
     /// Scenarios to run, in this order.
     pub scenarios: Vec<Scenario>,
-    /// Tools to compare (unavailable ones are listed as such).
+    /// Tools to compare.
     pub tools: Vec<Tool>,
     /// The `ferry` binary.
     pub ferry: PathBuf,
@@ -208,7 +212,8 @@ pub struct ToolInfo {
     pub tool: Tool,
     /// Its name.
     pub label: String,
-    /// Whether it ran.
+    /// Whether it ran (every tool does now; comparisons saved before `ferry push` existed list
+    /// it as not available).
     pub available: bool,
     /// `--version` first line.
     pub version: Option<String>,
@@ -518,7 +523,7 @@ pub fn run(opts: &Options) -> Result<Results> {
     ensure!(opts.reps >= 1, "--reps must be at least 1");
     ensure!(!opts.scenarios.is_empty(), "no scenario selected");
     let rsync_version = tools::rsync_version()?;
-    if opts.tools.contains(&Tool::FerrySync) && !opts.ferry.is_file() {
+    if opts.tools.iter().any(|t| t.is_ferry()) && !opts.ferry.is_file() {
         bail!(
             "the ferry binary is not at {}: build it first with \
              `cargo build --release -p ferry-agent` (or give its path with --ferry PATH)",
@@ -546,9 +551,15 @@ pub fn run(opts: &Options) -> Result<Results> {
                 match &work {
                     Work::Temp(_) => {} // removed on drop
                     Work::Given(p) => {
-                        for sub in
-                            ["src-mixed", "src-mutated", "src-many", "dst", "dst-tmpfs", "scratch"]
-                        {
+                        for sub in [
+                            "src-mixed",
+                            "src-mutated",
+                            "src-many",
+                            "dst",
+                            "dst-tmpfs",
+                            "scratch",
+                            "creds",
+                        ] {
                             remove_tree(&p.join(sub))?;
                         }
                     }
@@ -578,45 +589,32 @@ fn run_in(opts: &Options, work: &Work, dest_root: &Path, rsync_version: String) 
 
     let mut infos = Vec::new();
     for &tool in &opts.tools {
-        let (available, version, note) = match tool.not_yet() {
-            Some(why) => (false, None, Some(why.to_string())),
-            None => {
-                let program: OsString = match tool {
-                    Tool::FerrySync => opts.ferry.clone().into(),
-                    Tool::Cp => "cp".into(),
-                    _ => "rsync".into(),
-                };
-                match tool {
-                    Tool::Rsync | Tool::RsyncDaemon => (true, Some(rsync_version.clone()), None),
-                    _ => match tools::version(&program) {
-                        // Which build was measured matters when the tree is being worked on.
-                        Ok(v) if tool.is_ferry() => {
-                            let built = fs::metadata(&opts.ferry)
-                                .and_then(|m| m.modified())
-                                .ok()
-                                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                                .map_or_else(String::new, |d| {
-                                    format!(", built {}", gen::utc(d.as_secs()))
-                                });
-                            (true, Some(format!("{v}, {}{built}", opts.ferry.display())), None)
-                        }
-                        Ok(v) => (true, Some(v), None),
-                        Err(e) => bail!("{}: {e}", tool.label()),
-                    },
-                }
+        let version = match tool {
+            Tool::Rsync | Tool::RsyncDaemon => rsync_version.clone(),
+            Tool::Cp => tools::version("cp".as_ref()).map_err(|e| anyhow!("cp -a: {e}"))?,
+            Tool::FerrySync | Tool::FerryPushQuic | Tool::FerryPushTcp => {
+                let v = tools::version(opts.ferry.as_os_str())
+                    .map_err(|e| anyhow!("{}: {e}", tool.label()))?;
+                // Which build was measured matters when the tree is being worked on.
+                let built = fs::metadata(&opts.ferry)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map_or_else(String::new, |d| format!(", built {}", gen::utc(d.as_secs())));
+                format!("{v}, {}{built}", opts.ferry.display())
             }
         };
         infos.push(ToolInfo {
             tool,
             label: tool.label().to_string(),
-            available,
-            version,
+            available: true,
+            version: Some(version),
             command: tool.command().to_string(),
-            note,
+            note: None,
         });
     }
-    let runnable: Vec<Tool> = infos.iter().filter(|i| i.available).map(|i| i.tool).collect();
-    ensure!(!runnable.is_empty(), "none of the selected tools can run yet");
+    let runnable: Vec<Tool> = opts.tools.clone();
+    ensure!(!runnable.is_empty(), "no tool selected");
 
     // Datasets: only those the selected scenarios need.
     let need = |s: &[Scenario]| opts.scenarios.iter().any(|x| s.contains(x));
@@ -658,8 +656,18 @@ fn run_in(opts: &Options, work: &Work, dest_root: &Path, rsync_version: String) 
     };
     rustix::fs::sync();
 
-    let env =
-        Env { wrapper: opts.wrapper.clone(), ferry: opts.ferry.clone(), scratch: scratch.clone() };
+    // One pair of credentials for every `ferry serve` / `ferry push` of the comparison.
+    let creds = if runnable.iter().any(|t| t.transport().is_some()) {
+        Some(tools::init_credentials(&opts.ferry, &work.path().join("creds"))?)
+    } else {
+        None
+    };
+    let env = Env {
+        wrapper: opts.wrapper.clone(),
+        ferry: opts.ferry.clone(),
+        scratch: scratch.clone(),
+        creds,
+    };
     let rusage_floor = measure::run(&env.wrapper, &scratch, "true", &[])?.usage;
 
     let mut runs = Vec::new();
@@ -706,7 +714,7 @@ fn run_in(opts: &Options, work: &Work, dest_root: &Path, rsync_version: String) 
                 })?;
                 let wall_secs = r.client.wall_secs;
                 eprintln!(
-                    "[{}] rep {}/{} {:<13} {:>8.3} s  cpu {:>7.2} s  rss {:>7.1} MiB  verified",
+                    "[{}] rep {}/{} {:<15} {:>8.3} s  cpu {:>7.2} s  rss {:>7.1} MiB  verified",
                     scenario.slug(),
                     rep + 1,
                     opts.reps,
@@ -830,10 +838,13 @@ mod tests {
     }
 
     #[test]
-    fn cp_runs_only_into_empty_destinations_and_push_not_yet() {
+    fn cp_runs_only_into_empty_destinations_and_every_other_tool_everywhere() {
         assert!(Scenario::InitialMany.runs(Tool::Cp));
         assert!(!Scenario::Incremental.runs(Tool::Cp));
-        assert!(Scenario::Incremental.runs(Tool::RsyncDaemon));
-        assert!(!Scenario::InitialMixed.runs(Tool::FerryPushQuic));
+        for sc in Scenario::ALL {
+            for tool in Tool::ALL.into_iter().filter(|&t| t != Tool::Cp) {
+                assert!(sc.runs(tool), "{tool:?} in {sc:?}");
+            }
+        }
     }
 }

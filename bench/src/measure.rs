@@ -220,7 +220,8 @@ pub struct Held {
 }
 
 impl Held {
-    /// Starts `program args` under the wrapper, its output appended to `log`.
+    /// Starts `program args` under the wrapper, with `env` added to its environment and its
+    /// output (stdout and stderr) appended to `log`.
     ///
     /// # Errors
     /// When the wrapper cannot start.
@@ -229,6 +230,7 @@ impl Held {
         scratch: &Path,
         program: impl AsRef<OsStr>,
         args: &[OsString],
+        env: &[(&str, &str)],
         log: &Path,
     ) -> Result<Held> {
         let report = report_path(scratch);
@@ -241,6 +243,7 @@ impl Held {
             .arg("--")
             .arg(program.as_ref())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(out.try_clone()?)
             .stderr(out)

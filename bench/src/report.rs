@@ -118,16 +118,24 @@ fn md_table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// "ferry sync / rsync: 0.42x" lines: Ferry's median wall time over each other tool's.
+/// Ferry's figure in `scenario`: `ferry push` over QUIC, two agents on loopback (what issue 5's
+/// goals are about), when it ran; else `ferry sync` (both sides in one process).
+pub fn ferry_figure(r: &Results, scenario: Scenario) -> Option<&Summary> {
+    r.summary(scenario, Tool::FerryPushQuic).or_else(|| r.summary(scenario, Tool::FerrySync))
+}
+
+/// "incremental: ferry push QUIC / rsync 0.42x, ..." lines: the median wall time of Ferry's
+/// figure ([`ferry_figure`]) over each non-Ferry tool's.
 fn ratios(r: &Results, scenario: Scenario) -> Option<String> {
-    let ferry = r.summary(scenario, Tool::FerrySync)?;
+    let ferry = ferry_figure(r, scenario)?;
     let parts: Vec<String> = r
         .summaries
         .iter()
         .filter(|s| s.scenario == scenario && !s.tool.is_ferry() && s.wall.median > 0.0)
         .map(|s| format!("/ {} {:.2}x", s.tool.label(), ferry.wall.median / s.wall.median))
         .collect();
-    (!parts.is_empty()).then(|| format!("{}: ferry sync {}", scenario.slug(), parts.join(", ")))
+    (!parts.is_empty())
+        .then(|| format!("{}: {} {}", scenario.slug(), ferry.tool.label(), parts.join(", ")))
 }
 
 fn status_word(s: GoalStatus) -> &'static str {
@@ -160,8 +168,7 @@ pub fn text(r: &Results) -> String {
         }
     }
     for t in r.tools.iter().filter(|t| !t.available) {
-        let _ =
-            writeln!(out, "{}: not yet available ({})", t.label, t.note.as_deref().unwrap_or(""));
+        let _ = writeln!(out, "{}: not available ({})", t.label, t.note.as_deref().unwrap_or(""));
     }
     let _ = writeln!(
         out,
@@ -177,43 +184,65 @@ pub fn text(r: &Results) -> String {
     out
 }
 
-/// Issue 5's goals, against this run.
+/// Issue 5's goals, against this run. Ferry's figure is `ferry push` over QUIC when it ran
+/// ([`ferry_figure`]), with `ferry sync` reported alongside; rsync's is the daemon's on
+/// loopback, else local rsync's.
 pub fn goals(r: &Results) -> Vec<Goal> {
     let s = |sc, t| r.summary(sc, t);
-    // "Loopback" goals compare with the rsync daemon; fall back to local rsync.
     let rsync_ref = |sc| s(sc, Tool::RsyncDaemon).or_else(|| s(sc, Tool::Rsync));
-    let ferry_note = "ferry sync, local: ferry push over loopback is not built yet";
+    // What follows Ferry's figure: `ferry sync`'s, or why that is Ferry's figure.
+    let sync_extra =
+        |f: &Summary, reference: Option<&Summary>, what: &dyn Fn(&Summary) -> String| {
+            if f.tool == Tool::FerrySync {
+                return " (ferry sync, local: ferry push QUIC was not in this run)".to_string();
+            }
+            let Some(sync) = s(f.scenario, Tool::FerrySync) else { return String::new() };
+            let ratio = reference
+                .filter(|rs| rs.wall.median > 0.0)
+                .map(|rs| format!(", {:.2}x", sync.wall.median / rs.wall.median))
+                .unwrap_or_default();
+            format!("; ferry sync (local, one process) {}{ratio}", what(sync))
+        };
+    let secs = |x: &Summary| format!("{:.3} s", x.wall.median);
     let mut out = Vec::new();
     let not_measured = |goal: &str| Goal {
         goal: goal.to_string(),
         measured: "scenario or tools not in this run".to_string(),
         status: GoalStatus::NotMeasured,
     };
-
-    let goal = "incremental round mixed -> mutate: Ferry's time <= 1/3 of rsync's";
-    out.push(match (s(Scenario::Incremental, Tool::FerrySync), rsync_ref(Scenario::Incremental)) {
-        (Some(f), Some(rs)) => {
-            let ratio = f.wall.median / rs.wall.median;
-            Goal {
-                goal: goal.to_string(),
-                measured: format!(
-                    "{:.3} s vs {} {:.3} s: {ratio:.2}x ({ferry_note})",
-                    f.wall.median,
-                    rs.tool.label(),
-                    rs.wall.median
-                ),
-                status: if ratio <= 1.0 / 3.0 { GoalStatus::Met } else { GoalStatus::NotMet },
+    // Ferry's time at most `limit` times rsync's.
+    let time_goal =
+        |goal: &str, sc: Scenario, limit: f64| match (ferry_figure(r, sc), rsync_ref(sc)) {
+            (Some(f), Some(rs)) => {
+                let ratio = f.wall.median / rs.wall.median;
+                Goal {
+                    goal: goal.to_string(),
+                    measured: format!(
+                        "{} {} vs {} {}: {ratio:.2}x{}",
+                        f.tool.label(),
+                        secs(f),
+                        rs.tool.label(),
+                        secs(rs),
+                        sync_extra(f, Some(rs), &secs)
+                    ),
+                    status: if ratio <= limit { GoalStatus::Met } else { GoalStatus::NotMet },
+                }
             }
-        }
-        _ => not_measured(goal),
-    });
+            _ => not_measured(goal),
+        };
+
+    out.push(time_goal(
+        "incremental round mixed -> mutate: Ferry's time <= 1/3 of rsync's",
+        Scenario::Incremental,
+        1.0 / 3.0,
+    ));
 
     let goal = "incremental round: <= 6 MB on the wire (times the scale)";
     out.push(
-        match s(Scenario::Incremental, Tool::FerrySync)
+        match ferry_figure(r, Scenario::Incremental)
             .and_then(|f| Some((f, f.transfer.wire_total()?)))
         {
-            Some((_, wire)) => {
+            Some((f, wire)) => {
                 let limit = 6e6 * r.scale;
                 let changed = r
                     .datasets
@@ -229,10 +258,12 @@ pub fn goals(r: &Results) -> Vec<Goal> {
                         ))
                     })
                     .unwrap_or_default();
+                let sync = sync_extra(f, None, &|x| opt_bytes(x.transfer.wire_total()));
                 Goal {
                     goal: goal.to_string(),
                     measured: format!(
-                        "ferry {} sent + received (limit at scale {}: {}){rsync}{changed}",
+                        "{} {} sent + received (limit at scale {}: {}){rsync}{sync}{changed}",
+                        f.tool.label(),
                         human_bytes(wire),
                         r.scale,
                         human_bytes(limit as u64)
@@ -248,32 +279,18 @@ pub fn goals(r: &Results) -> Vec<Goal> {
         },
     );
 
-    let goal = "no-change round on many: Ferry's time <= 1/4 of rsync's";
-    out.push(
-        match (s(Scenario::NochangeMany, Tool::FerrySync), rsync_ref(Scenario::NochangeMany)) {
-            (Some(f), Some(rs)) => {
-                let ratio = f.wall.median / rs.wall.median;
-                Goal {
-                    goal: goal.to_string(),
-                    measured: format!(
-                        "{:.3} s vs {} {:.3} s: {ratio:.2}x ({ferry_note})",
-                        f.wall.median,
-                        rs.tool.label(),
-                        rs.wall.median
-                    ),
-                    status: if ratio <= 0.25 { GoalStatus::Met } else { GoalStatus::NotMet },
-                }
-            }
-            _ => not_measured(goal),
-        },
-    );
+    out.push(time_goal(
+        "no-change round on many: Ferry's time <= 1/4 of rsync's",
+        Scenario::NochangeMany,
+        0.25,
+    ));
 
     let goal = "initial sync of mixed (destination on tmpfs): faster than rsync, approaching cp -a";
     let fastest_rsync = [Tool::Rsync, Tool::RsyncDaemon]
         .into_iter()
         .filter_map(|t| s(Scenario::InitialMixed, t))
         .min_by(|a, b| a.wall.median.total_cmp(&b.wall.median));
-    out.push(match (s(Scenario::InitialMixed, Tool::FerrySync), fastest_rsync) {
+    out.push(match (ferry_figure(r, Scenario::InitialMixed), fastest_rsync) {
         (Some(f), Some(rs)) => {
             let cp = s(Scenario::InitialMixed, Tool::Cp)
                 .map(|c| {
@@ -292,11 +309,13 @@ pub fn goals(r: &Results) -> Vec<Goal> {
             Goal {
                 goal: goal.to_string(),
                 measured: format!(
-                    "{:.3} s vs fastest rsync ({}) {:.3} s: {:.2}x{cp}{where_}",
-                    f.wall.median,
+                    "{} {} vs fastest rsync ({}) {}: {:.2}x{cp}{}{where_}",
+                    f.tool.label(),
+                    secs(f),
                     rs.tool.label(),
-                    rs.wall.median,
-                    f.wall.median / rs.wall.median
+                    secs(rs),
+                    f.wall.median / rs.wall.median,
+                    sync_extra(f, Some(rs), &secs)
                 ),
                 status: if f.wall.median < rs.wall.median {
                     GoalStatus::Met
@@ -310,31 +329,39 @@ pub fn goals(r: &Results) -> Vec<Goal> {
 
     let goal = "peak RSS per agent on many <= 64 MiB";
     let many = [Scenario::InitialMany, Scenario::NochangeMany];
-    let ferry_rss =
-        many.iter().filter_map(|&sc| s(sc, Tool::FerrySync)).map(|f| f.client_max_rss_bytes).max();
-    out.push(match ferry_rss {
-        Some(rss) => {
-            let rsync: Vec<String> = [Tool::Rsync, Tool::RsyncDaemon]
+    // The largest client and server peaks of `tool` over the `many` scenarios.
+    let peaks = |tool: Tool| -> Option<(u64, Option<u64>)> {
+        let v: Vec<&Summary> = many.iter().filter_map(|&sc| s(sc, tool)).collect();
+        let cli = v.iter().map(|x| x.client_max_rss_bytes).max()?;
+        Some((cli, v.iter().filter_map(|x| x.server_max_rss_bytes).max()))
+    };
+    let describe = |tool: Tool| {
+        peaks(tool).map(|(cli, srv)| match srv {
+            Some(srv) => {
+                format!("{} {} / {} MiB client / server", tool.label(), mib(cli), mib(srv))
+            }
+            None if tool == Tool::FerrySync => {
+                format!("{} {} MiB, both sides in one process", tool.label(), mib(cli))
+            }
+            None => format!("{} {} MiB", tool.label(), mib(cli)),
+        })
+    };
+    let ferry_tool =
+        [Tool::FerryPushQuic, Tool::FerrySync].into_iter().find(|&t| peaks(t).is_some());
+    out.push(match ferry_tool.and_then(|t| Some((t, peaks(t)?))) {
+        Some((tool, (cli, srv))) => {
+            let rss = cli.max(srv.unwrap_or(0));
+            let others: Vec<String> = [Tool::FerrySync, Tool::Rsync, Tool::RsyncDaemon]
                 .into_iter()
-                .filter_map(|t| {
-                    let v: Vec<&Summary> = many.iter().filter_map(|&sc| s(sc, t)).collect();
-                    let cli = v.iter().map(|x| x.client_max_rss_bytes).max()?;
-                    let srv = v.iter().filter_map(|x| x.server_max_rss_bytes).max();
-                    Some(match srv {
-                        Some(srv) => {
-                            format!("{} {} / {} MiB client / server", t.label(), mib(cli), mib(srv))
-                        }
-                        None => format!("{} {} MiB", t.label(), mib(cli)),
-                    })
-                })
+                .filter(|&t| t != tool)
+                .filter_map(describe)
                 .collect();
             Goal {
                 goal: goal.to_string(),
                 measured: format!(
-                    "ferry sync {} MiB, both sides in one process; {} (flatness over file counts: \
-                     compare runs at several scales)",
-                    mib(rss),
-                    rsync.join(", ")
+                    "{}; {} (flatness over file counts: compare runs at several scales)",
+                    describe(tool).unwrap_or_default(),
+                    others.join("; ")
                 ),
                 status: if rss <= 64 << 20 { GoalStatus::Met } else { GoalStatus::NotMet },
             }
@@ -430,15 +457,17 @@ pub fn markdown(r: &Results, report: &Path, chart: Option<&Path>) -> String {
     m.push_str(&md_table(&["goal", "this run", "status"], &grows));
     m.push('\n');
 
-    let _ = writeln!(m, "## Not yet measured\n");
+    let _ = writeln!(m, "## Not measured here\n");
     for t in r.tools.iter().filter(|t| !t.available) {
         let _ =
             writeln!(m, "- **{}** ({}): {}.", t.label, t.command, t.note.as_deref().unwrap_or(""));
     }
     let _ = writeln!(
         m,
-        "- The transport micro-benchmark (QUIC vs TLS-over-TCP vs TCP) and `ferry bench --peer` \
-         also wait for the network transport.\n"
+        "- Two machines: every figure here is on one machine, client and server sharing its \
+         CPUs over loopback; `ferry bench --peer` is not built yet.\n\
+         - The transport alone (QUIC vs TLS over TCP vs plain TCP, no files): \
+         `ferry-bench transport`.\n"
     );
 
     let _ = writeln!(m, "## Datasets\n");
@@ -485,27 +514,37 @@ pub fn markdown(r: &Results, report: &Path, chart: Option<&Path>) -> String {
     let _ = writeln!(m, "## What the columns mean\n");
     let _ = writeln!(
         m,
-        "- **wall**: spawn to exit of the tool (of the client, for rsync against its daemon; the \
-         daemon is started before and stopped after).\n\
+        "- **Ferry's figure** in the ratios and goals is `ferry push` over QUIC to `ferry serve` \
+         on loopback (two agents, as deployed), when it ran; `ferry sync` (both sides in one \
+         process) is reported alongside.\n\
+         - **wall**: spawn to exit of the tool (of the client, for the client/server tools: rsync \
+         against its daemon, `ferry push` against `ferry serve`; the server is started before, \
+         fresh for every run, and stopped after).\n\
          - **MB/s**: bytes of regular files in the source tree / wall time (for incremental and \
          no-change rounds: how fast a tree of that size is brought up to date).\n\
          - **wire**: `ferry sync`: framed protocol bytes between its two sides (one process, an \
-         in-memory pipe); rsync: \"Total bytes sent/received\" of `--stats` (a pipe between local \
-         processes, or TCP to the daemon). Sent = source side to destination side.\n\
+         in-memory pipe); `ferry push`: the same framed bytes as written to and read from the \
+         connection (TLS records, QUIC packets and acknowledgements not counted); rsync: \"Total \
+         bytes sent/received\" of `--stats` (a pipe between local processes, or TCP to the \
+         daemon). Sent = source side to destination side.\n\
          - **literal / matched**: file data sent as new bytes / rebuilt from the destination's \
-         old copy (Ferry counts literals before its zstd compression; rsync runs without `-z`).\n\
+         old copy (Ferry counts literals before its zstd compression: level 1 for `ferry sync`, \
+         3 for `ferry push`; rsync runs without `-z`).\n\
          - **CPU** (user + sys) and **peak RSS**: `getrusage(RUSAGE_CHILDREN)` in a small \
          wrapper process whose only child is the tool, so the figures are the tool's whole \
          process tree: CPU summed over it, peak RSS the largest single process of it (local \
-         rsync is three processes). `ferry sync` holds both sides in one process. For the \
-         daemon, server = the daemon plus the connection processes it forked and reaped. The \
+         rsync is three processes). `ferry sync` holds both sides in one process. For `ferry \
+         push`, server = the `ferry serve` process from its start (credentials, sockets) to the \
+         end of the round (it is stopped once it has logged it). For the daemon, server = the \
+         daemon plus the connection processes it forked and reaped. The \
          wrapper itself accounts for a floor of {} MiB in every peak-RSS figure. Resident pages \
-         of mapped files count too: `ferry sync` maps the destination's old copy of a changed \
+         of mapped files count too: Ferry's destination side maps the old copy of a changed \
          file to rebuild it, so the incremental round's peak includes the big file's page-cache \
          pages (shared with the cache, not allocated).\n\
-         - **flush**: `syncfs()` of the destination right after the tool. `ferry sync` fsyncs \
-         every file and directory it writes before returning; rsync leaves its writes to the \
-         kernel, so rsync's wall + flush is its time to a durable copy.\n",
+         - **flush**: `syncfs()` of the destination right after the tool. Ferry's destination \
+         side (`ferry sync`, `ferry serve`) fsyncs every file and directory it writes before the \
+         round ends; rsync leaves its writes to the kernel, so rsync's wall + flush is its time \
+         to a durable copy.\n",
         mib(r.rusage_floor.max_rss_bytes)
     );
 
@@ -528,7 +567,9 @@ pub fn markdown(r: &Results, report: &Path, chart: Option<&Path>) -> String {
 
 fn tool_color(t: Tool) -> RGBColor {
     match t {
-        Tool::FerrySync | Tool::FerryPushQuic | Tool::FerryPushTcp => RGBColor(27, 158, 119),
+        Tool::FerrySync => RGBColor(27, 158, 119),
+        Tool::FerryPushQuic => RGBColor(16, 104, 78),
+        Tool::FerryPushTcp => RGBColor(102, 194, 165),
         Tool::Rsync => RGBColor(217, 95, 2),
         Tool::RsyncDaemon => RGBColor(166, 86, 40),
         Tool::Cp => RGBColor(150, 150, 150),

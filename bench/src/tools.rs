@@ -6,11 +6,12 @@
 //! | [`Tool::Rsync`] | `rsync -aHAX --delete --no-whole-file --stats SRC/ DST/` (local: rsync forks its receiver) |
 //! | [`Tool::RsyncDaemon`] | `rsync -aHAX --delete --stats SRC/ rsync://127.0.0.1:PORT/ferrybench/` against `rsync --daemon --no-detach` on loopback, one daemon per run, module path = DST |
 //! | [`Tool::Cp`] | `cp -a SRC DST`: the reference floor for initial copies only |
-//! | [`Tool::FerryPushQuic`], [`Tool::FerryPushTcp`] | `ferry serve` + `ferry push` on loopback: not available until the network transport lands (issue 3) |
+//! | [`Tool::FerryPushQuic`], [`Tool::FerryPushTcp`] | `ferry push --delete --json --no-progress --transport quic\|tcp --identity CREDS/source SRC ferry://127.0.0.1:PORT/ferrybench` against `ferry serve --listen 127.0.0.1:0 --identity CREDS/destination --module ferrybench=DST`, one server per run |
 //!
-//! Adding the network tools means filling in their arm of [`run`] (start `ferry serve` as a
-//! [`Held`] server like the rsync daemon, measure `ferry push` as the client, parse its `--json`
-//! with [`parse_ferry_json`]) and dropping their [`Tool::not_yet`] reason.
+//! Client/server tools ([`Tool::has_server`]) start their server before the run, under the
+//! measuring wrapper in hold mode ([`Held`]), and stop it once the client has exited, so the
+//! server's CPU time and peak RSS are measured apart from the client's. The Ferry pair's
+//! credentials (`CREDS`) are made once per comparison by `ferry init` ([`init_credentials`]).
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
@@ -20,6 +21,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use ferry_transport::net::LinkKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -49,9 +51,9 @@ pub enum Tool {
     RsyncDaemon,
     /// `cp -a`: the floor for initial copies.
     Cp,
-    /// `ferry push` to `ferry serve` over QUIC on loopback (not yet available).
+    /// `ferry push` to `ferry serve` over QUIC on loopback.
     FerryPushQuic,
-    /// `ferry push` to `ferry serve` over TCP on loopback (not yet available).
+    /// `ferry push` to `ferry serve` over TLS over TCP on loopback.
     FerryPushTcp,
 }
 
@@ -100,8 +102,25 @@ impl Tool {
                  (rsync --daemon --no-detach on 127.0.0.1, module path DST)"
             }
             Tool::Cp => "cp -a SRC DST",
-            Tool::FerryPushQuic => "ferry serve + ferry push over QUIC on loopback",
-            Tool::FerryPushTcp => "ferry serve + ferry push over TCP on loopback",
+            Tool::FerryPushQuic => {
+                "ferry push --delete --json --no-progress --transport quic --identity CREDS/source \
+                 SRC ferry://127.0.0.1:PORT/ferrybench (ferry serve --listen 127.0.0.1:0 \
+                 --identity CREDS/destination --module ferrybench=DST)"
+            }
+            Tool::FerryPushTcp => {
+                "ferry push --delete --json --no-progress --transport tcp --identity CREDS/source \
+                 SRC ferry://127.0.0.1:PORT/ferrybench (ferry serve --listen 127.0.0.1:0 \
+                 --identity CREDS/destination --module ferrybench=DST)"
+            }
+        }
+    }
+
+    /// For `ferry push`: its `--transport` value and the link it must report having used.
+    pub fn transport(self) -> Option<(&'static str, LinkKind)> {
+        match self {
+            Tool::FerryPushQuic => Some(("quic", LinkKind::Quic)),
+            Tool::FerryPushTcp => Some(("tcp", LinkKind::Tcp)),
+            _ => None,
         }
     }
 
@@ -115,16 +134,6 @@ impl Tool {
         self == Tool::Cp
     }
 
-    /// Why it cannot run yet, if it cannot.
-    pub fn not_yet(self) -> Option<&'static str> {
-        match self {
-            Tool::FerryPushQuic | Tool::FerryPushTcp => Some(
-                "needs `ferry serve` / `ferry push` (network transport, issue 3), not built yet",
-            ),
-            _ => None,
-        }
-    }
-
     /// Whether it has a server process measured separately.
     pub fn has_server(self) -> bool {
         matches!(self, Tool::RsyncDaemon | Tool::FerryPushQuic | Tool::FerryPushTcp)
@@ -134,8 +143,9 @@ impl Tool {
 /// Transfer figures a tool reports about itself (`None`: it does not say).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transfer {
-    /// Bytes sent from the source side to the destination side (Ferry: framed messages;
-    /// rsync: "Total bytes sent" of the client, which is the sender).
+    /// Bytes sent from the source side to the destination side (Ferry: framed messages, for
+    /// `ferry push` as written to the connection, before TLS or QUIC framing; rsync: "Total
+    /// bytes sent" of the client, which is the sender).
     pub wire_sent: Option<u64>,
     /// Bytes sent back from the destination side.
     pub wire_received: Option<u64>,
@@ -184,9 +194,9 @@ pub fn parse_rsync_stats(text: &str) -> Result<Transfer> {
     Ok(t)
 }
 
-/// Reads `ferry sync --json`: `wire_bytes_sent`, `wire_bytes_received` and the `stats`
-/// object's `literal_bytes`, `matched_bytes`, `payload_bytes`, `signature_bytes`, `files_new`,
-/// `files_changed`.
+/// Reads `ferry sync --json` (or `ferry push --json`, the same shape): `wire_bytes_sent`,
+/// `wire_bytes_received` and the `stats` object's `literal_bytes`, `matched_bytes`,
+/// `payload_bytes`, `signature_bytes`, `files_new`, `files_changed`.
 ///
 /// # Errors
 /// When it is not JSON, has no wire counters, or reports failed files.
@@ -209,6 +219,12 @@ pub fn parse_ferry_json(text: &str) -> Result<Transfer> {
     };
     ensure!(t.wire_sent.is_some(), "ferry --json has no wire_bytes_sent:\n{}", tail(text, 20));
     Ok(t)
+}
+
+/// The `transport` field of `ferry push --json` ("QUIC", "TLS over TCP"), if there is one.
+pub fn ferry_json_transport(text: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(text.trim()).ok()?;
+    v.get("transport")?.as_str().map(str::to_string)
 }
 
 /// The last `n` lines of `text`.
@@ -253,6 +269,35 @@ pub struct Env {
     pub ferry: PathBuf,
     /// Where report files, daemon configurations and logs go.
     pub scratch: PathBuf,
+    /// The credentials [`init_credentials`] made (`destination/` for `ferry serve`, `source/`
+    /// for `ferry push`); the push tools need them.
+    pub creds: Option<PathBuf>,
+}
+
+/// The names the credentials are made for: what `ferry push` dials.
+const SERVER_NAMES: [&str; 2] = ["127.0.0.1", "localhost"];
+
+/// Makes a pair's credentials for loopback with `ferry init --out DIR --name 127.0.0.1
+/// --name localhost` (untimed, once per comparison), and returns `dir`.
+///
+/// # Errors
+/// When `ferry init` cannot run or fails.
+pub fn init_credentials(ferry: &Path, dir: &Path) -> Result<PathBuf> {
+    let mut cmd = Command::new(ferry);
+    cmd.arg("init").arg("--out").arg(dir);
+    for name in SERVER_NAMES {
+        cmd.args(["--name", name]);
+    }
+    let out = cmd.output().with_context(|| format!("running {} init", ferry.display()))?;
+    ensure!(
+        out.status.success(),
+        "`{} init --out {}` failed ({}):\n{}",
+        ferry.display(),
+        dir.display(),
+        out.status,
+        tail(&String::from_utf8_lossy(&out.stderr), 20)
+    );
+    Ok(dir.to_path_buf())
 }
 
 /// One run of a tool.
@@ -350,12 +395,132 @@ pub fn run(env: &Env, tool: Tool, src: &Path, dst: &Path) -> Result<ToolRun> {
             Ok(ToolRun { client: m.usage, server: None, transfer: Transfer::default() })
         }
         Tool::FerryPushQuic | Tool::FerryPushTcp => {
-            bail!("{} is not available: {}", tool.label(), tool.not_yet().unwrap_or_default())
+            let (flag, kind) = tool.transport().context("a push tool has a transport")?;
+            let creds = env.creds.as_deref().context("the push tools need Env::creds")?;
+            let server = FerryServe::start(env, creds, dst)?;
+            let url = format!("ferry://{}/{MODULE}", server.addr);
+            let a = args([
+                o("push"),
+                o("--delete"),
+                o("--json"),
+                o("--no-progress"),
+                o("--transport"),
+                o(flag),
+                o("--identity"),
+                creds.join("source").as_os_str(),
+                src.as_os_str(),
+                OsStr::new(&url),
+            ]);
+            let m = measure::run(&env.wrapper, &env.scratch, &env.ferry, &a);
+            let pushed = m.as_ref().is_ok_and(|m| m.usage.success());
+            let log = server.log.clone();
+            let server = server.finish(pushed);
+            let m = m?;
+            if !pushed {
+                bail!(
+                    "{} failed ({}):\n{}\n{}\nferry serve's log:\n{}",
+                    tool.label(),
+                    m.usage.describe_exit(),
+                    tail(&m.stderr, 30),
+                    tail(&m.stdout, 10),
+                    tail(&read_log(&log), 20)
+                );
+            }
+            let server = server?;
+            let transfer = parse_ferry_json(&m.stdout)?;
+            let used = ferry_json_transport(&m.stdout);
+            ensure!(
+                used.as_deref() == Some(kind.to_string().as_str()),
+                "{} ran over {}, not {kind}",
+                tool.label(),
+                used.as_deref().unwrap_or("an unnamed transport")
+            );
+            Ok(ToolRun { client: m.usage, server: Some(server), transfer })
         }
     }
 }
 
-/// The rsync daemon module name.
+/// Reads a server's log (empty when it cannot).
+fn read_log(path: &Path) -> String {
+    fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+}
+
+/// A `ferry serve` on 127.0.0.1 (QUIC and TLS over TCP on one port the system picks) serving
+/// one module, the destination, under the measuring wrapper in hold mode: its account is the
+/// server side's CPU time and peak RSS.
+struct FerryServe {
+    held: Held,
+    /// `127.0.0.1:PORT`, from its `listening on` line.
+    addr: String,
+    /// Its stdout and stderr.
+    log: PathBuf,
+}
+
+impl FerryServe {
+    /// How long the server may take to start, and to log the end of a round the client saw end.
+    const WAIT: Duration = Duration::from_secs(30);
+
+    fn start(env: &Env, creds: &Path, module_path: &Path) -> Result<FerryServe> {
+        let mut module = OsString::from(format!("{MODULE}="));
+        module.push(fs::canonicalize(module_path)?);
+        let log = env.scratch.join(format!("ferry-serve-{}-{}.log", std::process::id(), unique()));
+        let a = args([
+            OsStr::new("serve"),
+            OsStr::new("--listen"),
+            OsStr::new("127.0.0.1:0"),
+            OsStr::new("--identity"),
+            creds.join("destination").as_os_str(),
+            OsStr::new("--module"),
+            &module,
+        ]);
+        // At info level the server logs "round complete" for every round, which `finish` waits
+        // for; RUST_LOG from the environment could hide it.
+        let mut held =
+            Held::start(&env.wrapper, &env.scratch, &env.ferry, &a, &[("RUST_LOG", "info")], &log)?;
+        let deadline = Instant::now() + Self::WAIT;
+        loop {
+            // stdout is line-buffered: the line is whole once it is there. The log line of the
+            // same name starts with a timestamp.
+            let text = read_log(&log);
+            if let Some(addr) = text.lines().find_map(|l| l.strip_prefix("listening on ")) {
+                let addr = addr.trim().to_string();
+                return Ok(FerryServe { held, addr, log });
+            }
+            if held.ended()? {
+                bail!("ferry serve exited at start:\n{}", tail(&read_log(&log), 20));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "ferry serve did not print `listening on` within {} s:\n{}",
+                    Self::WAIT.as_secs(),
+                    tail(&text, 20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops the server and returns its account. After a round the client completed
+    /// (`round_done`), first waits for the server to log the round's end, so the server's
+    /// account holds all of it and nothing of the round is cut short.
+    fn finish(mut self, round_done: bool) -> Result<Usage> {
+        if round_done {
+            let deadline = Instant::now() + Self::WAIT;
+            while !read_log(&self.log).contains(": round complete: ") {
+                if self.held.ended()? || Instant::now() > deadline {
+                    bail!(
+                        "ferry push succeeded but ferry serve did not log the round's end:\n{}",
+                        tail(&read_log(&self.log), 20)
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        self.held.finish()
+    }
+}
+
+/// The module name, of the rsync daemon and of `ferry serve`.
 const MODULE: &str = "ferrybench";
 
 /// An `rsync --daemon --no-detach` on 127.0.0.1 serving one module (the destination), run
@@ -403,7 +568,7 @@ impl RsyncDaemon {
             .into_iter()
             .map(OsString::from)
             .collect();
-            let mut held = Held::start(&env.wrapper, &env.scratch, "rsync", &a, &out)?;
+            let mut held = Held::start(&env.wrapper, &env.scratch, "rsync", &a, &[], &out)?;
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
@@ -491,8 +656,13 @@ mod tests {
     }
 
     #[test]
-    fn only_the_network_tools_are_missing() {
-        let missing: Vec<Tool> = Tool::ALL.into_iter().filter(|t| t.not_yet().is_some()).collect();
-        assert_eq!(missing, [Tool::FerryPushQuic, Tool::FerryPushTcp]);
+    fn push_tools_name_their_transport_and_have_a_server() {
+        let push: Vec<Tool> = Tool::ALL.into_iter().filter(|t| t.transport().is_some()).collect();
+        assert_eq!(push, [Tool::FerryPushQuic, Tool::FerryPushTcp]);
+        assert!(push.iter().all(|t| t.has_server() && t.is_ferry()));
+        assert_eq!(Tool::FerryPushTcp.transport(), Some(("tcp", LinkKind::Tcp)));
+        let out = r#"{"stats":{},"wire_bytes_sent":1,"wire_bytes_received":2,"transport":"QUIC"}"#;
+        assert_eq!(ferry_json_transport(out).as_deref(), Some("QUIC"));
+        assert_eq!(ferry_json_transport(r#"{"stats":{}}"#), None);
     }
 }

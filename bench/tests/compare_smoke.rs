@@ -1,6 +1,6 @@
 //! End to end: `ferry-bench compare` at a tiny scale produces its JSON, markdown report and
-//! chart, with every run of every tool verified. It checks outputs and tree equality, never
-//! timings.
+//! chart, with every run of every tool verified, `ferry push` to `ferry serve` over QUIC and
+//! over TCP on loopback included. It checks outputs and tree equality, never timings.
 //!
 //! It needs the `ferry` binary of this workspace, built in the same profile as this test
 //! (`cargo test --workspace` builds it; `cargo test -p ferry-bench` alone does not), and rsync.
@@ -55,7 +55,7 @@ fn compare_produces_verified_json_and_report() {
         runs.iter().any(|r| r["scenario"] == scenario && r["tool"] == tool && r["verified"] == true)
     };
     for scenario in ["initial-mixed", "incremental", "nochange-many", "initial-many"] {
-        for tool in ["ferry-sync", "rsync", "rsync-daemon"] {
+        for tool in ["ferry-sync", "ferry-push-quic", "ferry-push-tcp", "rsync", "rsync-daemon"] {
             assert!(ran(scenario, tool), "no verified run of {tool} in {scenario}");
         }
     }
@@ -66,20 +66,35 @@ fn compare_produces_verified_json_and_report() {
         assert!(r["client"]["max_rss_bytes"].as_u64().unwrap_or(0) > 0, "peak RSS: {r}");
         assert_eq!(r["client"]["exit_code"], 0);
     }
-    let daemon = runs.iter().find(|r| r["tool"] == "rsync-daemon").expect("daemon run");
-    assert!(daemon["server"]["max_rss_bytes"].as_u64().unwrap_or(0) > 0, "server side measured");
-    // The network tools are listed, honestly, as not available.
+    for tool in ["rsync-daemon", "ferry-push-quic", "ferry-push-tcp"] {
+        for r in runs.iter().filter(|r| r["tool"] == tool) {
+            let server = &r["server"];
+            assert!(server["max_rss_bytes"].as_u64().unwrap_or(0) > 0, "server side measured: {r}");
+            assert!(server["wall_secs"].as_f64().unwrap_or(0.0) > 0.0, "server side measured: {r}");
+        }
+    }
+    // A push into an empty destination sends every byte of every file.
+    let push = runs
+        .iter()
+        .find(|r| r["tool"] == "ferry-push-quic" && r["scenario"] == "initial-mixed")
+        .expect("push run");
+    assert!(push["transfer"]["literal"].as_u64().unwrap_or(0) > 0, "literal bytes: {push}");
+    assert!(push["transfer"]["payload"].is_u64(), "payload bytes: {push}");
     let tools = v["tools"].as_array().expect("tools");
-    let quic = tools.iter().find(|t| t["tool"] == "ferry-push-quic").expect("quic listed");
-    assert_eq!(quic["available"], false);
+    assert!(tools.iter().all(|t| t["available"] == true), "every tool ran: {tools:?}");
 
     let md = std::fs::read_to_string(&report).expect("report written");
     assert!(md.contains("| scenario | tool |") && md.contains("ferry sync"), "{md}");
     assert!(md.contains("](BENCH.svg)"), "chart linked: {md}");
-    assert!(md.contains("not yet") || md.contains("Not yet"), "{md}");
+    assert!(md.contains("| ferry push QUIC |") && md.contains("| ferry push TCP |"), "{md}");
     let svg = std::fs::read_to_string(tmp.path().join("BENCH.svg")).expect("chart written");
-    assert!(svg.contains("<svg") && svg.contains("rsyncd"), "chart content");
+    assert!(
+        svg.contains("<svg") && svg.contains("rsyncd") && svg.contains("quic"),
+        "chart content"
+    );
     assert!(stdout.contains("initial-mixed") && stdout.contains("goals of issue 5"), "{stdout}");
+    // The goals take `ferry push` over QUIC as Ferry's figure.
+    assert!(stdout.contains("incremental: ferry push QUIC /"), "{stdout}");
     // A successful run leaves nothing behind in the work directory.
     assert_eq!(std::fs::read_dir(&work).expect("work dir").count(), 0);
 }
