@@ -162,6 +162,7 @@ impl SyncOptions {
             specials: self.specials,
             one_file_system: self.one_file_system,
             max_xattr_value: Limits::default().max_xattr_value,
+            remove_stale_temps: None,
         })
     }
 }

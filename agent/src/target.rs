@@ -79,11 +79,13 @@ impl LocalDestination {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(0);
+        let nonce = nonce & 0xffff_ffff_ffff;
+        let walk = WalkOptions { remove_stale_temps: Some(temp_prefix(nonce)), ..walk };
         LocalDestination {
             walker: Mutex::new(Walker::new(root.clone(), walk)),
             root,
             limits,
-            nonce: nonce & 0xffff_ffff_ffff,
+            nonce,
             bases: Mutex::new(HashMap::new()),
             staging: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
@@ -94,13 +96,21 @@ impl LocalDestination {
 
     /// Warnings from the walk (entries that could not be read).
     pub fn walk_warnings(&self) -> Vec<String> {
-        std::mem::take(&mut lock(&self.walker).skipped)
+        let mut w = lock(&self.walker);
+        let mut out = std::mem::take(&mut w.skipped);
+        let removed = std::mem::take(&mut w.stale_temps_removed);
+        if removed > 0 {
+            out.push(format!(
+                "removed {removed} temp file(s) left by an interrupted earlier round"
+            ));
+        }
+        out
     }
 
     fn temp_name(&self) -> Vec<u8> {
         let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
-        let mut v = TEMP_PREFIX.to_vec();
-        v.extend_from_slice(format!("{:x}.{n}", self.nonce).as_bytes());
+        let mut v = temp_prefix(self.nonce);
+        v.extend_from_slice(n.to_string().as_bytes());
         v
     }
 
@@ -589,6 +599,13 @@ impl Drop for LocalDestination {
             let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
         }
     }
+}
+
+/// `.~ferry.<nonce>.`: the prefix of every temp file of the round with this nonce.
+fn temp_prefix(nonce: u64) -> Vec<u8> {
+    let mut v = TEMP_PREFIX.to_vec();
+    v.extend_from_slice(format!("{nonce:x}.").as_bytes());
+    v
 }
 
 /// Writes `data` at `offset`, leaving all-zero 4 KiB blocks as holes (the file is new, so a

@@ -26,6 +26,10 @@ pub struct WalkOptions {
     pub one_file_system: bool,
     /// Largest xattr value carried.
     pub max_xattr_value: usize,
+    /// On a destination: remove temp files of earlier, interrupted rounds (all `.~ferry.*`
+    /// names except those starting with this round's own prefix). A directory is listed
+    /// before this round writes any temp file into it, so what the listing shows is stale.
+    pub remove_stale_temps: Option<Vec<u8>>,
 }
 
 struct Level {
@@ -45,6 +49,8 @@ pub struct Walker {
     links: HashMap<(u64, u64), RelPath>,
     /// Warnings about entries that could not be read (and were skipped).
     pub skipped: Vec<String>,
+    /// Temp files of interrupted rounds removed by this walk.
+    pub stale_temps_removed: u64,
 }
 
 impl std::fmt::Debug for Walker {
@@ -63,6 +69,7 @@ impl Walker {
             started: false,
             links: HashMap::new(),
             skipped: Vec::new(),
+            stale_temps_removed: 0,
         }
     }
 
@@ -86,6 +93,14 @@ impl Walker {
                 continue;
             };
             if name.starts_with(TEMP_PREFIX) {
+                if let Some(own) = &self.opts.remove_stale_temps {
+                    // Only files and symlinks: Ferry never makes a temp directory.
+                    if !name.starts_with(own)
+                        && rfs::unlinkat(&level.fd, name.as_slice(), AtFlags::empty()).is_ok()
+                    {
+                        self.stale_temps_removed += 1;
+                    }
+                }
                 continue;
             }
             let path = match &level.path {

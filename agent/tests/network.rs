@@ -590,6 +590,13 @@ fn a_cut_connection_is_transient_and_the_next_round_completes() {
         "tcp",
     ]));
     assert_same_tree(&src, &dst);
+    // No temp file of the cut round survives the next one.
+    let left: Vec<_> = std::fs::read_dir(&dst)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".~ferry."))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

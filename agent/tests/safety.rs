@@ -234,3 +234,20 @@ fn content_change_leaves_the_old_inode_alone() {
     assert_eq!(std::fs::read(dst.join("f")).unwrap(), new);
     assert_eq!(std::fs::read(snap.join("f")).unwrap(), old);
 }
+
+/// Temp files left by an interrupted round are removed by the next one (and never mistaken
+/// for data: they are neither listed nor deleted as extraneous entries of the source).
+#[test]
+fn stale_temp_files_are_removed_by_the_next_round() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::create_dir_all(dst.join("d")).unwrap();
+    std::fs::write(src.join("d/f"), b"data").unwrap();
+    std::fs::write(dst.join(".~ferry.abc123.0"), b"half-written").unwrap();
+    std::fs::write(dst.join("d/.~ferry.abc123.7"), b"half-written").unwrap();
+    let r = sync::run(&src, &dst, &SyncOptions::default()).unwrap();
+    assert!(r.warnings.iter().any(|w| w.contains("removed 2 temp file(s)")), "{:?}", r.warnings);
+    assert_eq!(names(&dst), ["d"]);
+    assert_eq!(names(&dst.join("d")), ["f"]);
+}
