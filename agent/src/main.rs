@@ -89,6 +89,18 @@ enum Command {
         /// Cap what the server sends per connection (as for push).
         #[arg(long, value_name = "RATE", value_parser = parse_rate)]
         bwlimit: Option<u64>,
+        /// Take a hard-link snapshot of a module after each committed push, under
+        /// DIR/snapshots/MODULE/ (DIR must be on the module's filesystem, outside it).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Keep only the newest N snapshots per module (0: all).
+        #[arg(long, default_value_t = 0)]
+        keep_last: usize,
+    },
+    /// Snapshots of a module taken by `ferry serve --state-dir`.
+    Snapshots {
+        #[command(subcommand)]
+        action: SnapshotAction,
     },
     /// Push SRC into a module of a `ferry serve`: ferry://HOST:PORT/MODULE.
     Push {
@@ -138,6 +150,22 @@ enum Command {
         /// Size of the sample's large file, in MiB.
         #[arg(long, default_value_t = 64)]
         big_mib: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotAction {
+    /// List a module's snapshots, oldest first.
+    List {
+        /// The state directory given to `ferry serve`.
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+        /// The module.
+        #[arg(long)]
+        module: String,
+        /// JSON on stdout.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -388,8 +416,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Init { out, names, days, k8s_secret } => {
             run_init(&out, &names, days, k8s_secret.as_deref())
         }
-        Command::Serve { listen, modules, identity, stdio, threads, bwlimit } => {
-            run_serve(listen, &modules, identity.as_deref(), stdio, threads, bwlimit.unwrap_or(0))
+        Command::Serve {
+            listen,
+            modules,
+            identity,
+            stdio,
+            threads,
+            bwlimit,
+            state_dir,
+            keep_last,
+        } => run_serve(
+            listen,
+            &modules,
+            identity.as_deref(),
+            stdio,
+            threads,
+            bwlimit.unwrap_or(0),
+            state_dir,
+            keep_last,
+        ),
+        Command::Snapshots { action: SnapshotAction::List { state_dir, module, json } } => {
+            let list = ferry_agent::snapshot::Snapshots::at(&state_dir, &module).list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:<24} {:>6} {:>10} {:>12}  committed (unix time)",
+                    "id", "round", "entries", "bytes"
+                );
+                for r in &list {
+                    println!(
+                        "{:<24} {:>6} {:>10} {:>12}  {}",
+                        r.id, r.round, r.entries, r.bytes, r.time_unix
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Push { src, url, net, round } => run_net(Direction::Push, &src, &url, net, round),
         Command::Pull { url, dst, net, round } => run_net(Direction::Pull, &dst, &url, net, round),
@@ -433,6 +495,7 @@ fn run_init(
     Ok(ExitCode::SUCCESS)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_serve(
     listen: std::net::SocketAddr,
     modules: &[String],
@@ -440,13 +503,22 @@ fn run_serve(
     stdio: bool,
     threads: usize,
     bwlimit: u64,
+    state_dir: Option<PathBuf>,
+    keep_last: usize,
 ) -> anyhow::Result<ExitCode> {
     let modules = modules
         .iter()
         .map(|m| Module::parse(m))
         .collect::<Result<Vec<_>, _>>()
         .map_err(RemoteError::Usage)?;
-    let cfg = ServeConfig { modules, threads, bwlimit };
+    if let Some(state) = &state_dir {
+        // Refuse at start-up, not after the first round, when snapshots cannot work.
+        for m in &modules {
+            ferry_agent::snapshot::Snapshots::open(state, &m.name, &m.path)
+                .with_context(|| format!("--state-dir for module {:?}", m.name))?;
+        }
+    }
+    let cfg = ServeConfig { modules, threads, bwlimit, state_dir, keep_last };
     let rt = runtime()?;
     if stdio {
         let link = Link::from_streams(

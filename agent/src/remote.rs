@@ -416,6 +416,10 @@ pub struct ServeConfig {
     pub threads: usize,
     /// Bandwidth cap per connection, bytes/s (0: none).
     pub bwlimit: u64,
+    /// Where snapshots go: a hard-link snapshot of a module after each committed push.
+    pub state_dir: Option<PathBuf>,
+    /// Snapshots kept per module (0: all).
+    pub keep_last: usize,
 }
 
 /// Serves modules on `listen` (QUIC and TLS-over-TCP on the same port) until the process ends.
@@ -587,6 +591,27 @@ pub async fn serve_link(
     .await?;
     let mut r = Report::new(&out, Vec::new());
     r.transport = Some(kind.to_string());
+    // Only a committed round is snapshotted; the module's claim is still held, so no other
+    // round changes the tree meanwhile.
+    if let (Some(state), Direction::Push, false) = (&cfg.state_dir, req.direction, opts.dry_run) {
+        let (state, name, path, stats, keep) =
+            (state.clone(), module.name.clone(), module.path.clone(), r.stats, cfg.keep_last);
+        let taken = tokio::task::spawn_blocking(move || {
+            crate::snapshot::Snapshots::open(&state, &name, &path)?.take(&path, &stats, keep)
+        })
+        .await;
+        match taken {
+            Ok(Ok(rec)) => tracing::info!(
+                "module {:?}: snapshot {} ({} entries, {} bytes)",
+                module.name,
+                rec.id,
+                rec.entries,
+                rec.bytes
+            ),
+            Ok(Err(e)) => tracing::error!("module {:?}: snapshot failed: {e}", module.name),
+            Err(e) => tracing::error!("module {:?}: snapshot task failed: {e}", module.name),
+        }
+    }
     Ok(Some(r))
 }
 

@@ -699,3 +699,123 @@ fn bench_peer_measures_both_ways_and_touches_nothing() {
     let names: Vec<_> = std::fs::read_dir(&dst).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["keep"]);
 }
+
+fn serve_with(identity: &Path, modules: &[String], extra: &[&str]) -> Server {
+    let mut cmd = Command::new(FERRY);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--identity"]).arg(identity).args(extra);
+    for m in modules {
+        cmd.args(["--module", m]);
+    }
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .parse()
+        .unwrap();
+    Server { child, addr }
+}
+
+fn snapshots(state: &Path, want: usize) -> Vec<serde_json::Value> {
+    // The server snapshots after telling the client the round is done: wait for it (bounded).
+    for _ in 0..200 {
+        let out = ferry(&["snapshots", "list", "--state-dir", s(state), "--module", "m", "--json"]);
+        check_ok(&out);
+        let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        if v.last().and_then(|r| r["round"].as_u64()) == Some(want as u64) {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("snapshot of round {want} never appeared");
+}
+
+/// After each round the destination holds a snapshot equal to the source as it was at that
+/// round, unchanged by later rounds (hard links share inodes with the live tree, and rounds
+/// never modify an inode in place); retention keeps the newest N.
+#[test]
+fn each_pushed_round_leaves_a_snapshot_of_that_round() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let (src, dst, state) = (t.path().join("src"), t.path().join("dst"), t.path().join("state"));
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("a"), b"version 1").unwrap();
+    std::fs::write(src.join("d/b"), b"bbb").unwrap();
+    std::os::unix::fs::symlink("a", src.join("l")).unwrap();
+    let srv = serve_with(
+        &c.join("destination"),
+        &[format!("m={}", s(&dst))],
+        &["--state-dir", s(&state), "--keep-last", "2"],
+    );
+    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+    let push = || {
+        check_ok(&ferry(&["push", s(&src), &url, "--identity", s(&c.join("source")), "--delete"]))
+    };
+    let keep = |n: u32| {
+        let r = t.path().join(format!("ref{n}"));
+        let out = Command::new("rsync")
+            .arg("-aHAX")
+            .arg(format!("{}/", s(&src)))
+            .arg(&r)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        r
+    };
+    push();
+    let ref1 = keep(1);
+    let s1 = snapshots(&state, 1);
+    let snap =
+        |rec: &serde_json::Value| state.join("snapshots/m").join(rec["id"].as_str().unwrap());
+    assert_same_tree(&ref1, &snap(&s1[0]));
+    // Round 2: content, mode and type changes, a delete and an add.
+    std::fs::write(src.join("a"), b"version 2, longer").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(src.join("d/b"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(src.join("l")).unwrap();
+    std::fs::write(src.join("c"), b"new").unwrap();
+    push();
+    let ref2 = keep(2);
+    let s2 = snapshots(&state, 2);
+    assert_same_tree(&ref1, &snap(&s2[0]));
+    assert_same_tree(&ref2, &snap(&s2[1]));
+    // Round 3: the directory goes; retention drops round 1.
+    std::fs::remove_dir_all(src.join("d")).unwrap();
+    push();
+    let s3 = snapshots(&state, 3);
+    assert_eq!(s3.iter().map(|r| r["round"].as_u64().unwrap()).collect::<Vec<_>>(), [2, 3]);
+    assert_same_tree(&ref2, &snap(&s3[0]));
+    assert_same_tree(&src, &snap(&s3[1]));
+    assert_same_tree(&src, &dst);
+}
+
+/// Hard-link snapshots need the state directory on the module's filesystem: refuse at start.
+#[test]
+fn a_state_dir_on_another_filesystem_is_refused_at_start() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(
+        std::fs::metadata(shm.path()).unwrap().dev(),
+        std::fs::metadata(t.path()).unwrap().dev()
+    );
+    let out = Command::new(FERRY)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--identity",
+            s(&c.join("destination")),
+            "--state-dir",
+            s(shm.path()),
+        ])
+        .args(["--module", &format!("m={}", s(&t.path().join("dst")))])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another filesystem"), "{err}");
+}

@@ -1,0 +1,309 @@
+//! Snapshots of a destination after each committed round: a complete point-in-time copy to
+//! fail over to.
+//!
+//! The `hardlink` snapshotter makes a tree of hard links on the same filesystem as the module:
+//! directories are recreated (with their metadata), files are linked (metadata cost only),
+//! symlinks and special files are recreated. It is safe only because a round never modifies
+//! an inode in place (see `target.rs`): the live tree gets new inodes, the snapshot keeps the
+//! old ones. A snapshot is built under a temporary name and renamed into place when complete,
+//! then described by a JSON record beside it.
+//!
+//! ```text
+//!   STATE/snapshots/MODULE/000001-20261121T015300Z/      the tree
+//!   STATE/snapshots/MODULE/000001-20261121T015300Z.json  its record (round, time, stats)
+//! ```
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ferry_core::{EntryKind, Stats};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode};
+use serde::{Deserialize, Serialize};
+
+use crate::fs::{apply_meta, can_chown, times, Root};
+use crate::walk::{WalkOptions, Walker};
+
+/// The record of one snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotRecord {
+    /// Its id (also its directory name): round number and UTC time.
+    pub id: String,
+    /// The round it captures (1 for the first round into the module).
+    pub round: u64,
+    /// When the round committed, seconds since the Unix epoch.
+    pub time_unix: u64,
+    /// Entries in the snapshot.
+    pub entries: u64,
+    /// Bytes of regular files in it.
+    pub bytes: u64,
+    /// The destination's account of the round.
+    pub stats: Stats,
+}
+
+/// Why a snapshot failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The state directory is on another filesystem than the module (hard links cannot cross).
+    #[error(
+        "the state directory {state} is on another filesystem than module {module}: hard-link \
+         snapshots need both on the same filesystem (put --state-dir on the volume)"
+    )]
+    CrossDevice {
+        /// The state directory.
+        state: PathBuf,
+        /// The module's directory.
+        module: PathBuf,
+    },
+    /// An I/O error, with what was being done.
+    #[error("{what}: {source}")]
+    Io {
+        /// What failed.
+        what: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> SnapshotError {
+    let what = what.into();
+    move |source| SnapshotError::Io { what, source }
+}
+
+/// Snapshots of one module under a state directory.
+#[derive(Debug, Clone)]
+pub struct Snapshots {
+    dir: PathBuf,
+}
+
+impl Snapshots {
+    /// The snapshots of `module` under `state`; checks the state directory can hold hard-link
+    /// snapshots of `module_path` (same filesystem), creating it if needed.
+    ///
+    /// # Errors
+    /// [`SnapshotError::CrossDevice`], or I/O errors creating the directory.
+    pub fn open(
+        state: &Path,
+        module: &str,
+        module_path: &Path,
+    ) -> Result<Snapshots, SnapshotError> {
+        let dir = state.join("snapshots").join(module);
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        std::fs::create_dir_all(module_path)
+            .map_err(io_err(format!("creating {}", module_path.display())))?;
+        use std::os::unix::fs::MetadataExt;
+        let a = std::fs::metadata(&dir).map_err(io_err(format!("{}", dir.display())))?;
+        let b =
+            std::fs::metadata(module_path).map_err(io_err(format!("{}", module_path.display())))?;
+        if a.dev() != b.dev() {
+            return Err(SnapshotError::CrossDevice {
+                state: state.into(),
+                module: module_path.into(),
+            });
+        }
+        // Snapshots inside the data directory would be replicated into (and deleted from) it.
+        let (cs, cm) = (state.canonicalize(), module_path.canonicalize());
+        if let (Ok(cs), Ok(cm)) = (cs, cm) {
+            if cs.starts_with(&cm) {
+                return Err(SnapshotError::Io {
+                    what: format!("--state-dir {} is inside module directory {}", state.display(), module_path.display()),
+                    source: io::Error::other("the data directory must hold exactly the source's tree; put the state directory beside it"),
+                });
+            }
+        }
+        Ok(Snapshots { dir })
+    }
+
+    /// The snapshots of `module` under `state`, for reading (no checks, nothing created).
+    pub fn at(state: &Path, module: &str) -> Snapshots {
+        Snapshots { dir: state.join("snapshots").join(module) }
+    }
+
+    /// Every snapshot's record, oldest first.
+    ///
+    /// # Errors
+    /// I/O errors reading the directory; unreadable records are skipped.
+    pub fn list(&self) -> Result<Vec<SnapshotRecord>, SnapshotError> {
+        let mut out = Vec::new();
+        let rd = std::fs::read_dir(&self.dir)
+            .map_err(io_err(format!("reading {}", self.dir.display())))?;
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                if let Ok(r) = std::fs::read(&p)
+                    .map_err(|_| ())
+                    .and_then(|b| serde_json::from_slice(&b).map_err(|_| ()))
+                {
+                    out.push(r);
+                }
+            }
+        }
+        out.sort_by(|a: &SnapshotRecord, b| a.round.cmp(&b.round).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// The directory holding snapshot `id`.
+    pub fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Takes a hard-link snapshot of `module_path` for `round`, then keeps only the newest
+    /// `keep_last` snapshots (0: keep all).
+    ///
+    /// # Errors
+    /// [`SnapshotError`]; a failed snapshot leaves no directory under its final name.
+    pub fn take(
+        &self,
+        module_path: &Path,
+        stats: &Stats,
+        keep_last: usize,
+    ) -> Result<SnapshotRecord, SnapshotError> {
+        let round = self.list()?.last().map_or(1, |r| r.round + 1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let when = time::OffsetDateTime::from_unix_timestamp(now as i64)
+            .map(|t| {
+                format!(
+                    "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+                    t.year(),
+                    u8::from(t.month()),
+                    t.day(),
+                    t.hour(),
+                    t.minute(),
+                    t.second()
+                )
+            })
+            .unwrap_or_else(|_| now.to_string());
+        let id = format!("{round:06}-{when}");
+        let tmp = self.dir.join(format!(".{id}.partial"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let (entries, bytes) = hardlink_tree(module_path, &tmp).map_err(io_err(format!(
+            "snapshotting {} into {}",
+            module_path.display(),
+            tmp.display()
+        )))?;
+        let fin = self.dir.join(&id);
+        std::fs::rename(&tmp, &fin).map_err(io_err(format!("renaming {}", tmp.display())))?;
+        let rec =
+            SnapshotRecord { id: id.clone(), round, time_unix: now, entries, bytes, stats: *stats };
+        let json = self.dir.join(format!("{id}.json"));
+        write_atomic(&json, &serde_json::to_vec_pretty(&rec).unwrap_or_default())
+            .map_err(io_err(format!("writing {}", json.display())))?;
+        if keep_last > 0 {
+            let all = self.list()?;
+            for old in all.iter().take(all.len().saturating_sub(keep_last)) {
+                self.delete(&old.id)?;
+            }
+        }
+        Ok(rec)
+    }
+
+    /// Deletes snapshot `id` (record first, so a half-deleted tree is never listed).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn delete(&self, id: &str) -> Result<(), SnapshotError> {
+        let json = self.dir.join(format!("{id}.json"));
+        let _ = std::fs::remove_file(&json);
+        match std::fs::remove_dir_all(self.dir.join(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(io_err(format!("deleting snapshot {id}"))(e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Builds `dest` (which must not exist) as a hard-link image of `src`. Returns (entries,
+/// bytes of files). Everything is fd-relative and never follows a symlink.
+fn hardlink_tree(src: &Path, dest: &Path) -> io::Result<(u64, u64)> {
+    std::fs::create_dir(dest)?;
+    let src_root = Arc::new(Root::open(src)?);
+    let dst_root = Root::open(dest)?;
+    let walk = WalkOptions {
+        specials: true,
+        one_file_system: true,
+        max_xattr_value: 64 << 10,
+        ..WalkOptions::default()
+    };
+    let mut walker = Walker::new(src_root.clone(), walk);
+    let mut dirs = Vec::new();
+    let (mut entries, mut bytes) = (0u64, 0u64);
+    loop {
+        let (batch, done) = walker.next_batch(1024)?;
+        for l in batch {
+            let e = l.entry;
+            let dparent = dst_root.parent_of(&e.path)?;
+            let name = e.path.file_name();
+            match &e.kind {
+                EntryKind::Dir => {
+                    rfs::mkdirat(&dparent, name, Mode::from_bits_truncate(0o700))?;
+                    dirs.push(e);
+                }
+                EntryKind::File | EntryKind::HardLink { .. } => {
+                    let sparent = src_root.parent_of(&e.path)?;
+                    rfs::linkat(&sparent, name, &dparent, name, AtFlags::empty())?;
+                    bytes += e.size;
+                }
+                EntryKind::Symlink { target } => {
+                    rfs::symlinkat(target.as_slice(), &dparent, name)?;
+                    if can_chown() {
+                        rfs::chownat(
+                            &dparent,
+                            name,
+                            Some(rustix::process::Uid::from_raw(e.meta.uid)),
+                            Some(rustix::process::Gid::from_raw(e.meta.gid)),
+                            AtFlags::SYMLINK_NOFOLLOW,
+                        )?;
+                    }
+                    rfs::utimensat(
+                        &dparent,
+                        name,
+                        &times(e.meta.mtime_ns),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )?;
+                }
+                EntryKind::Fifo | EntryKind::CharDevice { .. } | EntryKind::BlockDevice { .. } => {
+                    let (ft, rdev) = match e.kind {
+                        EntryKind::CharDevice { rdev } => (FileType::CharacterDevice, rdev),
+                        EntryKind::BlockDevice { rdev } => (FileType::BlockDevice, rdev),
+                        _ => (FileType::Fifo, 0),
+                    };
+                    rfs::mknodat(&dparent, name, ft, Mode::from_bits_truncate(e.meta.mode), rdev)?;
+                    rfs::utimensat(
+                        &dparent,
+                        name,
+                        &times(e.meta.mtime_ns),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )?;
+                }
+            }
+            entries += 1;
+        }
+        if done {
+            break;
+        }
+    }
+    // Directory metadata last and deepest first: adding entries changes a directory's mtime.
+    for d in dirs.iter().rev() {
+        let fd = dst_root.open_dir(Some(&d.path))?;
+        apply_meta(&fd, &d.meta, &d.xattrs)?;
+    }
+    let st = rfs::fstat(src_root.fd())?;
+    apply_meta(dst_root.fd(), &crate::fs::meta_of(&st), &[])?;
+    rfs::syncfs(dst_root.fd())?;
+    Ok((entries, bytes))
+}
