@@ -596,17 +596,19 @@ pub async fn serve_link(
     if let (Some(state), Direction::Push, false) = (&cfg.state_dir, req.direction, opts.dry_run) {
         let (state, name, path, stats, keep) =
             (state.clone(), module.name.clone(), module.path.clone(), r.stats, cfg.keep_last);
+        let started = std::time::Instant::now();
         let taken = tokio::task::spawn_blocking(move || {
             crate::snapshot::Snapshots::open(&state, &name, &path)?.take(&path, &stats, keep)
         })
         .await;
         match taken {
             Ok(Ok(rec)) => tracing::info!(
-                "module {:?}: snapshot {} ({} entries, {} bytes)",
+                "module {:?}: snapshot {} ({} entries, {} bytes) in {:.2} s",
                 module.name,
                 rec.id,
                 rec.entries,
-                rec.bytes
+                rec.bytes,
+                started.elapsed().as_secs_f64()
             ),
             Ok(Err(e)) => tracing::error!("module {:?}: snapshot failed: {e}", module.name),
             Err(e) => tracing::error!("module {:?}: snapshot task failed: {e}", module.name),
