@@ -97,6 +97,22 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         keep_last: usize,
     },
+    /// Copy a snapshot into a directory (new inodes: writing there never changes the
+    /// snapshot), as a verified `ferry sync --delete` from the snapshot.
+    Restore {
+        /// The state directory given to `ferry serve`.
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+        /// The module.
+        #[arg(long)]
+        module: String,
+        /// The snapshot id (see `ferry snapshots list`).
+        #[arg(long)]
+        snapshot: String,
+        /// Where to restore (created if missing; entries not in the snapshot are removed).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
     /// Snapshots of a module taken by `ferry serve --state-dir`.
     Snapshots {
         #[command(subcommand)]
@@ -155,6 +171,18 @@ enum Command {
 
 #[derive(Subcommand)]
 enum SnapshotAction {
+    /// Delete one snapshot (its record first, then its tree).
+    Delete {
+        /// The state directory given to `ferry serve`.
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+        /// The module.
+        #[arg(long)]
+        module: String,
+        /// The snapshot id (see `ferry snapshots list`).
+        #[arg(long)]
+        snapshot: String,
+    },
     /// List a module's snapshots, oldest first.
     List {
         /// The state directory given to `ferry serve`.
@@ -435,6 +463,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             state_dir,
             keep_last,
         ),
+        Command::Snapshots { action: SnapshotAction::Delete { state_dir, module, snapshot } } => {
+            let snaps = ferry_agent::snapshot::Snapshots::at(&state_dir, &module);
+            if !snaps.list()?.iter().any(|r| r.id == snapshot) {
+                anyhow::bail!(RemoteError::Usage(format!(
+                    "module {module:?} has no snapshot {snapshot:?}"
+                )));
+            }
+            snaps.delete(&snapshot)?;
+            println!("deleted snapshot {snapshot} of module {module:?}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { state_dir, module, snapshot, to } => {
+            let snaps = ferry_agent::snapshot::Snapshots::at(&state_dir, &module);
+            if !snaps.list()?.iter().any(|r| r.id == snapshot) {
+                anyhow::bail!(RemoteError::Usage(format!(
+                    "module {module:?} has no snapshot {snapshot:?}"
+                )));
+            }
+            let opts = SyncOptions { delete: true, ..SyncOptions::default() };
+            let r = sync_with_progress(&snaps.path(&snapshot), &to, &opts, false, true)
+                .with_context(|| format!("restoring snapshot {snapshot} to {}", to.display()))?;
+            print_summary(&r, false);
+            println!("restored snapshot {snapshot} of module {module:?} to {}", to.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Snapshots { action: SnapshotAction::List { state_dir, module, json } } => {
             let list = ferry_agent::snapshot::Snapshots::at(&state_dir, &module).list()?;
             if json {

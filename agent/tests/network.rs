@@ -789,6 +789,31 @@ fn each_pushed_round_leaves_a_snapshot_of_that_round() {
     assert_same_tree(&ref2, &snap(&s3[0]));
     assert_same_tree(&src, &snap(&s3[1]));
     assert_same_tree(&src, &dst);
+    // Restore round 2 elsewhere: a copy, so writing into it leaves the snapshot alone.
+    let restored = t.path().join("restored");
+    let id2 = s3[0]["id"].as_str().unwrap();
+    let restore = [
+        "restore",
+        "--state-dir",
+        s(&state),
+        "--module",
+        "m",
+        "--snapshot",
+        id2,
+        "--to",
+        s(&restored),
+    ];
+    check_ok(&ferry(&restore));
+    assert_same_tree(&ref2, &restored);
+    std::fs::write(restored.join("a"), b"the app wrote here").unwrap();
+    assert_same_tree(&ref2, &snap(&s3[0]));
+    // Delete it; an unknown id is a usage error.
+    let del = ["snapshots", "delete", "--state-dir", s(&state), "--module", "m", "--snapshot", id2];
+    check_ok(&ferry(&del));
+    assert!(!snap(&s3[0]).exists());
+    assert_eq!(ferry(&del).status.code(), Some(2));
+    let left = snapshots(&state, 3);
+    assert_eq!(left.len(), 1);
 }
 
 /// Hard-link snapshots need the state directory on the module's filesystem: refuse at start.
