@@ -82,3 +82,28 @@ fn errors_explain_and_set_exit_codes() {
     let out = ferry(&["sync", "a", "b", "--exclude", "a{b"]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// README's first command: a sample tree, two agents on loopback, three pushed rounds, a
+/// snapshot per round, the destination equal to the source.
+#[test]
+fn demo_runs_the_whole_job() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("demo");
+    let out = ferry(&["demo", dir.to_str().unwrap(), "--files", "40", "--big-mib", "4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("== round 3: nothing changed"), "{text}");
+    let snaps: Vec<_> = std::fs::read_dir(dir.join("state/snapshots/data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    assert_eq!(snaps.len(), 3, "{snaps:?}");
+    let diff = Command::new("rsync")
+        .args(["-aHAXnic", "--delete"])
+        .arg(format!("{}/", dir.join("source").display()))
+        .arg(format!("{}/", dir.join("destination").display()))
+        .output()
+        .expect("rsync is installed (apt-get install rsync)");
+    assert_eq!(String::from_utf8_lossy(&diff.stdout), "");
+}
