@@ -21,6 +21,7 @@ pub mod fs;
 pub mod init;
 pub mod mmap;
 pub mod remote;
+pub mod schedule;
 pub mod snapshot;
 pub mod source;
 pub mod sync;

@@ -128,6 +128,8 @@ enum Command {
         net: NetFlags,
         #[command(flatten)]
         round: RoundFlags,
+        #[command(flatten)]
+        when: ScheduleFlags,
     },
     /// Pull a module of a `ferry serve` into DST.
     Pull {
@@ -139,6 +141,8 @@ enum Command {
         net: NetFlags,
         #[command(flatten)]
         round: RoundFlags,
+        #[command(flatten)]
+        when: ScheduleFlags,
     },
     /// Measure the link to a `ferry serve` (like iperf for volume replication): round-trip time
     /// and throughput each way, no disk involved. Run it before turning on replication.
@@ -260,6 +264,34 @@ impl RoundFlags {
             one_file_system: self.one_file_system,
         }
     }
+}
+
+/// Unattended operation of `ferry push` / `ferry pull`.
+#[derive(clap::Args)]
+struct ScheduleFlags {
+    /// Run a round every DURATION (e.g. 30s, 5m, 1h), the first one at once.
+    #[arg(long, value_name = "DURATION", conflicts_with = "schedule")]
+    every: Option<String>,
+    /// Run rounds at the times of a cron expression, in UTC (e.g. '*/15 * * * *').
+    #[arg(long, value_name = "CRON")]
+    schedule: Option<String>,
+    /// Delay each scheduled round by a random amount up to DURATION (spreads many agents).
+    #[arg(long, value_name = "DURATION")]
+    jitter: Option<String>,
+    /// One round, then exit (for a Kubernetes Job or CronJob); the default without a schedule.
+    #[arg(long)]
+    once: bool,
+    /// Retries of a round that fails transiently (network, peer restarting, module busy):
+    /// N or `forever`, with exponential backoff and jitter. Fatal errors are never retried.
+    #[arg(long, default_value = "3", value_parser = ferry_agent::schedule::Retries::parse)]
+    retries: ferry_agent::schedule::Retries,
+    /// Delay before the first retry (doubling each time, at most 5 minutes).
+    #[arg(long, value_name = "DURATION", default_value = "2s")]
+    retry_base: String,
+    /// Write the status (last round's times, result, stats, next run, missed intervals) to
+    /// this JSON file after every round, atomically.
+    #[arg(long, value_name = "PATH")]
+    status_file: Option<PathBuf>,
 }
 
 /// Flags of `ferry push` and `ferry pull`.
@@ -508,8 +540,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Push { src, url, net, round } => run_net(Direction::Push, &src, &url, net, round),
-        Command::Pull { url, dst, net, round } => run_net(Direction::Pull, &dst, &url, net, round),
+        Command::Push { src, url, net, round, when } => {
+            run_net(Direction::Push, &src, &url, net, round, when)
+        }
+        Command::Pull { url, dst, net, round, when } => {
+            run_net(Direction::Pull, &dst, &url, net, round, when)
+        }
         Command::Bench { peer, size_mib, json, net } => run_bench_cmd(&peer, size_mib, json, &net),
     }
 }
@@ -607,45 +643,189 @@ fn run_net(
     url: &str,
     net: NetFlags,
     round: RoundFlags,
+    when: ScheduleFlags,
 ) -> anyhow::Result<ExitCode> {
+    use ferry_agent::schedule::{Backoff, Jitter, Schedule};
+    use std::time::SystemTime;
     let url = Url::parse(url).map_err(RemoteError::Usage)?;
     let opts = remote_options(&net, round.options(3));
-    let itemize = (round.itemize || round.dry_run) && !round.json;
-    let progress = Progress::new(!round.no_progress);
-    let on_item: Box<dyn FnMut(&Itemized) + Send> = {
-        let bar = progress.bar.clone();
-        Box::new(move |it: &Itemized| {
-            if itemize {
-                let line = format!("{} {:<8} {}", action_code(it.action), it.kind, it.path);
-                match &bar {
-                    Some(b) => b.println(line),
-                    None => println!("{line}"),
+    let schedule = match (&when.every, &when.schedule) {
+        (Some(e), _) => Some(Schedule::every(e).map_err(RemoteError::Usage)?),
+        (None, Some(c)) => Some(Schedule::cron(c).map_err(RemoteError::Usage)?),
+        (None, None) => None,
+    };
+    let parse_d = |s: &str, flag: &str| {
+        humantime::parse_duration(s).map_err(|e| RemoteError::Usage(format!("{flag} {s:?}: {e}")))
+    };
+    let jitter = when.jitter.as_deref().map(|j| parse_d(j, "--jitter")).transpose()?;
+    let backoff =
+        Backoff { base: parse_d(&when.retry_base, "--retry-base")?, ..Backoff::default() };
+    let mut rng = Jitter::new(
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()),
+    );
+    let once = when.once || schedule.is_none();
+    let rt = runtime()?;
+    let mut status = Status::default();
+    let mut due = SystemTime::now();
+    loop {
+        if let Ok(wait) = due.duration_since(SystemTime::now()) {
+            std::thread::sleep(wait);
+        }
+        if let Some(j) = jitter {
+            std::thread::sleep(j.mul_f64(rng.next_unit()));
+        }
+        let start = SystemTime::now();
+        let mut attempt = 0;
+        let result = loop {
+            let r = one_round(&rt, direction, local, &url, &opts, &round);
+            match r {
+                Err(e) if e.is_transient() && when.retries.allows(attempt) => {
+                    let d = backoff.delay(attempt, rng.next_unit());
+                    tracing::warn!(
+                        "round failed ({e}); retry {} in {:.1} s",
+                        attempt + 1,
+                        d.as_secs_f64()
+                    );
+                    std::thread::sleep(d);
+                    attempt += 1;
+                }
+                r => break r,
+            }
+        };
+        let end = SystemTime::now();
+        let (next, missed) = match (&schedule, once) {
+            (Some(s), false) => s.after_round(due, end),
+            _ => (None, 0),
+        };
+        if missed > 0 {
+            tracing::warn!("the round overran {missed} scheduled time(s); they were skipped");
+        }
+        status.record(start, end, attempt + 1, &result, next, missed);
+        if let Some(path) = &when.status_file {
+            status.write(path).with_context(|| format!("writing {}", path.display()))?;
+        }
+        match result {
+            Ok(report) => {
+                if round.json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print_summary(&report, round.dry_run);
                 }
             }
-        })
-    };
-    let on_progress = progress.callback();
-    let rt = runtime()?;
+            // Fatal errors fail fast even on a schedule: retrying cannot fix them.
+            Err(e) if once || !e.is_transient() => return Err(e.into()),
+            Err(e) => tracing::error!(
+                "round failed after {} attempt(s): {e}; waiting for the next one",
+                attempt + 1
+            ),
+        }
+        match next {
+            Some(n) if !once => due = n,
+            _ => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
+
+/// One network round with its progress display.
+fn one_round(
+    rt: &tokio::runtime::Runtime,
+    direction: Direction,
+    local: &std::path::Path,
+    url: &Url,
+    opts: &RemoteOptions,
+    round: &RoundFlags,
+) -> Result<Report, RemoteError> {
+    let itemize = (round.itemize || round.dry_run) && !round.json;
+    let progress = Progress::new(!round.no_progress);
+    let bar = progress.bar.clone();
+    let on_item: Box<dyn FnMut(&Itemized) + Send> = Box::new(move |it: &Itemized| {
+        if itemize {
+            let line = format!("{} {:<8} {}", action_code(it.action), it.kind, it.path);
+            match &bar {
+                Some(b) => b.println(line),
+                None => println!("{line}"),
+            }
+        }
+    });
     let r = rt.block_on(run_client(
         direction,
         local,
-        &url,
-        &opts,
+        url,
+        opts,
         on_item,
-        on_progress,
+        progress.callback(),
         progress.every,
     ));
     progress.finish();
-    let report = r?;
-    for w in &report.warnings {
-        tracing::warn!("skipped: {w}");
+    if let Ok(report) = &r {
+        for w in &report.warnings {
+            tracing::warn!("skipped: {w}");
+        }
     }
-    if round.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_summary(&report, round.dry_run);
+    r
+}
+
+/// What `--status-file` holds: enough for an operator (or a restarted agent) to see where
+/// replication stands.
+#[derive(Debug, Default, serde::Serialize)]
+struct Status {
+    last_start_unix: f64,
+    last_end_unix: f64,
+    last_duration_secs: f64,
+    last_result: String,
+    last_attempts: u32,
+    last_transport: Option<String>,
+    last_stats: Option<ferry_core::Stats>,
+    last_success_unix: Option<f64>,
+    rounds_ok: u64,
+    rounds_failed: u64,
+    missed_intervals: u64,
+    next_run_unix: Option<f64>,
+}
+
+impl Status {
+    fn record(
+        &mut self,
+        start: std::time::SystemTime,
+        end: std::time::SystemTime,
+        attempts: u32,
+        result: &Result<Report, RemoteError>,
+        next: Option<std::time::SystemTime>,
+        missed: u64,
+    ) {
+        let unix = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+        };
+        self.last_start_unix = unix(start);
+        self.last_end_unix = unix(end);
+        self.last_duration_secs = self.last_end_unix - self.last_start_unix;
+        self.last_attempts = attempts;
+        self.missed_intervals += missed;
+        self.next_run_unix = next.map(unix);
+        match result {
+            Ok(r) => {
+                self.last_result = "ok".into();
+                self.last_transport = r.transport.clone();
+                self.last_stats = Some(r.stats);
+                self.last_success_unix = Some(self.last_end_unix);
+                self.rounds_ok += 1;
+            }
+            Err(e) => {
+                self.last_result = format!("error: {e}");
+                self.rounds_failed += 1;
+            }
+        }
     }
-    Ok(ExitCode::SUCCESS)
+
+    fn write(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(self).unwrap_or_default())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
 }
 
 fn remote_options(net: &NetFlags, sync: SyncOptions) -> RemoteOptions {

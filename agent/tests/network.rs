@@ -844,3 +844,80 @@ fn a_state_dir_on_another_filesystem_is_refused_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another filesystem"), "{err}");
 }
+
+/// Transient failures are retried with backoff, fatal ones are not, and the status file says
+/// what happened.
+#[test]
+fn transient_failures_are_retried_fatal_ones_fail_fast_and_status_is_written() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let src = t.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    let status = t.path().join("status.json");
+    // Nothing listens on this port: connection refused, a transient error.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("ferry://127.0.0.1:{free}/m");
+    let out = ferry(&[
+        "push",
+        s(&src),
+        &url,
+        "--identity",
+        s(&c.join("source")),
+        "--transport",
+        "tcp",
+        "--retries",
+        "2",
+        "--retry-base",
+        "20ms",
+        "--status-file",
+        s(&status),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains("retry 1") && err.contains("retry 2") && !err.contains("retry 3"),
+        "{err}"
+    );
+    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&status).unwrap()).unwrap();
+    assert_eq!(st["last_attempts"], 3);
+    assert_eq!(st["rounds_failed"], 1);
+    assert!(st["last_result"].as_str().unwrap().starts_with("error:"), "{st}");
+    // A refused certificate is fatal: no retry even with retries left.
+    let dst = t.path().join("dst");
+    let srv = serve(&c.join("destination"), &[format!("m={}", s(&dst))]);
+    let other = t.path().join("other");
+    let pair = init::generate_for_days(&["127.0.0.1".into()], 1).unwrap();
+    init::write_identity(&other, &pair.source).unwrap();
+    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+    let out = ferry(&[
+        "push",
+        s(&src),
+        &url,
+        "--identity",
+        s(&other),
+        "--retries",
+        "5",
+        "--retry-base",
+        "20ms",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(!err.contains("retry"), "{err}");
+    // Success: --once writes the status with the round's stats.
+    check_ok(&ferry(&[
+        "push",
+        s(&src),
+        &url,
+        "--identity",
+        s(&c.join("source")),
+        "--once",
+        "--status-file",
+        s(&status),
+    ]));
+    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&status).unwrap()).unwrap();
+    assert_eq!(st["last_result"], "ok");
+    assert_eq!(st["rounds_ok"], 1);
+    assert_eq!(st["last_stats"]["files_new"], 1);
+    assert_eq!(st["last_transport"], "QUIC");
+}
