@@ -113,6 +113,15 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
     },
+    /// Show where unattended replication stands, from a `--status-file`.
+    Status {
+        /// The file given to `ferry push|pull --status-file`.
+        #[arg(long, value_name = "PATH")]
+        status_file: PathBuf,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Snapshots of a module taken by `ferry serve --state-dir`.
     Snapshots {
         #[command(subcommand)]
@@ -506,6 +515,52 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             snaps.delete(&snapshot)?;
             println!("deleted snapshot {snapshot} of module {module:?}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { status_file, json } => {
+            let bytes = std::fs::read(&status_file).with_context(|| {
+                format!(
+                    "reading {} (written by --status-file after each round)",
+                    status_file.display()
+                )
+            })?;
+            let v: serde_json::Value = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a Ferry status file", status_file.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let ago = |k: &str| {
+                v[k].as_f64()
+                    .map(|t| format!("{:.0} s ago", now - t))
+                    .unwrap_or_else(|| "never".into())
+            };
+            println!(
+                "last round:    {} ({}, {} attempt(s), {:.2} s, over {})",
+                v["last_result"].as_str().unwrap_or("?"),
+                ago("last_end_unix"),
+                v["last_attempts"],
+                v["last_duration_secs"].as_f64().unwrap_or(0.0),
+                v["last_transport"].as_str().unwrap_or("-")
+            );
+            println!("last success:  {}", ago("last_success_unix"));
+            println!(
+                "rounds:        {} ok, {} failed; {} scheduled time(s) missed",
+                v["rounds_ok"], v["rounds_failed"], v["missed_intervals"]
+            );
+            match v["next_run_unix"].as_f64() {
+                Some(t) => println!("next round:    in {:.0} s", t - now),
+                None => println!("next round:    none scheduled"),
+            }
+            if let Some(st) = v["last_stats"].as_object() {
+                println!(
+                    "last changes:  {} new, {} changed, {} deleted, {} literal bytes",
+                    st["files_new"], st["files_changed"], st["files_deleted"], st["literal_bytes"]
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Restore { state_dir, module, snapshot, to } => {

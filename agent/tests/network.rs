@@ -920,4 +920,8 @@ fn transient_failures_are_retried_fatal_ones_fail_fast_and_status_is_written() {
     assert_eq!(st["rounds_ok"], 1);
     assert_eq!(st["last_stats"]["files_new"], 1);
     assert_eq!(st["last_transport"], "QUIC");
+    let out = ferry(&["status", "--status-file", s(&status)]);
+    check_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("last round:    ok") && text.contains("1 new"), "{text}");
 }
