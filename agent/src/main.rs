@@ -100,15 +100,8 @@ enum Command {
     /// Copy a snapshot into a directory (new inodes: writing there never changes the
     /// snapshot), as a verified `ferry sync --delete` from the snapshot.
     Restore {
-        /// The state directory given to `ferry serve`.
-        #[arg(long, value_name = "DIR")]
-        state_dir: PathBuf,
-        /// The module.
-        #[arg(long)]
-        module: String,
-        /// The snapshot id (see `ferry snapshots list`).
-        #[arg(long)]
-        snapshot: String,
+        #[command(flatten)]
+        snap: SnapshotRef,
         /// Where to restore (created if missing; entries not in the snapshot are removed).
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
@@ -184,20 +177,38 @@ enum Command {
     },
 }
 
+/// One snapshot of one module.
+#[derive(clap::Args)]
+struct SnapshotRef {
+    /// The state directory given to `ferry serve`.
+    #[arg(long, value_name = "DIR")]
+    state_dir: PathBuf,
+    /// The module.
+    #[arg(long)]
+    module: String,
+    /// The snapshot id (see `ferry snapshots list`).
+    #[arg(long)]
+    snapshot: String,
+}
+
+impl SnapshotRef {
+    /// The module's snapshots, after checking this one exists.
+    fn find(&self) -> anyhow::Result<ferry_agent::snapshot::Snapshots> {
+        let snaps = ferry_agent::snapshot::Snapshots::at(&self.state_dir, &self.module);
+        if !snaps.list()?.iter().any(|r| r.id == self.snapshot) {
+            anyhow::bail!(RemoteError::Usage(format!(
+                "module {:?} has no snapshot {:?} (see `ferry snapshots list`)",
+                self.module, self.snapshot
+            )));
+        }
+        Ok(snaps)
+    }
+}
+
 #[derive(Subcommand)]
 enum SnapshotAction {
     /// Delete one snapshot (its record first, then its tree).
-    Delete {
-        /// The state directory given to `ferry serve`.
-        #[arg(long, value_name = "DIR")]
-        state_dir: PathBuf,
-        /// The module.
-        #[arg(long)]
-        module: String,
-        /// The snapshot id (see `ferry snapshots list`).
-        #[arg(long)]
-        snapshot: String,
-    },
+    Delete(SnapshotRef),
     /// List a module's snapshots, oldest first.
     List {
         /// The state directory given to `ferry serve`.
@@ -506,15 +517,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             state_dir,
             keep_last,
         ),
-        Command::Snapshots { action: SnapshotAction::Delete { state_dir, module, snapshot } } => {
-            let snaps = ferry_agent::snapshot::Snapshots::at(&state_dir, &module);
-            if !snaps.list()?.iter().any(|r| r.id == snapshot) {
-                anyhow::bail!(RemoteError::Usage(format!(
-                    "module {module:?} has no snapshot {snapshot:?}"
-                )));
-            }
-            snaps.delete(&snapshot)?;
-            println!("deleted snapshot {snapshot} of module {module:?}");
+        Command::Snapshots { action: SnapshotAction::Delete(r) } => {
+            r.find()?.delete(&r.snapshot)?;
+            println!("deleted snapshot {} of module {:?}", r.snapshot, r.module);
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { status_file, json } => {
@@ -563,18 +568,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Restore { state_dir, module, snapshot, to } => {
-            let snaps = ferry_agent::snapshot::Snapshots::at(&state_dir, &module);
-            if !snaps.list()?.iter().any(|r| r.id == snapshot) {
-                anyhow::bail!(RemoteError::Usage(format!(
-                    "module {module:?} has no snapshot {snapshot:?}"
-                )));
-            }
+        Command::Restore { snap: r, to } => {
+            let snaps = r.find()?;
             let opts = SyncOptions { delete: true, ..SyncOptions::default() };
-            let r = sync_with_progress(&snaps.path(&snapshot), &to, &opts, false, true)
-                .with_context(|| format!("restoring snapshot {snapshot} to {}", to.display()))?;
-            print_summary(&r, false);
-            println!("restored snapshot {snapshot} of module {module:?} to {}", to.display());
+            let report = sync_with_progress(&snaps.path(&r.snapshot), &to, &opts, false, true)
+                .with_context(|| {
+                    format!("restoring snapshot {} to {}", r.snapshot, to.display())
+                })?;
+            print_summary(&report, false);
+            println!(
+                "restored snapshot {} of module {:?} to {}",
+                r.snapshot,
+                r.module,
+                to.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Snapshots { action: SnapshotAction::List { state_dir, module, json } } => {
@@ -793,16 +800,7 @@ fn one_round(
 ) -> Result<Report, RemoteError> {
     let itemize = (round.itemize || round.dry_run) && !round.json;
     let progress = Progress::new(!round.no_progress);
-    let bar = progress.bar.clone();
-    let on_item: Box<dyn FnMut(&Itemized) + Send> = Box::new(move |it: &Itemized| {
-        if itemize {
-            let line = format!("{} {:<8} {}", action_code(it.action), it.kind, it.path);
-            match &bar {
-                Some(b) => b.println(line),
-                None => println!("{line}"),
-            }
-        }
-    });
+    let on_item: Box<dyn FnMut(&Itemized) + Send> = Box::new(progress.item_printer(itemize));
     let r = rt.block_on(run_client(
         direction,
         local,
@@ -975,6 +973,20 @@ impl Progress {
         })
     }
 
+    /// Prints each itemized line (above the progress line on a terminal) when `itemize`.
+    fn item_printer(&self, itemize: bool) -> impl FnMut(&Itemized) + Send + 'static {
+        let bar = self.bar.clone();
+        move |it: &Itemized| {
+            if itemize {
+                let line = format!("{} {:<8} {}", action_code(it.action), it.kind, it.path);
+                match &bar {
+                    Some(b) => b.println(line),
+                    None => println!("{line}"),
+                }
+            }
+        }
+    }
+
     fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
@@ -990,16 +1002,7 @@ fn sync_with_progress(
     progress: bool,
 ) -> Result<Report, SyncError> {
     let progress = Progress::new(progress);
-    let bar = progress.bar.clone();
-    let mut on_item = |it: &Itemized| {
-        if itemize {
-            let line = format!("{} {:<8} {}", action_code(it.action), it.kind, it.path);
-            match &bar {
-                Some(b) => b.println(line),
-                None => println!("{line}"),
-            }
-        }
-    };
+    let mut on_item = progress.item_printer(itemize);
     let mut on_progress = progress.callback();
     let r = sync::run_with(src, dst, opts, &mut on_item, &mut *on_progress, progress.every);
     progress.finish();

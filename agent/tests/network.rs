@@ -92,6 +92,19 @@ fn sample(root: &Path) {
     std::os::unix::fs::symlink("data.bin", root.join("db/current")).unwrap();
 }
 
+/// `len` incompressible bytes (xorshift from `seed`): zstd cannot shrink them.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 fn check_ok(out: &Output) {
     assert!(
         out.status.success(),
@@ -528,15 +541,7 @@ fn a_cut_connection_is_transient_and_the_next_round_completes() {
     let (src, dst) = (t.path().join("src"), t.path().join("dst"));
     std::fs::create_dir_all(&src).unwrap();
     // Incompressible, so the bytes really cross the relay.
-    let mut x = 0x1234_5678_9abc_def0u64;
-    let noise: Vec<u8> = (0..(24usize << 20))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = noise(24 << 20, 0x1234_5678_9abc_def0);
     std::fs::write(src.join("big.bin"), &noise).unwrap();
     std::fs::write(src.join("small.txt"), b"small").unwrap();
     let srv = serve(&c.join("destination"), &[format!("m={}", s(&dst))]);
@@ -629,15 +634,7 @@ fn bwlimit_paces_the_sender() {
     let c = creds(t.path());
     let (src, dst) = (t.path().join("src"), t.path().join("dst"));
     std::fs::create_dir_all(&src).unwrap();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let noise: Vec<u8> = (0..(3usize << 20))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let noise = noise(3 << 20, 0x9e37_79b9_7f4a_7c15);
     std::fs::write(src.join("noise.bin"), &noise).unwrap();
     let srv = serve(&c.join("destination"), &[format!("m={}", s(&dst))]);
     let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
