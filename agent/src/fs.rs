@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ferry_core::{Meta, RelPath, Xattr};
+use ferry_core::{Entry, EntryKind, Meta, RelPath, Xattr};
 use rustix::fs::{
     self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps,
 };
@@ -255,6 +255,74 @@ pub fn apply_meta(fd: &impl AsFd, meta: &Meta, xattrs: &[Xattr]) -> io::Result<u
     write_xattrs(fd, xattrs)?;
     rfs::futimens(fd, &times(meta.mtime_ns))?;
     Ok(skipped)
+}
+
+/// Creates the symlink or special file `entry` describes as `name` in `dir`.
+///
+/// # Errors
+/// The creating call's error; `InvalidInput` for an entry that is neither.
+pub fn make_node(dir: &OwnedFd, name: &[u8], entry: &Entry) -> io::Result<()> {
+    let mode = Mode::from_bits_truncate(entry.meta.mode);
+    match &entry.kind {
+        EntryKind::Symlink { target } => rfs::symlinkat(target.as_slice(), dir, name)?,
+        EntryKind::Fifo => rfs::mknodat(dir, name, FileType::Fifo, mode, 0)?,
+        EntryKind::CharDevice { rdev } => {
+            rfs::mknodat(dir, name, FileType::CharacterDevice, mode, *rdev)?
+        }
+        EntryKind::BlockDevice { rdev } => {
+            rfs::mknodat(dir, name, FileType::BlockDevice, mode, *rdev)?
+        }
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a symlink or special file",
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Applies `entry`'s ownership (when permitted), permissions (not for symlinks, whose mode
+/// Linux ignores) and mtime to the node `name` in `dir` that Ferry just created, without
+/// following it. Returns 1 when ownership was skipped for lack of privilege.
+pub fn apply_meta_at(dir: &OwnedFd, name: &[u8], entry: &Entry) -> io::Result<u64> {
+    let mut skipped = 0;
+    if can_chown() {
+        rfs::chownat(
+            dir,
+            name,
+            Some(rustix::process::Uid::from_raw(entry.meta.uid)),
+            Some(rustix::process::Gid::from_raw(entry.meta.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+    } else {
+        skipped = 1;
+    }
+    if !matches!(entry.kind, EntryKind::Symlink { .. }) {
+        // A fresh node, not a symlink: chmod after chown (chown clears setuid), and past the
+        // umask that mknod applied.
+        rfs::chmodat(dir, name, Mode::from_bits_truncate(entry.meta.mode), AtFlags::empty())?;
+    }
+    rfs::utimensat(dir, name, &times(entry.meta.mtime_ns), AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(skipped)
+}
+
+/// Replaces `path` with `bytes` atomically and durably: a temp file beside it, fsync,
+/// rename, fsync of the directory.
+///
+/// # Errors
+/// I/O errors.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Removes `name` in `dir` and, if it is a directory, everything beneath it, never following

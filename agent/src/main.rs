@@ -872,12 +872,7 @@ impl Status {
     }
 
     fn write(&self, path: &std::path::Path) -> std::io::Result<()> {
-        use std::io::Write;
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(self).unwrap_or_default())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        ferry_agent::fs::write_atomic(path, &serde_json::to_vec_pretty(self).unwrap_or_default())
     }
 }
 

@@ -13,15 +13,15 @@
 //!   STATE/snapshots/MODULE/000001-20261121T015300Z.json  its record (round, time, stats)
 //! ```
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ferry_core::{EntryKind, Stats};
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode};
+use rustix::fs::{self as rfs, AtFlags, Mode};
 use serde::{Deserialize, Serialize};
 
-use crate::fs::{apply_meta, can_chown, times, Root};
+use crate::fs::{apply_meta, apply_meta_at, make_node, write_atomic, Root};
 use crate::walk::{WalkOptions, Walker};
 
 /// The record of one snapshot.
@@ -215,18 +215,6 @@ impl Snapshots {
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
-}
-
 /// Builds `dest` (which must not exist) as a hard-link image of `src`. Returns (entries,
 /// bytes of files). Everything is fd-relative and never follows a symlink.
 fn hardlink_tree(src: &Path, dest: &Path) -> io::Result<(u64, u64)> {
@@ -258,37 +246,9 @@ fn hardlink_tree(src: &Path, dest: &Path) -> io::Result<(u64, u64)> {
                     rfs::linkat(&sparent, name, &dparent, name, AtFlags::empty())?;
                     bytes += e.size;
                 }
-                EntryKind::Symlink { target } => {
-                    rfs::symlinkat(target.as_slice(), &dparent, name)?;
-                    if can_chown() {
-                        rfs::chownat(
-                            &dparent,
-                            name,
-                            Some(rustix::process::Uid::from_raw(e.meta.uid)),
-                            Some(rustix::process::Gid::from_raw(e.meta.gid)),
-                            AtFlags::SYMLINK_NOFOLLOW,
-                        )?;
-                    }
-                    rfs::utimensat(
-                        &dparent,
-                        name,
-                        &times(e.meta.mtime_ns),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )?;
-                }
-                EntryKind::Fifo | EntryKind::CharDevice { .. } | EntryKind::BlockDevice { .. } => {
-                    let (ft, rdev) = match e.kind {
-                        EntryKind::CharDevice { rdev } => (FileType::CharacterDevice, rdev),
-                        EntryKind::BlockDevice { rdev } => (FileType::BlockDevice, rdev),
-                        _ => (FileType::Fifo, 0),
-                    };
-                    rfs::mknodat(&dparent, name, ft, Mode::from_bits_truncate(e.meta.mode), rdev)?;
-                    rfs::utimensat(
-                        &dparent,
-                        name,
-                        &times(e.meta.mtime_ns),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )?;
+                _ => {
+                    make_node(&dparent, name, &e)?;
+                    apply_meta_at(&dparent, name, &e)?;
                 }
             }
             entries += 1;
@@ -306,4 +266,36 @@ fn hardlink_tree(src: &Path, dest: &Path) -> io::Result<(u64, u64)> {
     apply_meta(dst_root.fd(), &crate::fs::meta_of(&st), &[])?;
     rfs::syncfs(dst_root.fd())?;
     Ok((entries, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    /// Special files and symlinks in a snapshot keep mode (past the umask), owner and mtime.
+    #[test]
+    fn special_files_keep_their_metadata() {
+        let t = tempfile::tempdir().unwrap();
+        let (module, state) = (t.path().join("m"), t.path().join("state"));
+        std::fs::create_dir_all(&module).unwrap();
+        let dir = rfs::open(&module, rustix::fs::OFlags::DIRECTORY, Mode::empty()).unwrap();
+        rfs::mknodat(&dir, "fifo", rustix::fs::FileType::Fifo, Mode::from_bits_truncate(0o666), 0)
+            .unwrap();
+        rfs::chmodat(&dir, "fifo", Mode::from_bits_truncate(0o666), AtFlags::empty()).unwrap();
+        std::os::unix::fs::symlink("fifo", module.join("link")).unwrap();
+        if crate::fs::can_chown() {
+            std::os::unix::fs::lchown(module.join("fifo"), Some(1234), Some(5678)).unwrap();
+            std::os::unix::fs::lchown(module.join("link"), Some(4321), Some(8765)).unwrap();
+        }
+        let snaps = Snapshots::open(&state, "m", &module).unwrap();
+        let rec = snaps.take(&module, &Stats::default(), 0).unwrap();
+        for name in ["fifo", "link"] {
+            let a = std::fs::symlink_metadata(module.join(name)).unwrap();
+            let b = std::fs::symlink_metadata(snaps.path(&rec.id).join(name)).unwrap();
+            assert_eq!((a.mode(), a.uid(), a.gid()), (b.mode(), b.uid(), b.gid()), "{name}");
+            assert_eq!((a.mtime(), a.mtime_nsec()), (b.mtime(), b.mtime_nsec()), "{name}");
+        }
+    }
 }

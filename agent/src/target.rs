@@ -17,13 +17,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ferry_core::delta::{self, BlockSize, SignatureHeader};
-use ferry_core::entry::{Entry, EntryKind, LocalEntry};
+use ferry_core::entry::{Entry, LocalEntry};
 use ferry_core::message::{Encoding, FileId, Payload};
 use ferry_core::session::{TargetOutcome, TargetWork, WorkCounts};
 use ferry_core::{compress, Limits, RelPath};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
-use crate::fs::{apply_meta, can_chown, file_type, remove_tree, times, Root};
+use crate::fs::{apply_meta, apply_meta_at, file_type, make_node, remove_tree, Root};
 use crate::mmap::Basis;
 use crate::walk::{WalkOptions, Walker, TEMP_PREFIX};
 
@@ -406,45 +406,8 @@ impl LocalDestination {
     fn link(&self, entry: &Entry) -> io::Result<WorkCounts> {
         let dir = self.root.parent_of(&entry.path)?;
         let tmp = self.temp_name();
-        let mode = Mode::from_bits_truncate(entry.meta.mode);
-        match &entry.kind {
-            EntryKind::Symlink { target } => {
-                rfs::symlinkat(target.as_slice(), &dir, tmp.as_slice())?
-            }
-            EntryKind::Fifo => rfs::mknodat(&dir, tmp.as_slice(), FileType::Fifo, mode, 0)?,
-            EntryKind::CharDevice { rdev } => {
-                rfs::mknodat(&dir, tmp.as_slice(), FileType::CharacterDevice, mode, *rdev)?
-            }
-            EntryKind::BlockDevice { rdev } => {
-                rfs::mknodat(&dir, tmp.as_slice(), FileType::BlockDevice, mode, *rdev)?
-            }
-            _ => return Err(io::Error::other("not a link or special file")),
-        }
-        let r = (|| -> io::Result<u64> {
-            let mut skipped = 0;
-            if can_chown() {
-                rfs::chownat(
-                    &dir,
-                    tmp.as_slice(),
-                    Some(rustix::process::Uid::from_raw(entry.meta.uid)),
-                    Some(rustix::process::Gid::from_raw(entry.meta.gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )?;
-            } else {
-                skipped = 1;
-            }
-            if !matches!(entry.kind, EntryKind::Symlink { .. }) {
-                // Our fresh node, not a symlink: chmod after chown (chown clears setuid).
-                rfs::chmodat(&dir, tmp.as_slice(), mode, AtFlags::empty())?;
-            }
-            rfs::utimensat(
-                &dir,
-                tmp.as_slice(),
-                &times(entry.meta.mtime_ns),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )?;
-            Ok(skipped)
-        })();
+        make_node(&dir, &tmp, entry)?;
+        let r = apply_meta_at(&dir, &tmp, entry);
         match r {
             Ok(skipped) => {
                 let deleted = self.replace(&dir, &tmp, &entry.path)?;

@@ -35,21 +35,7 @@ impl Drop for Server {
 }
 
 fn serve(identity: &Path, modules: &[String]) -> Server {
-    let mut cmd = Command::new(FERRY);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--identity"]).arg(identity);
-    for m in modules {
-        cmd.args(["--module", m]);
-    }
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .parse()
-        .unwrap();
-    Server { child, addr }
+    serve_with(identity, modules, &[])
 }
 
 /// Credentials in `dir/{destination,source}`, valid now.
