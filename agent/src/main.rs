@@ -1019,6 +1019,9 @@ fn print_summary(r: &Report, dry_run: bool) {
     let p = &r.phases;
     let head = if dry_run { "dry run (nothing written)" } else { "round complete" };
     match &r.transport {
+        Some(t) if r.streams > 1 => {
+            println!("{head} in {:.2}s over {t} ({} streams)", r.elapsed_secs, r.streams)
+        }
         Some(t) => println!("{head} in {:.2}s over {t}", r.elapsed_secs),
         None => println!("{head} in {:.2}s", r.elapsed_secs),
     }

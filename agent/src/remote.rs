@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -15,7 +15,8 @@ use std::time::Duration;
 use ferry_core::message::{PROTOCOL_MIN, PROTOCOL_VERSION};
 use ferry_core::session::{Itemized, SessionError};
 use ferry_core::{Limits, Message};
-use ferry_transport::frame::{read_message, read_value, write_message, write_value};
+use ferry_transport::frame::{read_value, write_value};
+use ferry_transport::lanes::{self, Lanes, DATA_LANES};
 use ferry_transport::net::{connect_quic, connect_tcp, Link, LinkKind, LinkReader, Server};
 use ferry_transport::tls::Identity;
 use ferry_transport::TransportError;
@@ -65,6 +66,9 @@ pub struct Request {
     pub direction: Direction,
     /// Round options.
     pub options: WireOptions,
+    /// Data streams the client offers to open beside the control stream (QUIC only; 0 on
+    /// TCP and stdio, where a second stream would share the same byte order anyway).
+    pub lanes: u8,
 }
 
 /// Why a server refused a request.
@@ -93,6 +97,8 @@ pub enum Response {
     Accepted {
         /// The version both speak.
         version: u32,
+        /// Data streams the round uses (at most what the client offered).
+        lanes: u8,
     },
     /// Refused.
     Refused {
@@ -299,31 +305,25 @@ enum SideKind {
     Target,
 }
 
-/// Counts bytes read through it.
-struct Counting {
-    inner: LinkReader,
-    n: Arc<AtomicU64>,
-}
-
-impl AsyncRead for Counting {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = self.inner.as_mut().poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        self.n.fetch_add(n, Ordering::Relaxed);
-        r
+/// The lane a message travels on: per-file messages on data lane `1 + file % data` (so each
+/// file's messages keep their order and different files do not queue behind each other), the
+/// rest on the control lane 0.
+fn lane_of(m: &Message, data: usize) -> usize {
+    match (m.file(), data) {
+        (Some(f), d) if d > 0 => 1 + (f % d as u64) as usize,
+        _ => 0,
     }
 }
 
-/// Runs `side` over `link` (after the handshake): a reader task feeding the driver's event
-/// channel, a writer task draining its outgoing messages (paced by `bwlimit`), and the driver
-/// on a blocking thread.
+/// Runs `side` over `link` (after the handshake) with `data` extra QUIC streams (0: the
+/// link's stream alone): reader tasks feeding the driver's event channel in dependency order,
+/// writer tasks draining its outgoing messages (paced by `bwlimit`), and the driver on a
+/// blocking thread.
+#[allow(clippy::too_many_arguments)]
 async fn run_over_link(
     link: Link,
+    data: usize,
+    client: bool,
     side: Side,
     limits: Limits,
     bwlimit: u64,
@@ -331,42 +331,34 @@ async fn run_over_link(
     on_progress: Box<dyn FnMut(&Progress) + Send>,
     progress_every: Duration,
 ) -> Result<crate::driver::RoundOutcome, RoundError> {
-    let Link { reader, mut writer, kind, peer, quic } = link;
+    let (kind, peer) = (link.kind, link.peer.clone());
+    let (lanes_, quic) = lanes::split(link, data, client).await.map_err(RoundError::Link)?;
     let side_kind =
         if matches!(side, Side::Source { .. }) { SideKind::Source } else { SideKind::Target };
     let sent = Arc::new(AtomicU64::new(0));
     let received = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::channel::<Event>();
     let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Message>();
-    let mut reader = Counting { inner: reader, n: received.clone() };
+    let Lanes { readers, writers } = lanes_;
+    let mut incoming = lanes::spawn_readers(readers, limits, received.clone());
     let reader_tx = tx.clone();
     let reader_task = tokio::spawn(async move {
         loop {
-            let r = read_message(&mut reader, &limits).await;
+            let r = incoming.next().await;
             let end = !matches!(r, Ok(Some(_)));
             if reader_tx.send(Event::Peer(r)).is_err() || end {
                 break;
             }
         }
     });
-    let sent_w = sent.clone();
-    let writer_task = tokio::spawn(async move {
-        let start = tokio::time::Instant::now();
+    let (mut lane_tx, writers_done) = lanes::spawn_writers(writers, sent.clone(), bwlimit);
+    let router = tokio::spawn(async move {
+        let data = lane_tx.data_lanes();
         while let Some(m) = out_rx.recv().await {
-            let n = write_message(&mut writer, &m).await?;
-            let total = sent_w.fetch_add(n, Ordering::Relaxed) + n;
-            if bwlimit > 0 {
-                // Pace to the cap: never be ahead of total/bwlimit seconds since the start.
-                let due = start + Duration::from_secs_f64(total as f64 / bwlimit as f64);
-                tokio::time::sleep_until(due).await;
-            }
-            if out_rx.is_empty() {
-                writer.flush().await.map_err(TransportError::Io)?;
-            }
+            let barrier = m.is_barrier();
+            lane_tx.send(lane_of(&m, data), m, barrier);
         }
-        writer.flush().await.map_err(TransportError::Io)?;
-        let _ = writer.shutdown().await;
-        Ok::<_, TransportError>(())
+        // Dropping the sender lets every lane flush and close.
     });
     let peer_handle = Peer { outgoing: out_tx, sent, received };
     let driver = tokio::task::spawn_blocking(move || {
@@ -386,7 +378,8 @@ async fn run_over_link(
     let is_source = matches!(side_kind, SideKind::Source);
     let result =
         driver.await.map_err(|e| RoundError::Link(TransportError::Io(std::io::Error::other(e))))?;
-    let _ = writer_task.await;
+    let _ = router.await;
+    let _ = writers_done.await;
     if let Some((conn, endpoint)) = quic {
         // The target speaks last (Done); the source, having heard it, closes at once. The
         // target waits (bounded) for that close, so its Done is never cut off in flight.
@@ -399,7 +392,7 @@ async fn run_over_link(
         }
     }
     reader_task.abort();
-    tracing::debug!("round with {peer} over {kind} finished");
+    tracing::debug!("round with {peer} over {kind} ({data} data lanes) finished");
     result
 }
 
@@ -520,7 +513,7 @@ pub async fn serve_link(
     };
     if let (Ok(_), Direction::Bench) = (&decision, req.direction) {
         let version = PROTOCOL_VERSION.min(req.version_max);
-        write_value(&mut link.writer, &Response::Accepted { version })
+        write_value(&mut link.writer, &Response::Accepted { version, lanes: 0 })
             .await
             .map_err(|e| RemoteError::Connect { addr: link.peer.clone(), source: e })?;
         let peer = link.peer.clone();
@@ -571,9 +564,10 @@ pub async fn serve_link(
             return Err(e.into());
         }
     };
+    let data = if link.kind == LinkKind::Quic { usize::from(req.lanes).min(DATA_LANES) } else { 0 };
     write_value(
         &mut link.writer,
-        &Response::Accepted { version: PROTOCOL_VERSION.min(req.version_max) },
+        &Response::Accepted { version: PROTOCOL_VERSION.min(req.version_max), lanes: data as u8 },
     )
     .await
     .map_err(|e| RemoteError::Connect { addr: link.peer.clone(), source: e })?;
@@ -581,6 +575,8 @@ pub async fn serve_link(
     let kind = link.kind;
     let out = run_over_link(
         link,
+        data,
+        false,
         side,
         session.limits,
         cfg.bwlimit,
@@ -591,6 +587,7 @@ pub async fn serve_link(
     .await?;
     let mut r = Report::new(&out, Vec::new());
     r.transport = Some(kind.to_string());
+    r.streams = data + 1;
     // Only a committed round is snapshotted; the module's claim is still held, so no other
     // round changes the tree meanwhile.
     if let (Some(state), Direction::Push, false) = (&cfg.state_dir, req.direction, opts.dry_run) {
@@ -759,12 +756,13 @@ pub async fn run_client(
             excludes: s.excludes.clone(),
             compress_level: s.compress_level,
         },
+        lanes: if kind == LinkKind::Quic { DATA_LANES as u8 } else { 0 },
     };
     let peer = link.peer.clone();
     let hs = |e| RemoteError::Connect { addr: peer.clone(), source: e };
     write_value(&mut link.writer, &req).await.map_err(hs)?;
-    match read_value::<Response, _>(&mut link.reader).await.map_err(hs)? {
-        Response::Accepted { .. } => {}
+    let data = match read_value::<Response, _>(&mut link.reader).await.map_err(hs)? {
+        Response::Accepted { lanes, .. } => usize::from(lanes).min(DATA_LANES),
         Response::Refused { code: Refusal::Version, server_min, server_max, .. } => {
             return Err(RemoteError::Version {
                 our_min: PROTOCOL_MIN,
@@ -776,9 +774,11 @@ pub async fn run_client(
         Response::Refused { code, reason, .. } => {
             return Err(RemoteError::Refused { code, reason })
         }
-    }
+    };
     let out = run_over_link(
         link,
+        data,
+        true,
         side,
         session.limits,
         opts.bwlimit,
@@ -791,6 +791,7 @@ pub async fn run_client(
     warnings.extend(warn_dst.map(|d| d.walk_warnings()).unwrap_or_default());
     let mut r = Report::new(&out, warnings);
     r.transport = Some(kind.to_string());
+    r.streams = data + 1;
     Ok(r)
 }
 
@@ -913,6 +914,7 @@ pub async fn run_bench(
             excludes: vec![],
             compress_level: 0,
         },
+        lanes: 0,
     };
     write_value(&mut link.writer, &req).await.map_err(io)?;
     if let Response::Refused { code, reason, .. } =

@@ -69,6 +69,8 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// The transport a network round used (`None` for a local sync).
     pub transport: Option<String>,
+    /// Streams a network round used: 1 (control) plus its data streams (QUIC); 0 locally.
+    pub streams: usize,
 }
 
 /// Why a sync failed.
@@ -178,6 +180,7 @@ impl Report {
             wire_bytes_received: out.wire_bytes.1,
             warnings,
             transport: None,
+            streams: 0,
         }
     }
 }

@@ -124,6 +124,8 @@ fn push_and_pull_over_quic_tcp_and_rsh() {
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let want = if transport == "quic" { "QUIC" } else { "TLS over TCP" };
         assert_eq!(r["transport"], want);
+        // QUIC rounds spread files over data streams beside the control stream.
+        assert_eq!(r["streams"], if transport == "quic" { 5 } else { 1 });
         assert_eq!(r["stats"]["files_new"], 51);
         assert_same_tree(&src, &t.path().join(module));
     }
@@ -339,6 +341,7 @@ fn request(module: &str, direction: Direction) -> Request {
             excludes: vec![],
             compress_level: 3,
         },
+        lanes: 0,
     }
 }
 
@@ -907,4 +910,87 @@ fn transient_failures_are_retried_fatal_ones_fail_fast_and_status_is_written() {
     check_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("last round:    ok") && text.contains("1 new"), "{text}");
+}
+
+/// A QUIC client that offers data streams and then abuses them: names a lane that does not
+/// exist, or sends a control frame waiting for data it never sends. The server ends the round
+/// with an error, the module is untouched, and a legitimate push still works afterwards.
+#[test]
+fn hostile_data_streams_end_the_round_and_change_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let dst = t.path().join("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::write(dst.join("keep"), b"keep").unwrap();
+    let srv = serve(&c.join("destination"), &[format!("m={}", s(&dst))]);
+    let id = Identity::load(&c.join("source")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for case in ["lane out of range", "unsatisfiable dependency"] {
+        rt.block_on(async {
+            let mut link = None;
+            for _ in 0..100 {
+                let mut l = ferry_transport::net::connect_quic(
+                    srv.addr,
+                    "localhost",
+                    &id,
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap();
+                let mut req = request("m", Direction::Push);
+                req.lanes = 4;
+                write_value(&mut l.writer, &req).await.unwrap();
+                match read_value::<Response, _>(&mut l.reader).await.unwrap() {
+                    Response::Accepted { lanes, .. } => {
+                        assert_eq!(lanes, 4, "{case}");
+                        link = Some(l);
+                        break;
+                    }
+                    Response::Refused { code: ferry_agent::remote::Refusal::Busy, .. } => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    other => panic!("{case}: {other:?}"),
+                }
+            }
+            let mut link = link.unwrap();
+            let (conn, _) = link.quic.clone().unwrap();
+            let names: [u8; 4] =
+                if case == "lane out of range" { [1, 2, 3, 9] } else { [1, 2, 3, 4] };
+            let mut streams = Vec::new();
+            for n in names {
+                let (mut send, recv) = conn.open_bi().await.unwrap();
+                send.write_all(&[n]).await.unwrap();
+                streams.push((send, recv));
+            }
+            if case == "unsatisfiable dependency" {
+                // Hello on the control lane claiming 5 earlier messages on lane 1; then every
+                // lane ends.
+                let mut frame = 5u64.to_le_bytes().to_vec();
+                frame.extend_from_slice(&[0; 24]);
+                ferry_core::message::write_frame(
+                    &Message::Hello { min: 1, max: 1, features: 0 },
+                    &mut frame,
+                );
+                link.writer.write_all(&frame).await.unwrap();
+                link.writer.shutdown().await.unwrap();
+                for (send, _) in &mut streams {
+                    send.finish().unwrap();
+                }
+            }
+            // The server gives up on the round and closes the connection.
+            let closed = tokio::time::timeout(Duration::from_secs(20), conn.closed()).await;
+            assert!(closed.is_ok(), "{case}: the server kept the connection open");
+        });
+        let names: Vec<_> =
+            std::fs::read_dir(&dst).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("keep")], "{case}");
+    }
+    let src = t.path().join("src");
+    sample(&src);
+    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+    let out =
+        ferry(&["push", s(&src), &url, "--identity", s(&c.join("source")), "--delete", "--json"]);
+    check_ok(&out);
+    assert_same_tree(&src, &dst);
 }

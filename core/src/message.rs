@@ -156,6 +156,32 @@ pub enum Message {
     },
 }
 
+impl Message {
+    /// The file this message is about, for messages that belong to one file's transfer (its
+    /// request, signature, segments, end and settlement). A transport may carry those on a
+    /// separate stream per file as long as each file's messages stay in order.
+    pub fn file(&self) -> Option<FileId> {
+        match self {
+            Message::Want { file, .. }
+            | Message::Refine { file, .. }
+            | Message::FineSignature { file, .. }
+            | Message::SignaturePiece { file, .. }
+            | Message::Segment { file, .. }
+            | Message::FileEnd { file, .. }
+            | Message::FileFailed { file, .. }
+            | Message::Settled { file } => Some(*file),
+            _ => None,
+        }
+    }
+
+    /// Whether the receiver must have every per-file message sent before this one when it
+    /// handles it: `Credit` (its `decided` prefix drops files not yet requested) and `Done`
+    /// (every file must be settled first).
+    pub fn is_barrier(&self) -> bool {
+        matches!(self, Message::Credit { .. } | Message::Done { .. })
+    }
+}
+
 /// Why bytes could not be decoded into a [`Message`].
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {

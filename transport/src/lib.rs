@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod frame;
+pub mod lanes;
 pub mod net;
 pub mod tls;
 
