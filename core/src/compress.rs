@@ -1,5 +1,6 @@
 //! zstd for literal data: skipped when a sample does not compress, bounded when decoding.
 
+use std::cell::RefCell;
 use std::io::Read;
 
 use crate::limits::LimitExceeded;
@@ -18,6 +19,29 @@ pub enum DecompressError {
     Invalid(std::io::Error),
 }
 
+thread_local! {
+    // zstd contexts are costly to create (a profile of an initial sync showed 5% of all CPU
+    // in ZSTD_createCCtx/DCtx with one per segment); each worker thread keeps one of each.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<(u32, zstd::bulk::Decompressor<'static>)>> =
+        const { RefCell::new(None) };
+}
+
+fn with_compressor<T>(
+    level: i32,
+    f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> std::io::Result<T>,
+) -> Option<T> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = zstd::bulk::Compressor::new(level).ok();
+        }
+        let z = c.as_mut()?;
+        z.set_compression_level(level).ok()?;
+        f(z).ok()
+    })
+}
+
 /// Compresses `data` at `level` when a sample shows it pays (at least 10% smaller).
 ///
 /// Returns `None` when the data should travel raw.
@@ -26,11 +50,11 @@ pub fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
         return None;
     }
     let sample = &data[..data.len().min(SAMPLE)];
-    let probe = zstd::bulk::compress(sample, 1).ok()?;
+    let probe = with_compressor(1, |z| z.compress(sample))?;
     if probe.len() * 10 > sample.len() * 9 {
         return None;
     }
-    let out = zstd::bulk::compress(data, level).ok()?;
+    let out = with_compressor(level, |z| z.compress(data))?;
     (out.len() < data.len()).then_some(out)
 }
 
@@ -39,14 +63,48 @@ pub fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
 /// # Errors
 /// [`DecompressError::TooLarge`] past the cap, [`DecompressError::Invalid`] on bad frames.
 pub fn decompress(data: &[u8], cap: usize, window_log: u32) -> Result<Vec<u8>, DecompressError> {
-    let mut dec = zstd::stream::read::Decoder::new(data).map_err(DecompressError::Invalid)?;
-    dec.window_log_max(window_log).map_err(DecompressError::Invalid)?;
-    // Read one byte past the cap so "exactly at the cap" and "over it" are told apart, and never
-    // reserve more than the data can plausibly need up front.
-    let mut out = Vec::with_capacity(cap.min(data.len().saturating_mul(4)));
-    let n = dec.take(cap as u64 + 1).read_to_end(&mut out).map_err(DecompressError::Invalid)?;
-    LimitExceeded::check("decompressed size", n as u64, cap as u64)?;
-    Ok(out)
+    // A frame that declares its size is refused before anything is allocated; ours always do.
+    let declared = zstd::zstd_safe::get_frame_content_size(data).ok().flatten();
+    if let Some(n) = declared {
+        LimitExceeded::check("decompressed size", n, cap as u64)?;
+    }
+    let room = declared.map_or(cap, |n| n as usize);
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.as_ref().is_none_or(|(w, _)| *w != window_log) {
+            let mut z = zstd::bulk::Decompressor::new().map_err(DecompressError::Invalid)?;
+            z.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(window_log))
+                .map_err(DecompressError::Invalid)?;
+            *d = Some((window_log, z));
+        }
+        let Some((_, z)) = d.as_mut() else { unreachable!("set above") };
+        let mut out = Vec::with_capacity(room);
+        match z.decompress_to_buffer(data, &mut out) {
+            Ok(_) => Ok(out),
+            // Without a declared size the output is written into `cap` bytes at most; a frame
+            // that needs more fails here, as too large rather than invalid.
+            Err(_) if declared.is_none() && too_small(data, cap, window_log) => {
+                Err(LimitExceeded {
+                    what: "decompressed size",
+                    limit: cap as u64,
+                    got: cap as u64 + 1,
+                }
+                .into())
+            }
+            Err(e) => Err(DecompressError::Invalid(e)),
+        }
+    })
+}
+
+/// Whether `data` decodes to more than `cap` bytes (streaming, so nothing beyond `cap + 1` is
+/// buffered); only called on the error path of frames that hide their size.
+fn too_small(data: &[u8], cap: usize, window_log: u32) -> bool {
+    let Ok(mut dec) = zstd::stream::read::Decoder::new(data) else { return false };
+    if dec.window_log_max(window_log).is_err() {
+        return false;
+    }
+    let mut sink = Vec::new();
+    matches!(dec.take(cap as u64 + 1).read_to_end(&mut sink), Ok(n) if n > cap)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub enum EntryKind {
     /// A symbolic link; the target is kept verbatim and never followed.
     Symlink {
         /// The link's target, as raw bytes.
+        #[serde(with = "serde_bytes")]
         target: Vec<u8>,
     },
     /// Another name for a regular file that appears earlier in the same manifest.
@@ -67,8 +68,10 @@ pub struct Meta {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Xattr {
     /// Full name including its namespace, e.g. `user.comment`.
+    #[serde(with = "serde_bytes")]
     pub name: Vec<u8>,
     /// The value.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 

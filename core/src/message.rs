@@ -106,6 +106,7 @@ pub enum Message {
         /// The file.
         file: FileId,
         /// Serialized signature blocks.
+        #[serde(with = "serde_bytes")]
         blocks: Vec<u8>,
         /// Whether this is the final piece.
         last: bool,
@@ -121,6 +122,7 @@ pub enum Message {
         /// How it is encoded.
         encoding: Encoding,
         /// The payload.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// Source → target: all segments of `file` are sent; its size and blake3.
