@@ -320,7 +320,8 @@ struct NetFlags {
     /// Directory with this side's credentials (ca.pem, cert.pem, key.pem from `ferry init`).
     #[arg(long, value_name = "DIR")]
     identity: Option<PathBuf>,
-    /// quic, tcp (TLS 1.3 over TCP, for networks that block UDP) or auto (QUIC, then TCP).
+    /// quic, tcp (TLS 1.3 over TCP, for networks that block UDP) or auto (probe both, use
+    /// the faster; TCP where UDP is blocked).
     #[arg(long, default_value = "auto", value_parser = ["quic", "tcp", "auto"])]
     transport: String,
     /// Run the session over the stdin/stdout of CMD (run with sh -c), e.g.

@@ -212,13 +212,16 @@ impl Url {
 }
 
 /// How a client reaches the server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
     /// QUIC only.
     Quic,
     /// TLS over TCP only.
     Tcp,
-    /// QUIC first, TLS over TCP if QUIC does not answer within the timeout.
+    /// Whichever is faster on the link: both are probed with a short transfer in the round's
+    /// direction (QUIC alone if TCP does not connect, TCP alone if UDP is blocked), and the
+    /// choice is remembered for an hour per server in this process. `ferry bench --peer` with
+    /// `auto` tries QUIC first and falls back to TCP.
     Auto,
     /// The stdin/stdout of a command run with `sh -c` (the command runs `ferry serve --stdio`).
     Rsh(String),
@@ -741,6 +744,14 @@ pub async fn run_client(
             (Side::target(dst.clone(), &session, s.thread_count()), None, Some(dst))
         }
     };
+    let chosen;
+    let opts = if opts.via == Via::Auto {
+        chosen =
+            RemoteOptions { via: choose_transport(url, opts, direction).await, ..opts.clone() };
+        &chosen
+    } else {
+        opts
+    };
     let mut link = connect(url, opts).await?;
     let kind = link.kind;
     tracing::info!("connected to {} over {kind}", link.peer);
@@ -793,6 +804,109 @@ pub async fn run_client(
     r.transport = Some(kind.to_string());
     r.streams = data + 1;
     Ok(r)
+}
+
+/// How long `auto`'s choice of transport is remembered per server.
+const AUTO_REMEMBER: Duration = Duration::from_secs(3600);
+
+/// Bytes each transport moves in `auto`'s probe.
+const AUTO_PROBE_BYTES: u64 = 32 << 20;
+
+/// `auto`'s choices: server → (transport, when it was chosen).
+static AUTO_CHOICES: Mutex<Vec<(String, Via, std::time::Instant)>> = Mutex::new(Vec::new());
+
+/// Picks QUIC or TCP for `url` by measuring both in the round's direction (see [`Via::Auto`]).
+/// Returns [`Via::Auto`] when neither probe works, so that connecting reports the real error.
+async fn choose_transport(url: &Url, opts: &RemoteOptions, direction: Direction) -> Via {
+    let key = format!("{}:{}", url.host, url.port);
+    {
+        let choices = AUTO_CHOICES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, via, _)) =
+            choices.iter().find(|(k, _, at)| *k == key && at.elapsed() < AUTO_REMEMBER)
+        {
+            return via.clone();
+        }
+    }
+    let probe = |via: Via, timeout: Duration| {
+        let o = RemoteOptions { via, connect_timeout: timeout, ..opts.clone() };
+        async move { probe_once(url, &o, direction).await }
+    };
+    // UDP is often blocked (OpenShift Routes and most Ingresses carry only TCP): QUIC gets a
+    // short chance.
+    let quic = probe(Via::Quic, opts.connect_timeout.min(Duration::from_secs(3))).await;
+    let tcp = probe(Via::Tcp, opts.connect_timeout).await;
+    let show = |r: &Result<f64, RemoteError>| match r {
+        Ok(g) => format!("{:.0} MB/s", g * 1e3),
+        Err(e) => format!("failed ({e})"),
+    };
+    let via = match (&quic, &tcp) {
+        // QUIC is kept unless TCP is clearly faster: it recovers from loss per stream.
+        (Ok(q), Ok(t)) if *t > q * 1.1 => Via::Tcp,
+        (Ok(_), _) => Via::Quic,
+        (Err(_), Ok(_)) => Via::Tcp,
+        (Err(_), Err(_)) => return Via::Auto,
+    };
+    tracing::info!(
+        "transport auto: probed {key} with {} MiB {}: QUIC {}, TLS over TCP {}; using {} for the next hour",
+        AUTO_PROBE_BYTES >> 20,
+        if direction == Direction::Pull { "down" } else { "up" },
+        show(&quic),
+        show(&tcp),
+        if via == Via::Tcp { "TLS over TCP" } else { "QUIC" },
+    );
+    let mut choices = AUTO_CHOICES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    choices.retain(|(k, _, _)| *k != key);
+    choices.push((key, via.clone(), std::time::Instant::now()));
+    via
+}
+
+/// One probe for [`choose_transport`]: connects with `opts.via` and moves
+/// [`AUTO_PROBE_BYTES`] the way the round will; returns GB/s.
+async fn probe_once(
+    url: &Url,
+    opts: &RemoteOptions,
+    direction: Direction,
+) -> Result<f64, RemoteError> {
+    let mut link = connect(url, opts).await?;
+    let peer = link.peer.clone();
+    let io = |e| RemoteError::Connect { addr: peer.clone(), source: e };
+    write_value(&mut link.writer, &bench_request(url)).await.map_err(io)?;
+    if let Response::Refused { code, reason, .. } =
+        read_value::<Response, _>(&mut link.reader).await.map_err(io)?
+    {
+        return Err(RemoteError::Refused { code, reason });
+    }
+    let t = tokio::time::Instant::now();
+    if direction == Direction::Pull {
+        write_value(&mut link.writer, &Probe::Download(AUTO_PROBE_BYTES)).await.map_err(io)?;
+        drain(&mut link.reader, AUTO_PROBE_BYTES).await.map_err(io)?;
+    } else {
+        write_value(&mut link.writer, &Probe::Upload(AUTO_PROBE_BYTES)).await.map_err(io)?;
+        send_bytes(&mut link.writer, AUTO_PROBE_BYTES).await.map_err(io)?;
+        link.writer.flush().await.map_err(|e| io(TransportError::Io(e)))?;
+        read_value::<Probe, _>(&mut link.reader).await.map_err(io)?;
+    }
+    let secs = t.elapsed().as_secs_f64().max(1e-6);
+    let _ = write_value(&mut link.writer, &Probe::Done).await;
+    link.finish().await;
+    Ok(AUTO_PROBE_BYTES as f64 / secs / 1e9)
+}
+
+fn bench_request(url: &Url) -> Request {
+    Request {
+        version_min: PROTOCOL_MIN,
+        version_max: PROTOCOL_VERSION,
+        module: url.module.clone(),
+        direction: Direction::Bench,
+        options: WireOptions {
+            delete: false,
+            checksum: false,
+            dry_run: true,
+            excludes: vec![],
+            compress_level: 0,
+        },
+        lanes: 0,
+    }
 }
 
 /// Maps a session error from a round to "the peer's fault" or "a version mismatch".
@@ -902,20 +1016,7 @@ pub async fn run_bench(
     let kind = link.kind;
     let peer = link.peer.clone();
     let io = |e| RemoteError::Connect { addr: peer.clone(), source: e };
-    let req = Request {
-        version_min: PROTOCOL_MIN,
-        version_max: PROTOCOL_VERSION,
-        module: url.module.clone(),
-        direction: Direction::Bench,
-        options: WireOptions {
-            delete: false,
-            checksum: false,
-            dry_run: true,
-            excludes: vec![],
-            compress_level: 0,
-        },
-        lanes: 0,
-    };
+    let req = bench_request(url);
     write_value(&mut link.writer, &req).await.map_err(io)?;
     if let Response::Refused { code, reason, .. } =
         read_value::<Response, _>(&mut link.reader).await.map_err(io)?

@@ -137,6 +137,19 @@ fn push_and_pull_over_quic_tcp_and_rsh() {
     let out = ferry(&["push", s(&src), &url, "--identity", s(&id), "--json"]);
     check_ok(&out);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // `auto` measured both transports and used the one it names.
+    let log = String::from_utf8_lossy(&out.stderr);
+    let probe = log
+        .lines()
+        .find(|l| l.contains("transport auto: probed"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        probe.contains("QUIC") && probe.contains("MB/s") && probe.contains("TLS over TCP"),
+        "{probe}"
+    );
+    let used =
+        if probe.ends_with("using QUIC for the next hour") { "QUIC" } else { "TLS over TCP" };
+    assert_eq!(r["transport"], used, "{probe}");
     assert_eq!(r["stats"]["files_changed"], 1);
     assert!(r["stats"]["literal_bytes"].as_u64().unwrap() < 200_000, "{r}");
     assert_same_tree(&src, &a);
@@ -704,18 +717,19 @@ fn serve_with(identity: &Path, modules: &[String], extra: &[&str]) -> Server {
     Server { child, addr }
 }
 
-fn snapshots(state: &Path, want: usize) -> Vec<serde_json::Value> {
-    // The server snapshots after telling the client the round is done: wait for it (bounded).
+fn snapshots(state: &Path, want: usize, count: usize) -> Vec<serde_json::Value> {
+    // The server snapshots after telling the client the round is done, then applies retention:
+    // wait for both (bounded).
     for _ in 0..200 {
         let out = ferry(&["snapshots", "list", "--state-dir", s(state), "--module", "m", "--json"]);
         check_ok(&out);
         let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-        if v.last().and_then(|r| r["round"].as_u64()) == Some(want as u64) {
+        if v.last().and_then(|r| r["round"].as_u64()) == Some(want as u64) && v.len() == count {
             return v;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("snapshot of round {want} never appeared");
+    panic!("snapshot of round {want} (and {count} in all) never appeared");
 }
 
 /// After each round the destination holds a snapshot equal to the source as it was at that
@@ -752,7 +766,7 @@ fn each_pushed_round_leaves_a_snapshot_of_that_round() {
     };
     push();
     let ref1 = keep(1);
-    let s1 = snapshots(&state, 1);
+    let s1 = snapshots(&state, 1, 1);
     let snap =
         |rec: &serde_json::Value| state.join("snapshots/m").join(rec["id"].as_str().unwrap());
     assert_same_tree(&ref1, &snap(&s1[0]));
@@ -764,13 +778,13 @@ fn each_pushed_round_leaves_a_snapshot_of_that_round() {
     std::fs::write(src.join("c"), b"new").unwrap();
     push();
     let ref2 = keep(2);
-    let s2 = snapshots(&state, 2);
+    let s2 = snapshots(&state, 2, 2);
     assert_same_tree(&ref1, &snap(&s2[0]));
     assert_same_tree(&ref2, &snap(&s2[1]));
     // Round 3: the directory goes; retention drops round 1.
     std::fs::remove_dir_all(src.join("d")).unwrap();
     push();
-    let s3 = snapshots(&state, 3);
+    let s3 = snapshots(&state, 3, 2);
     assert_eq!(s3.iter().map(|r| r["round"].as_u64().unwrap()).collect::<Vec<_>>(), [2, 3]);
     assert_same_tree(&ref2, &snap(&s3[0]));
     assert_same_tree(&src, &snap(&s3[1]));
@@ -798,7 +812,7 @@ fn each_pushed_round_leaves_a_snapshot_of_that_round() {
     check_ok(&ferry(&del));
     assert!(!snap(&s3[0]).exists());
     assert_eq!(ferry(&del).status.code(), Some(2));
-    let left = snapshots(&state, 3);
+    let left = snapshots(&state, 3, 1);
     assert_eq!(left.len(), 1);
 }
 
@@ -905,7 +919,9 @@ fn transient_failures_are_retried_fatal_ones_fail_fast_and_status_is_written() {
     assert_eq!(st["last_result"], "ok");
     assert_eq!(st["rounds_ok"], 1);
     assert_eq!(st["last_stats"]["files_new"], 1);
-    assert_eq!(st["last_transport"], "QUIC");
+    // `auto` picked one of the two by measuring them.
+    let used = st["last_transport"].as_str().unwrap();
+    assert!(used == "QUIC" || used == "TLS over TCP", "{st}");
     let out = ferry(&["status", "--status-file", s(&status)]);
     check_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
