@@ -25,5 +25,6 @@ pub mod schedule;
 pub mod snapshot;
 pub mod source;
 pub mod sync;
+pub mod synth;
 pub mod target;
 pub mod walk;

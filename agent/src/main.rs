@@ -146,15 +146,23 @@ enum Command {
         #[command(flatten)]
         when: ScheduleFlags,
     },
-    /// Measure the link to a `ferry serve` (like iperf for volume replication): round-trip time
-    /// and throughput each way, no disk involved. Run it before turning on replication.
+    /// Measure the link to a `ferry serve` (like iperf for volume replication): round-trip
+    /// time and raw throughput each way (no disk), then a synthetic sync round: a generated
+    /// tree pushed with the real sessions into a scratch directory on the server (tmpfs when
+    /// /dev/shm has room, else the temp dir; removed afterwards). Run it before turning on
+    /// replication.
     Bench {
-        /// ferry://HOST[:PORT]/MODULE (any module the server offers; nothing is read or written).
+        /// ferry://HOST[:PORT]/MODULE (any module the server offers; the module itself is never
+        /// read or written).
         #[arg(long)]
         peer: String,
         /// MiB to move each way.
         #[arg(long, default_value_t = 256)]
         size_mib: u64,
+        /// MiB of generated data in the synthetic round (half one large file, half files of
+        /// 4-64 KiB, half of those compressible text); 0 skips the round.
+        #[arg(long, default_value_t = 256)]
+        sync_mib: u64,
         /// Print the result as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -609,7 +617,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull { url, dst, net, round, when } => {
             run_net(Direction::Pull, &dst, &url, net, round, when)
         }
-        Command::Bench { peer, size_mib, json, net } => run_bench_cmd(&peer, size_mib, json, &net),
+        Command::Bench { peer, size_mib, sync_mib, json, net } => {
+            run_bench_cmd(&peer, size_mib, sync_mib, json, &net)
+        }
     }
 }
 
@@ -896,12 +906,18 @@ fn remote_options(net: &NetFlags, sync: SyncOptions) -> RemoteOptions {
 fn run_bench_cmd(
     peer: &str,
     size_mib: u64,
+    sync_mib: u64,
     json: bool,
     net: &NetFlags,
 ) -> anyhow::Result<ExitCode> {
     let url = Url::parse(peer).map_err(RemoteError::Usage)?;
     let opts = remote_options(net, SyncOptions::default());
-    let r = runtime()?.block_on(ferry_agent::remote::run_bench(&url, &opts, size_mib << 20))?;
+    let r = runtime()?.block_on(ferry_agent::remote::run_bench(
+        &url,
+        &opts,
+        size_mib << 20,
+        sync_mib << 20,
+    ))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -909,6 +925,17 @@ fn run_bench_cmd(
         println!("  round trip {:>9.3} ms (median of 5)", r.rtt_ms);
         println!("  upload     {:>9.3} GB/s ({} each way)", r.upload_gbps, human_bytes(r.bytes));
         println!("  download   {:>9.3} GB/s", r.download_gbps);
+        if let Some(s) = &r.sync {
+            println!(
+                "  sync round {:>9.2} s  {:.0} MB/s  ({} in {} files, {} on the wire; source on {})",
+                s.secs,
+                s.mb_per_s,
+                human_bytes(s.bytes),
+                s.files,
+                human_bytes(s.wire_bytes),
+                if s.source_in_memory { "tmpfs" } else { "disk" }
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

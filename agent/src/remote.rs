@@ -514,13 +514,13 @@ pub async fn serve_link(
             Some(m) => Ok(m.clone()),
         }
     };
+    let data = if link.kind == LinkKind::Quic { usize::from(req.lanes).min(DATA_LANES) } else { 0 };
     if let (Ok(_), Direction::Bench) = (&decision, req.direction) {
         let version = PROTOCOL_VERSION.min(req.version_max);
-        write_value(&mut link.writer, &Response::Accepted { version, lanes: 0 })
+        write_value(&mut link.writer, &Response::Accepted { version, lanes: data as u8 })
             .await
             .map_err(|e| RemoteError::Connect { addr: link.peer.clone(), source: e })?;
-        let peer = link.peer.clone();
-        bench_server(link).await.map_err(|e| RemoteError::Connect { addr: peer, source: e })?;
+        bench_server(link, data, cfg.threads).await?;
         return Ok(None);
     }
     let module = match decision {
@@ -567,7 +567,6 @@ pub async fn serve_link(
             return Err(e.into());
         }
     };
-    let data = if link.kind == LinkKind::Quic { usize::from(req.lanes).min(DATA_LANES) } else { 0 };
     write_value(
         &mut link.writer,
         &Response::Accepted { version: PROTOCOL_VERSION.min(req.version_max), lanes: data as u8 },
@@ -934,6 +933,26 @@ pub struct BenchReport {
     pub upload_gbps: f64,
     /// Server to client, GB/s.
     pub download_gbps: f64,
+    /// The synthetic sync round, when one was asked for.
+    pub sync: Option<SyncBench>,
+}
+
+/// `ferry bench --peer`'s synthetic round: a generated tree pushed with the real sessions into
+/// a scratch directory on the server.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncBench {
+    /// Bytes of file data in the tree.
+    pub bytes: u64,
+    /// Files in the tree.
+    pub files: u64,
+    /// Wall time of the round.
+    pub secs: f64,
+    /// File bytes per second, MB/s (10^6).
+    pub mb_per_s: f64,
+    /// Bytes on the wire, source to destination.
+    pub wire_bytes: u64,
+    /// Whether the local tree was on tmpfs (else on disk).
+    pub source_in_memory: bool,
 }
 
 /// Messages of the link benchmark.
@@ -947,25 +966,77 @@ enum Probe {
     Received,
     /// The server sends this many raw bytes next.
     Download(u64),
+    /// A synthetic sync round of about this many bytes follows (the client is the source).
+    Sync(u64),
+    /// The server has a scratch destination ready.
+    Ready,
+    /// The server cannot run the synthetic round, and why.
+    Unable(String),
     Done,
 }
+
+/// Largest synthetic round a server accepts (it needs this much scratch space).
+const SYNC_MAX: u64 = 16 << 30;
 
 /// Most bytes one probe may ask for.
 const PROBE_MAX: u64 = 64 << 30;
 
-async fn bench_server(mut link: Link) -> Result<(), TransportError> {
+async fn bench_server(mut link: Link, data: usize, threads: usize) -> Result<(), RemoteError> {
+    let peer = link.peer.clone();
+    let io = |e| RemoteError::Connect { addr: peer.clone(), source: e };
     loop {
-        match read_value::<Probe, _>(&mut link.reader).await? {
-            Probe::Ping => write_value(&mut link.writer, &Probe::Pong).await?,
+        match read_value::<Probe, _>(&mut link.reader).await.map_err(io)? {
+            Probe::Ping => write_value(&mut link.writer, &Probe::Pong).await.map_err(io)?,
             Probe::Upload(n) => {
-                drain(&mut link.reader, n.min(PROBE_MAX)).await?;
-                write_value(&mut link.writer, &Probe::Received).await?;
+                drain(&mut link.reader, n.min(PROBE_MAX)).await.map_err(io)?;
+                write_value(&mut link.writer, &Probe::Received).await.map_err(io)?;
             }
             Probe::Download(n) => {
-                send_bytes(&mut link.writer, n.min(PROBE_MAX)).await?;
-                link.writer.flush().await.map_err(TransportError::Io)?;
+                send_bytes(&mut link.writer, n.min(PROBE_MAX)).await.map_err(io)?;
+                link.writer.flush().await.map_err(|e| io(TransportError::Io(e)))?;
             }
-            Probe::Done | Probe::Pong | Probe::Received => break,
+            Probe::Sync(n) => {
+                let scratch = if n > SYNC_MAX {
+                    Err(format!("at most {} GiB", SYNC_MAX >> 30))
+                } else {
+                    crate::synth::Scratch::new("dst", n).map_err(|e| e.to_string())
+                };
+                let scratch = match scratch {
+                    Ok(s) => s,
+                    Err(why) => {
+                        write_value(&mut link.writer, &Probe::Unable(why)).await.map_err(io)?;
+                        continue;
+                    }
+                };
+                let opts = SyncOptions { threads, ..SyncOptions::default() };
+                let dst = open_destination(&scratch.path, &opts)?;
+                let side = Side::target(dst, &opts.session(), opts.thread_count());
+                write_value(&mut link.writer, &Probe::Ready).await.map_err(io)?;
+                let r = run_over_link(
+                    link,
+                    data,
+                    false,
+                    side,
+                    opts.session().limits,
+                    0,
+                    Box::new(|_| {}),
+                    Box::new(|_| {}),
+                    Duration::from_secs(3600),
+                )
+                .await;
+                tracing::info!(
+                    "{peer}: synthetic round into {} ({}): {}",
+                    scratch.path.display(),
+                    if scratch.in_memory { "tmpfs" } else { "disk" },
+                    match &r {
+                        Ok(o) => format!("{:.2} s", o.elapsed.as_secs_f64()),
+                        Err(e) => e.to_string(),
+                    }
+                );
+                r?;
+                return Ok(());
+            }
+            Probe::Done | Probe::Pong | Probe::Received | Probe::Ready | Probe::Unable(_) => break,
         }
     }
     link.finish().await;
@@ -1011,18 +1082,32 @@ pub async fn run_bench(
     url: &Url,
     opts: &RemoteOptions,
     bytes: u64,
+    sync_bytes: u64,
 ) -> Result<BenchReport, RemoteError> {
+    // Generate first: a local problem should not cost a connection.
+    let scratch = if sync_bytes > 0 {
+        let s = crate::synth::Scratch::new("src", sync_bytes).map_err(|e| {
+            RemoteError::Usage(format!("synthetic round: {e}; use a smaller --sync-mib or 0"))
+        })?;
+        let files = crate::synth::generate(&s.path, sync_bytes, 1)
+            .map_err(|e| RemoteError::Usage(format!("generating the synthetic tree: {e}")))?;
+        Some((s, files))
+    } else {
+        None
+    };
     let mut link = connect(url, opts).await?;
     let kind = link.kind;
     let peer = link.peer.clone();
     let io = |e| RemoteError::Connect { addr: peer.clone(), source: e };
-    let req = bench_request(url);
+    let mut req = bench_request(url);
+    req.lanes = if kind == LinkKind::Quic { DATA_LANES as u8 } else { 0 };
     write_value(&mut link.writer, &req).await.map_err(io)?;
-    if let Response::Refused { code, reason, .. } =
-        read_value::<Response, _>(&mut link.reader).await.map_err(io)?
-    {
-        return Err(RemoteError::Refused { code, reason });
-    }
+    let data = match read_value::<Response, _>(&mut link.reader).await.map_err(io)? {
+        Response::Refused { code, reason, .. } => {
+            return Err(RemoteError::Refused { code, reason })
+        }
+        Response::Accepted { lanes, .. } => usize::from(lanes).min(DATA_LANES),
+    };
     let mut rtts = Vec::new();
     for _ in 0..5 {
         let t = tokio::time::Instant::now();
@@ -1041,13 +1126,58 @@ pub async fn run_bench(
     write_value(&mut link.writer, &Probe::Download(bytes)).await.map_err(io)?;
     drain(&mut link.reader, bytes).await.map_err(io)?;
     let down = t.elapsed().as_secs_f64();
-    write_value(&mut link.writer, &Probe::Done).await.map_err(io)?;
-    link.finish().await;
-    Ok(BenchReport {
+    let mut report = BenchReport {
         transport: kind.to_string(),
         bytes,
         rtt_ms: rtts[rtts.len() / 2],
         upload_gbps: bytes as f64 / up / 1e9,
         download_gbps: bytes as f64 / down / 1e9,
-    })
+        sync: None,
+    };
+    let Some((scratch, files)) = scratch else {
+        write_value(&mut link.writer, &Probe::Done).await.map_err(io)?;
+        link.finish().await;
+        return Ok(report);
+    };
+    write_value(&mut link.writer, &Probe::Sync(sync_bytes)).await.map_err(io)?;
+    match read_value::<Probe, _>(&mut link.reader).await.map_err(io)? {
+        Probe::Ready => {}
+        Probe::Unable(why) => {
+            let _ = write_value(&mut link.writer, &Probe::Done).await;
+            link.finish().await;
+            return Err(RemoteError::Usage(format!(
+                "the server cannot run the synthetic round: {why}; use a smaller --sync-mib or 0"
+            )));
+        }
+        other => {
+            return Err(io(TransportError::Io(std::io::Error::other(format!(
+                "unexpected answer to the synthetic round: {other:?}"
+            )))))
+        }
+    }
+    let s = &opts.sync;
+    let src = open_source(&scratch.path, s)?;
+    let side = Side::source(src, &s.session(), s.thread_count());
+    let out = run_over_link(
+        link,
+        data,
+        true,
+        side,
+        s.session().limits,
+        opts.bwlimit,
+        Box::new(|_| {}),
+        Box::new(|_| {}),
+        Duration::from_secs(3600),
+    )
+    .await?;
+    let secs = out.elapsed.as_secs_f64().max(1e-6);
+    report.sync = Some(SyncBench {
+        bytes: sync_bytes,
+        files,
+        secs,
+        mb_per_s: sync_bytes as f64 / secs / 1e6,
+        wire_bytes: out.wire_bytes.0,
+        source_in_memory: scratch.in_memory,
+    });
+    Ok(report)
 }

@@ -678,6 +678,8 @@ fn bench_peer_measures_both_ways_and_touches_nothing() {
             transport,
             "--size-mib",
             "8",
+            "--sync-mib",
+            "6",
             "--json",
         ]);
         check_ok(&out);
@@ -686,6 +688,28 @@ fn bench_peer_measures_both_ways_and_touches_nothing() {
         for k in ["rtt_ms", "upload_gbps", "download_gbps"] {
             assert!(r[k].as_f64().unwrap() > 0.0, "{transport}: {k} in {r}");
         }
+        // The synthetic round ran through the sessions: all its bytes crossed, the text files
+        // compressed (so fewer bytes on the wire than in the tree, but more than the half
+        // that is random).
+        let sync = &r["sync"];
+        assert_eq!(sync["bytes"], 6 << 20, "{r}");
+        assert!(sync["files"].as_u64().unwrap() > 50, "{r}");
+        let wire = sync["wire_bytes"].as_u64().unwrap();
+        assert!(wire > 4 << 20 && wire < 6 << 20, "{r}");
+        assert!(sync["secs"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // Neither side leaves its scratch tree behind.
+    for dir in [std::path::PathBuf::from("/dev/shm"), std::env::temp_dir()] {
+        let pid = srv.child.id();
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        let server_left = format!("ferry-bench-dst-{pid}-");
+        assert!(
+            !left.iter().any(|n| n.to_string_lossy().starts_with(&server_left)),
+            "{}: {left:?}",
+            dir.display()
+        );
     }
     let out = ferry(&[
         "bench",
@@ -693,6 +717,8 @@ fn bench_peer_measures_both_ways_and_touches_nothing() {
         &format!("ferry://127.0.0.1:{}/nope", srv.addr.port()),
         "--identity",
         s(&c.join("source")),
+        "--sync-mib",
+        "0",
     ]);
     assert_eq!(out.status.code(), Some(5));
     let names: Vec<_> = std::fs::read_dir(&dst).unwrap().map(|e| e.unwrap().file_name()).collect();
