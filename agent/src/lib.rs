@@ -14,6 +14,7 @@
 //! All unsafe code of the workspace is the one audited `mmap` call in [`mmap`].
 #![deny(unsafe_code)]
 
+pub mod commit;
 pub mod demo;
 pub mod driver;
 pub mod exclude;

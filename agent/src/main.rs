@@ -217,6 +217,15 @@ impl SnapshotRef {
 enum SnapshotAction {
     /// Delete one snapshot (its record first, then its tree).
     Delete(SnapshotRef),
+    /// Re-read every file of one snapshot and check the tree against the root hash recorded
+    /// when its round committed. Exit code 1 when it does not match.
+    Verify {
+        #[command(flatten)]
+        snap: SnapshotRef,
+        /// JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// List a module's snapshots, oldest first.
     List {
         /// The state directory given to `ferry serve`.
@@ -526,6 +535,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             state_dir,
             keep_last,
         ),
+        Command::Snapshots { action: SnapshotAction::Verify { snap: r, json } } => {
+            let v = r.find()?.verify(&r.snapshot)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "ok": v.ok(), "verification": v,
+                    }))?
+                );
+            } else if v.ok() {
+                println!(
+                    "snapshot {} of module {:?} is intact: {} entries, {} read, root {}",
+                    v.id,
+                    r.module,
+                    v.entries,
+                    human_bytes(v.bytes),
+                    v.computed
+                );
+            } else if v.recorded.is_empty() {
+                eprintln!("snapshot {} has no recorded root hash (taken by an older ferry)", v.id);
+            } else {
+                eprintln!(
+                    "snapshot {} of module {:?} DOES NOT MATCH its record: recorded root {}, \
+                     computed {} over {} entries. Something changed it after it was taken; \
+                     restore from another snapshot.",
+                    v.id, r.module, v.recorded, v.computed, v.entries
+                );
+            }
+            Ok(if v.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
         Command::Snapshots { action: SnapshotAction::Delete(r) } => {
             r.find()?.delete(&r.snapshot)?;
             println!("deleted snapshot {} of module {:?}", r.snapshot, r.module);
@@ -599,13 +638,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 println!(
-                    "{:<24} {:>6} {:>10} {:>12}  committed (unix time)",
-                    "id", "round", "entries", "bytes"
+                    "{:<24} {:>6} {:>10} {:>12}  {:<20}  root hash",
+                    "id", "round", "entries", "bytes", "committed (UTC)"
                 );
                 for r in &list {
+                    let when = ferry_agent::snapshot::utc(r.time_unix, true);
+                    let root = if r.root_hash.is_empty() { "-" } else { &r.root_hash[..] };
                     println!(
-                        "{:<24} {:>6} {:>10} {:>12}  {}",
-                        r.id, r.round, r.entries, r.bytes, r.time_unix
+                        "{:<24} {:>6} {:>10} {:>12}  {:<20}  {}",
+                        r.id, r.round, r.entries, r.bytes, when, root
                     );
                 }
             }

@@ -551,9 +551,16 @@ pub async fn serve_link(
         ..SyncOptions::default()
     };
     let session = opts.session();
+    let mut written = None;
     let side = match req.direction {
-        Direction::Push => open_destination(&module.path, &opts)
-            .map(|d| Side::target(d, &session, opts.thread_count())),
+        Direction::Push => open_destination(&module.path, &opts).map(|d| {
+            if cfg.state_dir.is_some() {
+                // The commit's tree hash reuses the hashes verified during the round.
+                d.record_hashes();
+                written = Some(d.clone());
+            }
+            Side::target(d, &session, opts.thread_count())
+        }),
         Direction::Pull | Direction::Bench => {
             open_source(&module.path, &opts).map(|s| Side::source(s, &session, opts.thread_count()))
         }
@@ -595,15 +602,20 @@ pub async fn serve_link(
     if let (Some(state), Direction::Push, false) = (&cfg.state_dir, req.direction, opts.dry_run) {
         let (state, name, path, stats, keep) =
             (state.clone(), module.name.clone(), module.path.clone(), r.stats, cfg.keep_last);
+        let fresh = written.map(|d| d.take_hashes()).unwrap_or_default();
         let started = std::time::Instant::now();
         let taken = tokio::task::spawn_blocking(move || {
-            crate::snapshot::Snapshots::open(&state, &name, &path)?.take(&path, &stats, keep)
+            let commits = crate::commit::CommitLog::at(&state, &name);
+            crate::snapshot::Snapshots::open(&state, &name, &path)?
+                .take(&path, &stats, keep, &commits, &fresh)
         })
         .await;
         match taken {
-            Ok(Ok(rec)) => tracing::info!(
-                "module {:?}: snapshot {} ({} entries, {} bytes) in {:.2} s",
+            Ok(Ok((commit, rec))) => tracing::info!(
+                "module {:?}: round {} committed (root {}), snapshot {} ({} entries, {} bytes) in {:.2} s",
                 module.name,
+                commit.round,
+                &commit.root_hash[..16],
                 rec.id,
                 rec.entries,
                 rec.bytes,

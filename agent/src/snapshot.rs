@@ -21,6 +21,7 @@ use ferry_core::{EntryKind, Stats};
 use rustix::fs::{self as rfs, AtFlags, Mode};
 use serde::{Deserialize, Serialize};
 
+use crate::commit::{CommitLog, CommitRecord, ContentKey, HashCache, TreeHasher};
 use crate::fs::{apply_meta, apply_meta_at, make_node, write_atomic, Root};
 use crate::walk::{WalkOptions, Walker};
 
@@ -39,6 +40,31 @@ pub struct SnapshotRecord {
     pub bytes: u64,
     /// The destination's account of the round.
     pub stats: Stats,
+    /// Root hash of the tree (see [`crate::commit`]); empty in records older than it.
+    #[serde(default)]
+    pub root_hash: String,
+}
+
+/// The outcome of [`Snapshots::verify`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    /// The snapshot.
+    pub id: String,
+    /// The hash its record holds.
+    pub recorded: String,
+    /// The hash of the tree as it is now, every file read.
+    pub computed: String,
+    /// Entries walked.
+    pub entries: u64,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
+impl Verification {
+    /// Whether the snapshot is intact.
+    pub fn ok(&self) -> bool {
+        !self.recorded.is_empty() && self.recorded == self.computed
+    }
 }
 
 /// Why a snapshot failed.
@@ -147,46 +173,74 @@ impl Snapshots {
         self.dir.join(id)
     }
 
-    /// Takes a hard-link snapshot of `module_path` for `round`, then keeps only the newest
-    /// `keep_last` snapshots (0: keep all).
+    /// Ends a committed round: computes the tree's root hash while building a hard-link
+    /// snapshot under a temporary name, writes the durable commit record, and only then puts
+    /// the snapshot in place; then keeps only the newest `keep_last` (0: all). `fresh` are the
+    /// content hashes of the files the round wrote (verified end to end), so only files new to
+    /// the cache are read.
     ///
     /// # Errors
-    /// [`SnapshotError`]; a failed snapshot leaves no directory under its final name.
+    /// [`SnapshotError`]; a failed snapshot leaves no directory under its final name, and a
+    /// crash before the commit record leaves no record of the round.
     pub fn take(
         &self,
         module_path: &Path,
         stats: &Stats,
         keep_last: usize,
-    ) -> Result<SnapshotRecord, SnapshotError> {
-        let round = self.list()?.last().map_or(1, |r| r.round + 1);
+        commits: &CommitLog,
+        fresh: &[(ContentKey, [u8; 32])],
+    ) -> Result<(CommitRecord, SnapshotRecord), SnapshotError> {
+        let last_snap = self.list()?.last().map_or(0, |r| r.round);
+        let round = commits.last().map_or(0, |r| r.round).max(last_snap) + 1;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let when = time::OffsetDateTime::from_unix_timestamp(now as i64)
-            .map(|t| {
-                format!(
-                    "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-                    t.year(),
-                    u8::from(t.month()),
-                    t.day(),
-                    t.hour(),
-                    t.minute(),
-                    t.second()
-                )
-            })
-            .unwrap_or_else(|_| now.to_string());
+        let when = utc(now, false);
         let id = format!("{round:06}-{when}");
         let tmp = self.dir.join(format!(".{id}.partial"));
         let _ = std::fs::remove_dir_all(&tmp);
-        let (entries, bytes) = hardlink_tree(module_path, &tmp).map_err(io_err(format!(
-            "snapshotting {} into {}",
-            module_path.display(),
-            tmp.display()
-        )))?;
+        let mut cache = commits.load_cache();
+        for (k, h) in fresh {
+            cache.insert(*k, *h);
+        }
+        let mut kept = HashCache::default();
+        let mut hasher = TreeHasher::default();
+        let (entries, bytes) =
+            hardlink_tree(module_path, &tmp, &mut hasher, &cache, &mut kept).map_err(io_err(
+                format!("snapshotting {} into {}", module_path.display(), tmp.display()),
+            ))?;
+        let root_hash = hasher.finish();
+        let commit = CommitRecord {
+            round,
+            time_unix: now,
+            root_hash: root_hash.clone(),
+            entries,
+            bytes,
+            stats: *stats,
+        };
+        commits.record(&commit).map_err(io_err("writing the commit record"))?;
+        // Only what is in the tree now: the cache stays as large as the module.
+        if let Err(e) = kept.save(&commits.cache_path()) {
+            tracing::warn!("saving the content hash cache: {e} (the next round re-reads files)");
+        }
+        if hasher.hashed_files > 0 {
+            tracing::info!(
+                "hashed {} files ({} bytes) the cache did not know",
+                hasher.hashed_files,
+                hasher.hashed_bytes
+            );
+        }
         let fin = self.dir.join(&id);
         std::fs::rename(&tmp, &fin).map_err(io_err(format!("renaming {}", tmp.display())))?;
-        let rec =
-            SnapshotRecord { id: id.clone(), round, time_unix: now, entries, bytes, stats: *stats };
+        let rec = SnapshotRecord {
+            id: id.clone(),
+            round,
+            time_unix: now,
+            entries,
+            bytes,
+            stats: *stats,
+            root_hash,
+        };
         let json = self.dir.join(format!("{id}.json"));
         write_atomic(&json, &serde_json::to_vec_pretty(&rec).unwrap_or_default())
             .map_err(io_err(format!("writing {}", json.display())))?;
@@ -196,7 +250,48 @@ impl Snapshots {
                 self.delete(&old.id)?;
             }
         }
-        Ok(rec)
+        Ok((commit, rec))
+    }
+
+    /// Re-reads every file of snapshot `id` and compares the tree's root hash with the one
+    /// recorded when it was taken.
+    ///
+    /// # Errors
+    /// An unknown snapshot, or I/O errors walking it.
+    pub fn verify(&self, id: &str) -> Result<Verification, SnapshotError> {
+        let rec =
+            self.list()?.into_iter().find(|r| r.id == id).ok_or_else(|| SnapshotError::Io {
+                what: format!("snapshot {id}"),
+                source: io::Error::from(io::ErrorKind::NotFound),
+            })?;
+        let path = self.path(id);
+        let root =
+            Arc::new(Root::open(&path).map_err(io_err(format!("opening {}", path.display())))?);
+        let mut walker = Walker::new(root.clone(), snapshot_walk());
+        let mut hasher = TreeHasher::default();
+        let mut entries = 0;
+        loop {
+            let (batch, done) =
+                walker.next_batch(1024).map_err(io_err(format!("walking {}", path.display())))?;
+            for l in batch {
+                hasher.add_read(&root, &l.entry).map_err(io_err(format!(
+                    "reading {}/{}",
+                    path.display(),
+                    l.entry.path
+                )))?;
+                entries += 1;
+            }
+            if done {
+                break;
+            }
+        }
+        Ok(Verification {
+            id: id.to_string(),
+            recorded: rec.root_hash,
+            computed: hasher.finish(),
+            entries,
+            bytes: hasher.hashed_bytes,
+        })
     }
 
     /// Deletes snapshot `id` (record first, so a half-deleted tree is never listed).
@@ -215,24 +310,62 @@ impl Snapshots {
     }
 }
 
-/// Builds `dest` (which must not exist) as a hard-link image of `src`. Returns (entries,
-/// bytes of files). Everything is fd-relative and never follows a symlink.
-fn hardlink_tree(src: &Path, dest: &Path) -> io::Result<(u64, u64)> {
-    std::fs::create_dir(dest)?;
-    let src_root = Arc::new(Root::open(src)?);
-    let dst_root = Root::open(dest)?;
-    let walk = WalkOptions {
+/// `secs` since the Unix epoch as UTC: `2026-11-21T01:53:00Z`, or `20261121T015300Z`
+/// without `separators` (for names).
+pub fn utc(secs: u64, separators: bool) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .map(|t| {
+            let (mo, d, h, mi, s) =
+                (u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second());
+            if separators {
+                format!("{:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z", t.year())
+            } else {
+                format!("{:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z", t.year())
+            }
+        })
+        .unwrap_or_else(|_| secs.to_string())
+}
+
+/// How snapshots are walked: everything, one filesystem, xattrs up to 64 KiB.
+fn snapshot_walk() -> WalkOptions {
+    WalkOptions {
         specials: true,
         one_file_system: true,
         max_xattr_value: 64 << 10,
         ..WalkOptions::default()
-    };
-    let mut walker = Walker::new(src_root.clone(), walk);
+    }
+}
+
+/// Builds `dest` (which must not exist) as a hard-link image of `src`. Returns (entries,
+/// bytes of files). Everything is fd-relative and never follows a symlink.
+fn hardlink_tree(
+    src: &Path,
+    dest: &Path,
+    hasher: &mut TreeHasher,
+    cache: &HashCache,
+    kept: &mut HashCache,
+) -> io::Result<(u64, u64)> {
+    std::fs::create_dir(dest)?;
+    let src_root = Arc::new(Root::open(src)?);
+    let dst_root = Root::open(dest)?;
+    let mut walker = Walker::new(src_root.clone(), snapshot_walk());
     let mut dirs = Vec::new();
     let (mut entries, mut bytes) = (0u64, 0u64);
     loop {
         let (batch, done) = walker.next_batch(1024)?;
         for l in batch {
+            if l.entry.kind == EntryKind::File {
+                let key = (l.dev, l.ino, l.entry.size, l.entry.meta.mtime_ns);
+                let h = match cache.get(key) {
+                    Some(h) => h,
+                    None => hasher.read_content(&src_root, &l.entry)?,
+                };
+                // Only the tree's files: the next round's cache stays the module's size.
+                kept.insert(key, h);
+                hasher.add(&l.entry, Some(h));
+            } else {
+                hasher.add(&l.entry, None);
+            }
             let e = l.entry;
             let dparent = dst_root.parent_of(&e.path)?;
             let name = e.path.file_name();
@@ -290,7 +423,8 @@ mod tests {
             std::os::unix::fs::lchown(module.join("link"), Some(4321), Some(8765)).unwrap();
         }
         let snaps = Snapshots::open(&state, "m", &module).unwrap();
-        let rec = snaps.take(&module, &Stats::default(), 0).unwrap();
+        let commits = CommitLog::at(&state, "m");
+        let (_, rec) = snaps.take(&module, &Stats::default(), 0, &commits, &[]).unwrap();
         for name in ["fifo", "link"] {
             let a = std::fs::symlink_metadata(module.join(name)).unwrap();
             let b = std::fs::symlink_metadata(snaps.path(&rec.id).join(name)).unwrap();

@@ -23,6 +23,7 @@ use ferry_core::session::{TargetOutcome, TargetWork, WorkCounts};
 use ferry_core::{compress, Limits, RelPath};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
+use crate::commit::ContentKey;
 use crate::fs::{apply_meta, apply_meta_at, file_type, make_node, remove_tree, Root};
 use crate::mmap::Basis;
 use crate::walk::{WalkOptions, Walker, TEMP_PREFIX};
@@ -42,6 +43,12 @@ struct Staging {
     written: u64,
 }
 
+/// A verified file waiting for its commit: staging, final path, content hash.
+type Verified = (Staging, RelPath, [u8; 32]);
+
+/// A committed file's content hash, by (device, inode, size, mtime).
+pub type FreshHash = (ContentKey, [u8; 32]);
+
 /// A destination directory on the local filesystem.
 pub struct LocalDestination {
     root: Arc<Root>,
@@ -51,7 +58,9 @@ pub struct LocalDestination {
     bases: Mutex<HashMap<FileId, Arc<Basis>>>,
     staging: Mutex<HashMap<FileId, Staging>>,
     /// Verified files waiting for their batch's commit, with their final path.
-    verified: Mutex<HashMap<FileId, (Staging, RelPath)>>,
+    verified: Mutex<HashMap<FileId, Verified>>,
+    /// Content hashes of the files committed, by inode, when asked for (`record_hashes`).
+    fresh: Mutex<Option<Vec<FreshHash>>>,
     dirty: Mutex<HashSet<Option<RelPath>>>,
     temp_counter: AtomicU64,
 }
@@ -72,6 +81,17 @@ fn fatal(what: &str, path: &dyn std::fmt::Display, e: impl std::fmt::Display) ->
 }
 
 impl LocalDestination {
+    /// Starts keeping the content hash of every file committed (for the state directory's
+    /// hash cache: [`crate::commit`]).
+    pub fn record_hashes(&self) {
+        *lock(&self.fresh) = Some(Vec::new());
+    }
+
+    /// The content hashes recorded so far, by (device, inode, size, mtime).
+    pub fn take_hashes(&self) -> Vec<FreshHash> {
+        lock(&self.fresh).as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
     /// A destination rooted at `root`.
     pub fn new(root: Arc<Root>, walk: WalkOptions, limits: Limits) -> Self {
         let nonce = u64::from(std::process::id()) << 32
@@ -89,6 +109,7 @@ impl LocalDestination {
             bases: Mutex::new(HashMap::new()),
             staging: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(None),
             dirty: Mutex::new(HashSet::new()),
             temp_counter: AtomicU64::new(0),
         }
@@ -291,7 +312,7 @@ impl LocalDestination {
         })();
         match done {
             Ok(skipped) => {
-                lock(&self.verified).insert(file, (st, entry.path.clone()));
+                lock(&self.verified).insert(file, (st, entry.path.clone(), hash));
                 TargetOutcome::Verified(WorkCounts {
                     ownership_skipped: skipped,
                     ..WorkCounts::default()
@@ -308,28 +329,36 @@ impl LocalDestination {
     /// happens after its file's data and metadata are on disk, so a crash leaves each name at
     /// its old or its new, verified content.
     fn commit(&self, files: &[FileId]) -> TargetOutcome {
-        let batch: Vec<(Staging, RelPath)> = {
+        let batch: Vec<Verified> = {
             let mut v = lock(&self.verified);
             files.iter().filter_map(|id| v.remove(id)).collect()
         };
         let durable = if batch.len() <= 2 {
-            batch.iter().try_for_each(|(st, _)| st.file.sync_all())
+            batch.iter().try_for_each(|(st, _, _)| st.file.sync_all())
         } else {
             // One flush of the filesystem costs about one fsync and covers the whole batch.
             rfs::syncfs(self.root.fd()).map_err(io::Error::from)
         };
         if let Err(e) = durable {
-            for (st, _) in &batch {
+            for (st, _, _) in &batch {
                 let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
             }
             return fatal("flushing to disk under", &self.root.path().display(), e);
         }
         let mut counts = WorkCounts::default();
-        for (i, (st, path)) in batch.iter().enumerate() {
+        let mut fresh = lock(&self.fresh);
+        for (i, (st, path, hash)) in batch.iter().enumerate() {
             match self.replace(&st.dir, &st.tmp, path) {
-                Ok(d) => counts.deleted += d,
+                Ok(d) => {
+                    counts.deleted += d;
+                    if let (Some(list), Ok(s)) = (fresh.as_mut(), rfs::fstat(&st.file)) {
+                        let key =
+                            (s.st_dev, s.st_ino, s.st_size as u64, crate::fs::meta_of(&s).mtime_ns);
+                        list.push((key, *hash));
+                    }
+                }
                 Err(e) => {
-                    for (st, _) in &batch[i..] {
+                    for (st, _, _) in &batch[i..] {
                         let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
                     }
                     return fatal("renaming into place", path, e);
@@ -342,7 +371,7 @@ impl LocalDestination {
     fn discard(&self, file: FileId) -> TargetOutcome {
         lock(&self.bases).remove(&file);
         let staged = lock(&self.staging).remove(&file);
-        let verified = lock(&self.verified).remove(&file).map(|(st, _)| st);
+        let verified = lock(&self.verified).remove(&file).map(|(st, _, _)| st);
         for st in staged.into_iter().chain(verified) {
             let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
         }
@@ -557,7 +586,8 @@ impl Destination for LocalDestination {
 impl Drop for LocalDestination {
     fn drop(&mut self) {
         // Whatever is still staged was never verified: it must not survive the round.
-        let verified: Vec<Staging> = lock(&self.verified).drain().map(|(_, (st, _))| st).collect();
+        let verified: Vec<Staging> =
+            lock(&self.verified).drain().map(|(_, (st, _, _))| st).collect();
         for st in lock(&self.staging).drain().map(|(_, st)| st).chain(verified) {
             let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
         }

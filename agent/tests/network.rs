@@ -1036,3 +1036,88 @@ fn hostile_data_streams_end_the_round_and_change_nothing() {
     check_ok(&out);
     assert_same_tree(&src, &dst);
 }
+
+/// Every committed round leaves a durable commit record whose root hash names the tree; the
+/// snapshot carries it, `snapshots verify` re-reads the snapshot and agrees, and a snapshot
+/// changed behind Ferry's back (same size, mtime restored) is caught.
+#[test]
+fn commits_record_a_root_hash_that_verify_checks() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let (src, dst, state) = (t.path().join("src"), t.path().join("dst"), t.path().join("state"));
+    sample(&src);
+    let srv = serve_with(
+        &c.join("destination"),
+        &[format!("m={}", s(&dst))],
+        &["--state-dir", s(&state)],
+    );
+    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+    let push = || {
+        check_ok(&ferry(&["push", s(&src), &url, "--identity", s(&c.join("source")), "--delete"]))
+    };
+    push();
+    let s1 = snapshots(&state, 1, 1);
+    std::fs::write(src.join("new-file"), b"round two").unwrap();
+    push();
+    let s2 = snapshots(&state, 2, 2);
+    // Round three changes nothing: same tree, same hash (the cache answers for every file).
+    push();
+    let s3 = snapshots(&state, 3, 3);
+    let hash = |r: &serde_json::Value| r["root_hash"].as_str().unwrap().to_string();
+    for r in [&s1[0], &s2[1], &s3[2]] {
+        assert_eq!(hash(r).len(), 64, "{r}");
+    }
+    assert_ne!(hash(&s1[0]), hash(&s2[1]));
+    assert_eq!(hash(&s2[1]), hash(&s3[2]));
+    // The commit record is durable state beside the snapshots and agrees with them.
+    let last: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join("commits/m/last.json")).unwrap()).unwrap();
+    assert_eq!(last["round"], 3);
+    assert_eq!(last["root_hash"], s3[2]["root_hash"]);
+    let history = std::fs::read_to_string(state.join("commits/m/history.jsonl")).unwrap();
+    assert_eq!(history.lines().count(), 3);
+    // verify re-reads every file (no cache) and agrees, for old and new snapshots.
+    for r in [&s1[0], &s3[2]] {
+        let id = r["id"].as_str().unwrap();
+        let out = ferry(&[
+            "snapshots",
+            "verify",
+            "--state-dir",
+            s(&state),
+            "--module",
+            "m",
+            "--snapshot",
+            id,
+            "--json",
+        ]);
+        check_ok(&out);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["ok"], true, "{v}");
+        assert_eq!(v["verification"]["computed"], r["root_hash"], "{v}");
+    }
+    // Tamper with snapshot 1: same size, mtime put back.
+    let id1 = s1[0]["id"].as_str().unwrap();
+    let victim = state.join("snapshots/m").join(id1).join("db/data.bin");
+    let meta = std::fs::metadata(&victim).unwrap();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[1000] ^= 0xff;
+    // A new file renamed over it, as an app would; the snapshot loses the original inode.
+    let tmp = victim.with_extension("tmp");
+    std::fs::write(&tmp, &bytes).unwrap();
+    let f = std::fs::File::options().write(true).open(&tmp).unwrap();
+    f.set_modified(meta.modified().unwrap()).unwrap();
+    std::fs::set_permissions(&tmp, meta.permissions()).unwrap();
+    std::fs::rename(&tmp, &victim).unwrap();
+    let out = ferry(&[
+        "snapshots",
+        "verify",
+        "--state-dir",
+        s(&state),
+        "--module",
+        "m",
+        "--snapshot",
+        id1,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DOES NOT MATCH"));
+}
