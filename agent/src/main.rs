@@ -93,9 +93,16 @@ enum Command {
         /// DIR/snapshots/MODULE/ (DIR must be on the module's filesystem, outside it).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
-        /// Keep only the newest N snapshots per module (0: all).
+        /// Keep the newest N snapshots per module. A snapshot is kept when any --keep-* rule
+        /// keeps it; with none given, all are kept.
         #[arg(long, default_value_t = 0)]
         keep_last: usize,
+        /// Keep the newest snapshot of each of the last N hours that have one (UTC).
+        #[arg(long, default_value_t = 0)]
+        keep_hourly: usize,
+        /// Keep the newest snapshot of each of the last N days that have one (UTC).
+        #[arg(long, default_value_t = 0)]
+        keep_daily: usize,
     },
     /// Copy a snapshot into a directory (new inodes: writing there never changes the
     /// snapshot), as a verified `ferry sync --delete` from the snapshot.
@@ -525,6 +532,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             bwlimit,
             state_dir,
             keep_last,
+            keep_hourly,
+            keep_daily,
         } => run_serve(
             listen,
             &modules,
@@ -533,7 +542,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             threads,
             bwlimit.unwrap_or(0),
             state_dir,
-            keep_last,
+            ferry_agent::snapshot::Retention {
+                last: keep_last,
+                hourly: keep_hourly,
+                daily: keep_daily,
+            },
         ),
         Command::Snapshots { action: SnapshotAction::Verify { snap: r, json } } => {
             let v = r.find()?.verify(&r.snapshot)?;
@@ -709,7 +722,7 @@ fn run_serve(
     threads: usize,
     bwlimit: u64,
     state_dir: Option<PathBuf>,
-    keep_last: usize,
+    retention: ferry_agent::snapshot::Retention,
 ) -> anyhow::Result<ExitCode> {
     let modules = modules
         .iter()
@@ -723,7 +736,7 @@ fn run_serve(
                 .with_context(|| format!("--state-dir for module {:?}", m.name))?;
         }
     }
-    let cfg = ServeConfig { modules, threads, bwlimit, state_dir, keep_last };
+    let cfg = ServeConfig { modules, threads, bwlimit, state_dir, retention };
     let rt = runtime()?;
     if stdio {
         let link = Link::from_streams(
@@ -1181,7 +1194,7 @@ fn run_demo(dir: &std::path::Path, files: usize, big_mib: usize) -> anyhow::Resu
         threads: 0,
         bwlimit: 0,
         state_dir: Some(state.clone()),
-        keep_last: 0,
+        retention: ferry_agent::snapshot::Retention::default(),
     };
     ferry_agent::snapshot::Snapshots::open(&state, "data", &dst)?;
     let rt = runtime()?;

@@ -415,7 +415,7 @@ pub struct ServeConfig {
     /// Where snapshots go: a hard-link snapshot of a module after each committed push.
     pub state_dir: Option<PathBuf>,
     /// Snapshots kept per module (0: all).
-    pub keep_last: usize,
+    pub retention: crate::snapshot::Retention,
 }
 
 /// Serves modules on `listen` (QUIC and TLS-over-TCP on the same port) until the process ends.
@@ -601,13 +601,13 @@ pub async fn serve_link(
     // round changes the tree meanwhile.
     if let (Some(state), Direction::Push, false) = (&cfg.state_dir, req.direction, opts.dry_run) {
         let (state, name, path, stats, keep) =
-            (state.clone(), module.name.clone(), module.path.clone(), r.stats, cfg.keep_last);
+            (state.clone(), module.name.clone(), module.path.clone(), r.stats, cfg.retention);
         let fresh = written.map(|d| d.take_hashes()).unwrap_or_default();
         let started = std::time::Instant::now();
         let taken = tokio::task::spawn_blocking(move || {
             let commits = crate::commit::CommitLog::at(&state, &name);
             crate::snapshot::Snapshots::open(&state, &name, &path)?
-                .take(&path, &stats, keep, &commits, &fresh)
+                .take(&path, &stats, &keep, &commits, &fresh)
         })
         .await;
         match taken {

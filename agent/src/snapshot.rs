@@ -45,6 +45,42 @@ pub struct SnapshotRecord {
     pub root_hash: String,
 }
 
+/// Which snapshots to keep after a new one. A snapshot is kept when any rule keeps it; with
+/// every rule at 0, all are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// The newest N.
+    pub last: usize,
+    /// The newest snapshot of each of the last N hours that have one (UTC).
+    pub hourly: usize,
+    /// The newest snapshot of each of the last N days that have one (UTC).
+    pub daily: usize,
+}
+
+impl Retention {
+    /// The ids of `records` (oldest first) to keep.
+    pub fn keep(&self, records: &[SnapshotRecord]) -> std::collections::HashSet<String> {
+        if self.last == 0 && self.hourly == 0 && self.daily == 0 {
+            return records.iter().map(|r| r.id.clone()).collect();
+        }
+        let mut keep: std::collections::HashSet<String> =
+            records.iter().rev().take(self.last).map(|r| r.id.clone()).collect();
+        for (n, bucket) in [(self.hourly, 3600u64), (self.daily, 86_400)] {
+            let mut seen = std::collections::HashSet::new();
+            for r in records.iter().rev() {
+                if seen.len() >= n {
+                    break;
+                }
+                // Newest first: the first snapshot met in a bucket is that bucket's newest.
+                if seen.insert(r.time_unix / bucket) {
+                    keep.insert(r.id.clone());
+                }
+            }
+        }
+        keep
+    }
+}
+
 /// The outcome of [`Snapshots::verify`].
 #[derive(Debug, Clone, Serialize)]
 pub struct Verification {
@@ -175,7 +211,7 @@ impl Snapshots {
 
     /// Ends a committed round: computes the tree's root hash while building a hard-link
     /// snapshot under a temporary name, writes the durable commit record, and only then puts
-    /// the snapshot in place; then keeps only the newest `keep_last` (0: all). `fresh` are the
+    /// the snapshot in place; then applies `keep`. `fresh` are the
     /// content hashes of the files the round wrote (verified end to end), so only files new to
     /// the cache are read.
     ///
@@ -186,7 +222,7 @@ impl Snapshots {
         &self,
         module_path: &Path,
         stats: &Stats,
-        keep_last: usize,
+        keep: &Retention,
         commits: &CommitLog,
         fresh: &[(ContentKey, [u8; 32])],
     ) -> Result<(CommitRecord, SnapshotRecord), SnapshotError> {
@@ -198,7 +234,16 @@ impl Snapshots {
         let when = utc(now, false);
         let id = format!("{round:06}-{when}");
         let tmp = self.dir.join(format!(".{id}.partial"));
-        let _ = std::fs::remove_dir_all(&tmp);
+        // A snapshot cut short by a crash never got its name: remove what it left.
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                if n.starts_with('.') && n.ends_with(".partial") {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         let mut cache = commits.load_cache();
         for (k, h) in fresh {
             cache.insert(*k, *h);
@@ -244,11 +289,10 @@ impl Snapshots {
         let json = self.dir.join(format!("{id}.json"));
         write_atomic(&json, &serde_json::to_vec_pretty(&rec).unwrap_or_default())
             .map_err(io_err(format!("writing {}", json.display())))?;
-        if keep_last > 0 {
-            let all = self.list()?;
-            for old in all.iter().take(all.len().saturating_sub(keep_last)) {
-                self.delete(&old.id)?;
-            }
+        let all = self.list()?;
+        let kept = keep.keep(&all);
+        for old in all.iter().filter(|r| !kept.contains(&r.id)) {
+            self.delete(&old.id)?;
         }
         Ok((commit, rec))
     }
@@ -407,6 +451,47 @@ mod tests {
 
     use super::*;
 
+    fn rec(id: &str, time_unix: u64) -> SnapshotRecord {
+        SnapshotRecord {
+            id: id.into(),
+            round: 0,
+            time_unix,
+            entries: 0,
+            bytes: 0,
+            stats: Stats::default(),
+            root_hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_of_each_hour_and_day() {
+        const H: u64 = 3600;
+        const D: u64 = 86_400;
+        // Oldest first: two days ago (two), yesterday (two in one hour), today (three hours).
+        let all = vec![
+            rec("a", 10 * D + H),
+            rec("b", 10 * D + 5 * H),
+            rec("c", 11 * D + 2 * H),
+            rec("d", 11 * D + 2 * H + 60),
+            rec("e", 12 * D),
+            rec("f", 12 * D + H),
+            rec("g", 12 * D + 2 * H + 10),
+        ];
+        let ids = |r: Retention| {
+            let mut v: Vec<String> = r.keep(&all).into_iter().collect();
+            v.sort();
+            v.join("")
+        };
+        assert_eq!(ids(Retention::default()), "abcdefg", "no rule keeps all");
+        assert_eq!(ids(Retention { last: 2, ..Retention::default() }), "fg");
+        // Hours, newest first: g, f, e, then d (c shares d's hour and is older).
+        assert_eq!(ids(Retention { hourly: 4, ..Retention::default() }), "defg");
+        // Days: g (today), d (yesterday), b (the day before).
+        assert_eq!(ids(Retention { daily: 3, ..Retention::default() }), "bdg");
+        assert_eq!(ids(Retention { last: 1, hourly: 2, daily: 3 }), "bdfg");
+        assert_eq!(ids(Retention { daily: 10, ..Retention::default() }), "bdg");
+    }
+
     /// Special files and symlinks in a snapshot keep mode (past the umask), owner and mtime.
     #[test]
     fn special_files_keep_their_metadata() {
@@ -424,7 +509,8 @@ mod tests {
         }
         let snaps = Snapshots::open(&state, "m", &module).unwrap();
         let commits = CommitLog::at(&state, "m");
-        let (_, rec) = snaps.take(&module, &Stats::default(), 0, &commits, &[]).unwrap();
+        let (_, rec) =
+            snaps.take(&module, &Stats::default(), &Retention::default(), &commits, &[]).unwrap();
         for name in ["fifo", "link"] {
             let a = std::fs::symlink_metadata(module.join(name)).unwrap();
             let b = std::fs::symlink_metadata(snaps.path(&rec.id).join(name)).unwrap();
