@@ -1,0 +1,340 @@
+//! Crash tests: `kill -9` the destination (`ferry serve`) or the source (`ferry push`) at
+//! random points of a round, many times, and check after each kill that
+//! - every file of the destination holds its previous or its new version, whole (hashes);
+//! - every snapshot is a complete tree of one version, verifies against its root hash, and
+//!   belongs to a committed round (no snapshot of an uncommitted round);
+//! - the next round converges: the destination equals the source, no temp file remains, no
+//!   partial snapshot remains, and its snapshot appears.
+//!
+//! Real processes, real files, real sockets; the kill points come from a seeded generator
+//! (printed, so a failure can be replayed).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+/// Path → blake3 of every regular file under a root; temp files reported separately.
+type Tree = BTreeMap<PathBuf, [u8; 32]>;
+
+fn scan(root: &Path) -> (Tree, Vec<PathBuf>) {
+    let mut tree = Tree::new();
+    let mut temps = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd {
+            let e = e.unwrap();
+            let p = e.path();
+            let ft = e.file_type().unwrap();
+            if e.file_name().to_string_lossy().starts_with(".~ferry.") {
+                temps.push(p);
+            } else if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() {
+                let rel = p.strip_prefix(root).unwrap().to_path_buf();
+                // A live server may rename or retention delete it meanwhile.
+                match std::fs::read(&p) {
+                    Ok(data) => {
+                        tree.insert(rel, *blake3::hash(&data).as_bytes());
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => panic!("{}: {e}", p.display()),
+                }
+            }
+        }
+    }
+    (tree, temps)
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn noise(len: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        v.extend_from_slice(&rng.next().to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Two versions of a tree: a big file differing in a few places, small files edited, some
+/// only in one version.
+fn versions(base: &Path) -> [(PathBuf, Tree); 2] {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let big = noise(3 << 20, &mut rng);
+    let mut out = Vec::new();
+    for v in 0..2u8 {
+        let root = base.join(format!("v{v}"));
+        for d in 0..4 {
+            std::fs::create_dir_all(root.join(format!("d{d}"))).unwrap();
+        }
+        let mut b = big.clone();
+        for k in 0..8 {
+            let at = (k * 370_001 + usize::from(v) * 4096) % (b.len() - 4096);
+            b[at..at + 4096].fill(v + k as u8);
+        }
+        std::fs::write(root.join("big.bin"), &b).unwrap();
+        for i in 0..40 {
+            // Files 0-4 only in v0, 35-39 only in v1, the rest in both with other content.
+            if (v == 1 && i < 5) || (v == 0 && i >= 35) {
+                continue;
+            }
+            let len = 1000 + (rng.next() % 20_000) as usize;
+            let mut data = noise(len, &mut rng);
+            data[0] = v;
+            std::fs::write(root.join(format!("d{}/f{i}", i % 4)), data).unwrap();
+        }
+        let tree = scan(&root).0;
+        out.push((root, tree));
+    }
+    let b = out.pop().unwrap();
+    let a = out.pop().unwrap();
+    [a, b]
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(creds: &Path, dst: &Path, state: &Path) -> Server {
+    let mut child = Command::new(FERRY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--identity"])
+        .arg(creds.join("destination"))
+        .arg("--module")
+        .arg(format!("m={}", dst.display()))
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--keep-last", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on ").unwrap().parse().unwrap();
+    Server { child, addr }
+}
+
+fn push(src: &Path, addr: SocketAddr, creds: &Path) -> Command {
+    let mut c = Command::new(FERRY);
+    c.arg("push")
+        .arg(src)
+        .arg(format!("ferry://127.0.0.1:{}/m", addr.port()))
+        .arg("--identity")
+        .arg(creds.join("source"))
+        .args(["--delete", "--transport", "tcp", "--retries", "50", "--retry-base", "20ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn snapshot_list(state: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(FERRY)
+        .args(["snapshots", "list", "--module", "m", "--json", "--state-dir"])
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn committed_rounds(state: &Path) -> HashSet<u64> {
+    let h = std::fs::read_to_string(state.join("commits/m/history.jsonl")).unwrap_or_default();
+    h.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["round"].as_u64().unwrap())
+        .collect()
+}
+
+/// Every file at one of its versions; every snapshot whole, verified and committed.
+fn check_invariants(
+    ctx: &str,
+    dst: &Path,
+    state: &Path,
+    vs: &[(PathBuf, Tree); 2],
+    checked: &mut HashSet<String>,
+) {
+    let (tree, _temps) = scan(dst);
+    for (p, h) in &tree {
+        let ok = vs.iter().any(|(_, t)| t.get(p) == Some(h));
+        assert!(ok, "{ctx}: {} holds neither version", p.display());
+    }
+    // The list first: a commit record is durable before its snapshot is named, so every
+    // snapshot listed must be in a history read afterwards (the server may be mid-commit).
+    let list = snapshot_list(state);
+    let rounds = committed_rounds(state);
+    for snap in list {
+        let id = snap["id"].as_str().unwrap().to_string();
+        if checked.contains(&id) {
+            continue;
+        }
+        let round = snap["round"].as_u64().unwrap();
+        assert!(rounds.contains(&round), "{ctx}: snapshot {id} of uncommitted round {round}");
+        let dir = state.join("snapshots/m").join(&id);
+        // Retention removes the record first, then the tree: a record still there after the
+        // scan means the tree was whole while it was read.
+        let record = state.join("snapshots/m").join(format!("{id}.json"));
+        let (t, temps) = scan(&dir);
+        if !record.exists() {
+            continue;
+        }
+        assert!(temps.is_empty(), "{ctx}: temp files in snapshot {id}");
+        assert!(vs.iter().any(|(_, v)| *v == t), "{ctx}: snapshot {id} is not one whole version");
+        let out = Command::new(FERRY)
+            .args(["snapshots", "verify", "--module", "m", "--snapshot", &id, "--state-dir"])
+            .arg(state)
+            .output()
+            .unwrap();
+        if !record.exists() {
+            continue;
+        }
+        assert!(out.status.success(), "{ctx}: {}", String::from_utf8_lossy(&out.stderr));
+        checked.insert(id);
+    }
+}
+
+/// After a completed round of version `v`: the destination is that version, nothing temporary
+/// is left, and the round's snapshot is there.
+fn check_converged(ctx: &str, dst: &Path, state: &Path, v: &Tree) {
+    let (tree, temps) = scan(dst);
+    assert!(temps.is_empty(), "{ctx}: temp files left after a completed round: {temps:?}");
+    assert!(tree == *v, "{ctx}: destination differs from the source after a completed round");
+    // The snapshot follows the client's Done; wait for it (bounded).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = snapshot_list(state);
+        let newest =
+            list.last().map(|s| scan(&state.join("snapshots/m").join(s["id"].as_str().unwrap())).0);
+        let partial = std::fs::read_dir(state.join("snapshots/m"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".partial"));
+        if newest.as_ref() == Some(v) && !partial {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{ctx}: no snapshot of the completed round");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn setup() -> (tempfile::TempDir, PathBuf, [(PathBuf, Tree); 2], PathBuf, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let creds = t.path().join("creds");
+    let pair = ferry_agent::init::generate_for_days(&["localhost".into(), "127.0.0.1".into()], 30)
+        .unwrap();
+    ferry_agent::init::write_identity(&creds.join("destination"), &pair.destination).unwrap();
+    ferry_agent::init::write_identity(&creds.join("source"), &pair.source).unwrap();
+    let vs = versions(t.path());
+    let (dst, state) = (t.path().join("dst"), t.path().join("state"));
+    (t, creds, vs, dst, state)
+}
+
+/// How long one round of a version change takes here (for the kill window).
+fn round_time(vs: &[(PathBuf, Tree); 2], creds: &Path, dst: &Path, state: &Path) -> Duration {
+    let srv = serve(creds, dst, state);
+    let mut best = Duration::from_secs(10);
+    for (src, _) in vs.iter().chain(vs.iter()) {
+        let t = Instant::now();
+        let out = push(src, srv.addr, creds).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        best = best.min(t.elapsed());
+    }
+    best
+}
+
+fn kill_destination(iterations: usize, seed: u64) {
+    let (_t, creds, vs, dst, state) = setup();
+    let window = round_time(&vs, &creds, &dst, &state);
+    let mut rng = Rng(seed);
+    let mut checked = HashSet::new();
+    let mut mid = 0;
+    for i in 0..iterations {
+        let v = i % 2;
+        let ctx = format!("seed {seed:#x}, iteration {i} (destination killed)");
+        let mut srv = serve(&creds, &dst, &state);
+        let mut client = push(&vs[v].0, srv.addr, &creds).spawn().unwrap();
+        let at = window.mul_f64((rng.next() % 1500) as f64 / 1000.0);
+        std::thread::sleep(at);
+        srv.child.kill().unwrap();
+        srv.child.wait().unwrap();
+        let _ = client.kill();
+        let done = client.wait().unwrap().success();
+        mid += usize::from(!done && scan(&dst).0 != vs[v].1);
+        check_invariants(&ctx, &dst, &state, &vs, &mut checked);
+        // Restart and complete the round.
+        let srv = serve(&creds, &dst, &state);
+        let out = push(&vs[v].0, srv.addr, &creds).output().unwrap();
+        assert!(out.status.success(), "{ctx}: {}", String::from_utf8_lossy(&out.stderr));
+        check_converged(&ctx, &dst, &state, &vs[v].1);
+        check_invariants(&ctx, &dst, &state, &vs, &mut checked);
+    }
+    eprintln!("destination killed {iterations} times (round window {window:?}): {mid} left a half-done round");
+}
+
+fn kill_source(iterations: usize, seed: u64) {
+    let (_t, creds, vs, dst, state) = setup();
+    let window = round_time(&vs, &creds, &dst, &state);
+    let srv = serve(&creds, &dst, &state);
+    let mut rng = Rng(seed);
+    let mut checked = HashSet::new();
+    let mut mid = 0;
+    for i in 0..iterations {
+        let v = i % 2;
+        let ctx = format!("seed {seed:#x}, iteration {i} (source killed)");
+        let mut client = push(&vs[v].0, srv.addr, &creds).spawn().unwrap();
+        let at = window.mul_f64((rng.next() % 1500) as f64 / 1000.0);
+        std::thread::sleep(at);
+        let _ = client.kill();
+        let done = client.wait().unwrap().success();
+        mid += usize::from(!done && scan(&dst).0 != vs[v].1);
+        check_invariants(&ctx, &dst, &state, &vs, &mut checked);
+        // The server may still be winding the cut round down: Busy is retried.
+        let out = push(&vs[v].0, srv.addr, &creds).output().unwrap();
+        assert!(out.status.success(), "{ctx}: {}", String::from_utf8_lossy(&out.stderr));
+        check_converged(&ctx, &dst, &state, &vs[v].1);
+        check_invariants(&ctx, &dst, &state, &vs, &mut checked);
+    }
+    eprintln!(
+        "source killed {iterations} times (round window {window:?}): {mid} left a half-done round"
+    );
+}
+
+#[test]
+fn kill_9_the_destination_50_times() {
+    kill_destination(50, 0xD357_0001);
+}
+
+#[test]
+fn kill_9_the_source_50_times() {
+    kill_source(50, 0x5AC3_0001);
+}
+
+/// The long version: `cargo test -p ferry-agent --test crash -- --ignored`.
+#[test]
+#[ignore = "long: 500 kills per side"]
+fn kill_9_500_times_per_side() {
+    kill_destination(500, 0xD357_0002);
+    kill_source(500, 0x5AC3_0002);
+}
