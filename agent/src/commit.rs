@@ -4,7 +4,9 @@
 //! The root hash is blake3 over the committed tree in walk (component) order: each entry as it
 //! would appear in a manifest (path, kind, size, mode, owner, mtime, xattrs) with the blake3
 //! of its content for regular files. It is computed by the destination over the tree it
-//! committed, which after a round equals the source's manifest, so it names that manifest.
+//! committed. After a round with `--delete` and no excludes that tree is the source's
+//! manifest, so the hash names it; otherwise it names what the destination holds (the
+//! source's files plus whatever the round was told to leave alone).
 //!
 //! Content hashes come from a per-module cache keyed by (device, inode, size, mtime): files the
 //! round wrote are entered as they are committed (their hash was verified end to end), files
@@ -119,20 +121,25 @@ impl TreeHasher {
     ///
     /// # Errors
     /// I/O errors.
-    pub fn read_content(&mut self, root: &Root, entry: &Entry) -> io::Result<[u8; 32]> {
-        let h = hash_file(root, entry)?;
+    pub fn read_content(
+        &mut self,
+        root: &Root,
+        entry: &Entry,
+        key: ContentKey,
+    ) -> io::Result<[u8; 32]> {
+        let h = hash_file(root, entry, key)?;
         self.hashed_files += 1;
         self.hashed_bytes += entry.size;
         Ok(h)
     }
 
-    /// Adds `entry` found beneath `root`, reading a regular file's content.
+    /// Adds `entry`, walked at `key` beneath `root`, reading a regular file's content.
     ///
     /// # Errors
     /// I/O errors reading a file.
-    pub fn add_read(&mut self, root: &Root, entry: &Entry) -> io::Result<()> {
+    pub fn add_read(&mut self, root: &Root, entry: &Entry, key: ContentKey) -> io::Result<()> {
         let content = if entry.kind == EntryKind::File {
-            Some(self.read_content(root, entry)?)
+            Some(self.read_content(root, entry, key)?)
         } else {
             None
         };
@@ -146,13 +153,24 @@ impl TreeHasher {
     }
 }
 
-/// blake3 of a file's content, read beneath `root` without following symlinks.
-fn hash_file(root: &Root, entry: &Entry) -> io::Result<[u8; 32]> {
+/// blake3 of a file's content, read beneath `root` without following symlinks; refused when
+/// the file is not the one walked or changes while it is read (something else writes into
+/// the tree), so a cache never pairs a key with other content.
+fn hash_file(root: &Root, entry: &Entry, key: ContentKey) -> io::Result<[u8; 32]> {
     let f = std::fs::File::from(root.open_beneath(
         entry.path.as_bytes(),
         OFlags::RDONLY,
         Mode::empty(),
     )?);
+    let same = |f: &std::fs::File| -> io::Result<bool> {
+        let st = rustix::fs::fstat(f)?;
+        let mtime = crate::fs::meta_of(&st).mtime_ns;
+        Ok((st.st_dev, st.st_ino, st.st_size as u64, mtime) == key)
+    };
+    let changed = || io::Error::other(format!("{} changed while it was hashed", entry.path));
+    if !same(&f)? {
+        return Err(changed());
+    }
     let mut h = blake3::Hasher::new();
     let mut r = io::BufReader::with_capacity(1 << 20, f);
     let mut buf = vec![0u8; 1 << 20];
@@ -162,6 +180,9 @@ fn hash_file(root: &Root, entry: &Entry) -> io::Result<[u8; 32]> {
             break;
         }
         h.update(&buf[..n]);
+    }
+    if !same(r.get_ref())? {
+        return Err(changed());
     }
     Ok(*h.finalize().as_bytes())
 }

@@ -25,6 +25,7 @@ pub mod remote;
 pub mod schedule;
 pub mod snapshot;
 pub mod source;
+pub mod status;
 pub mod sync;
 pub mod synth;
 pub mod target;

@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -103,6 +104,10 @@ enum Command {
         /// Keep the newest snapshot of each of the last N days that have one (UTC).
         #[arg(long, default_value_t = 0)]
         keep_daily: usize,
+        /// Serve GET /status (rounds served, latest snapshot), /healthz, /readyz and /metrics
+        /// (Prometheus) on ADDR, e.g. 0.0.0.0:9873.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
     },
     /// Copy a snapshot into a directory (new inodes: writing there never changes the
     /// snapshot), as a verified `ferry sync --delete` from the snapshot.
@@ -336,6 +341,11 @@ struct ScheduleFlags {
     /// this JSON file after every round, atomically.
     #[arg(long, value_name = "PATH")]
     status_file: Option<PathBuf>,
+    /// Serve GET /status (JSON: last round, next run, current round's progress and ETA),
+    /// /healthz, /readyz (200 once the last round succeeded), /metrics (Prometheus) and
+    /// POST /trigger (a round now) on ADDR, e.g. 0.0.0.0:9873. SIGUSR1 also triggers a round.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
 }
 
 /// Flags of `ferry push` and `ferry pull`.
@@ -534,6 +544,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             keep_last,
             keep_hourly,
             keep_daily,
+            http,
         } => run_serve(
             listen,
             &modules,
@@ -547,6 +558,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 hourly: keep_hourly,
                 daily: keep_daily,
             },
+            http,
         ),
         Command::Snapshots { action: SnapshotAction::Verify { snap: r, json } } => {
             let v = r.find()?.verify(&r.snapshot)?;
@@ -723,6 +735,7 @@ fn run_serve(
     bwlimit: u64,
     state_dir: Option<PathBuf>,
     retention: ferry_agent::snapshot::Retention,
+    http: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     let modules = modules
         .iter()
@@ -736,8 +749,21 @@ fn run_serve(
                 .with_context(|| format!("--state-dir for module {:?}", m.name))?;
         }
     }
-    let cfg = ServeConfig { modules, threads, bwlimit, state_dir, retention };
     let rt = runtime()?;
+    let agent = match http {
+        Some(addr) => {
+            let (agent, _) = ferry_agent::status::Agent::new(false);
+            let listener = rt
+                .block_on(ferry_agent::status::bind_http(addr))
+                .with_context(|| format!("--http {addr}: cannot listen"))?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            tracing::info!("status on http://{bound}/status, metrics on /metrics");
+            rt.spawn(ferry_agent::status::serve_http(listener, agent.clone()));
+            Some(agent)
+        }
+        None => None,
+    };
+    let cfg = ServeConfig { modules, threads, bwlimit, state_dir, retention, agent };
     if stdio {
         let link = Link::from_streams(
             tokio::io::stdin(),
@@ -793,19 +819,41 @@ fn run_net(
     );
     let once = when.once || schedule.is_none();
     let rt = runtime()?;
-    let mut status = Status::default();
+    let (agent, triggered) = ferry_agent::status::Agent::new(true);
+    if let Some(addr) = when.http {
+        let listener = rt
+            .block_on(ferry_agent::status::bind_http(addr))
+            .with_context(|| format!("--http {addr}: cannot listen"))?;
+        let bound = listener.local_addr().unwrap_or(addr);
+        tracing::info!("status on http://{bound}/status, metrics on /metrics, POST /trigger");
+        rt.spawn(ferry_agent::status::serve_http(listener, agent.clone()));
+    }
+    {
+        let agent = agent.clone();
+        rt.spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut usr1) = signal(SignalKind::user_defined1()) else { return };
+            while usr1.recv().await.is_some() {
+                tracing::info!("SIGUSR1: a round starts now");
+                agent.trigger();
+            }
+        });
+    }
     let mut due = SystemTime::now();
     loop {
-        if let Ok(wait) = due.duration_since(SystemTime::now()) {
-            std::thread::sleep(wait);
-        }
-        if let Some(j) = jitter {
+        // Sleep until the round is due or a trigger (POST /trigger, SIGUSR1) arrives; a
+        // trigger during a round runs one more right after it.
+        let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
+        let manual = matches!(triggered.recv_timeout(wait), Ok(()));
+        while triggered.try_recv().is_ok() {}
+        if let (Some(j), false) = (jitter, manual) {
             std::thread::sleep(j.mul_f64(rng.next_unit()));
         }
         let start = SystemTime::now();
+        agent.round_started(start);
         let mut attempt = 0;
         let result = loop {
-            let r = one_round(&rt, direction, local, &url, &opts, &round);
+            let r = one_round(&rt, direction, local, &url, &opts, &round, &agent);
             match r {
                 Err(e) if e.is_transient() && when.retries.allows(attempt) => {
                     let d = backoff.delay(attempt, rng.next_unit());
@@ -822,13 +870,22 @@ fn run_net(
         };
         let end = SystemTime::now();
         let (next, missed) = match (&schedule, once) {
+            // A manual round before the scheduled time leaves that time as it was.
+            (Some(_), false) if manual && end < due => (Some(due), 0),
             (Some(s), false) => s.after_round(due, end),
             _ => (None, 0),
         };
         if missed > 0 {
             tracing::warn!("the round overran {missed} scheduled time(s); they were skipped");
         }
-        status.record(start, end, attempt + 1, &result, next, missed);
+        let status = agent.round_finished(
+            start,
+            end,
+            attempt + 1,
+            result.as_ref().map_err(|e| e.to_string()),
+            next,
+            missed,
+        );
         if let Some(path) = &when.status_file {
             status.write(path).with_context(|| format!("writing {}", path.display()))?;
         }
@@ -862,18 +919,30 @@ fn one_round(
     url: &Url,
     opts: &RemoteOptions,
     round: &RoundFlags,
+    agent: &Arc<ferry_agent::status::Agent>,
 ) -> Result<Report, RemoteError> {
     let itemize = (round.itemize || round.dry_run) && !round.json;
     let progress = Progress::new(!round.no_progress);
     let on_item: Box<dyn FnMut(&Itemized) + Send> = Box::new(progress.item_printer(itemize));
+    let mut show = progress.callback();
+    let live = agent.clone();
+    let (every, mut shown) = (progress.every, std::time::Instant::now());
+    // The status gets progress every second; the display keeps its own pace.
+    let on_progress: Box<dyn FnMut(&DriverProgress) + Send> = Box::new(move |p| {
+        live.progress(p);
+        if shown.elapsed() >= every {
+            shown = std::time::Instant::now();
+            show(p);
+        }
+    });
     let r = rt.block_on(run_client(
         direction,
         local,
         url,
         opts,
         on_item,
-        progress.callback(),
-        progress.every,
+        on_progress,
+        progress.every.min(Duration::from_secs(1)),
     ));
     progress.finish();
     if let Ok(report) = &r {
@@ -882,63 +951,6 @@ fn one_round(
         }
     }
     r
-}
-
-/// What `--status-file` holds: enough for an operator (or a restarted agent) to see where
-/// replication stands.
-#[derive(Debug, Default, serde::Serialize)]
-struct Status {
-    last_start_unix: f64,
-    last_end_unix: f64,
-    last_duration_secs: f64,
-    last_result: String,
-    last_attempts: u32,
-    last_transport: Option<String>,
-    last_stats: Option<ferry_core::Stats>,
-    last_success_unix: Option<f64>,
-    rounds_ok: u64,
-    rounds_failed: u64,
-    missed_intervals: u64,
-    next_run_unix: Option<f64>,
-}
-
-impl Status {
-    fn record(
-        &mut self,
-        start: std::time::SystemTime,
-        end: std::time::SystemTime,
-        attempts: u32,
-        result: &Result<Report, RemoteError>,
-        next: Option<std::time::SystemTime>,
-        missed: u64,
-    ) {
-        let unix = |t: std::time::SystemTime| {
-            t.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-        };
-        self.last_start_unix = unix(start);
-        self.last_end_unix = unix(end);
-        self.last_duration_secs = self.last_end_unix - self.last_start_unix;
-        self.last_attempts = attempts;
-        self.missed_intervals += missed;
-        self.next_run_unix = next.map(unix);
-        match result {
-            Ok(r) => {
-                self.last_result = "ok".into();
-                self.last_transport = r.transport.clone();
-                self.last_stats = Some(r.stats);
-                self.last_success_unix = Some(self.last_end_unix);
-                self.rounds_ok += 1;
-            }
-            Err(e) => {
-                self.last_result = format!("error: {e}");
-                self.rounds_failed += 1;
-            }
-        }
-    }
-
-    fn write(&self, path: &std::path::Path) -> std::io::Result<()> {
-        ferry_agent::fs::write_atomic(path, &serde_json::to_vec_pretty(self).unwrap_or_default())
-    }
 }
 
 fn remote_options(net: &NetFlags, sync: SyncOptions) -> RemoteOptions {
@@ -1195,6 +1207,7 @@ fn run_demo(dir: &std::path::Path, files: usize, big_mib: usize) -> anyhow::Resu
         bwlimit: 0,
         state_dir: Some(state.clone()),
         retention: ferry_agent::snapshot::Retention::default(),
+        agent: None,
     };
     ferry_agent::snapshot::Snapshots::open(&state, "data", &dst)?;
     let rt = runtime()?;

@@ -416,6 +416,8 @@ pub struct ServeConfig {
     pub state_dir: Option<PathBuf>,
     /// Snapshots kept per module (0: all).
     pub retention: crate::snapshot::Retention,
+    /// Live status and metrics (`--http`), when served.
+    pub agent: Option<Arc<crate::status::Agent>>,
 }
 
 /// Serves modules on `listen` (QUIC and TLS-over-TCP on the same port) until the process ends.
@@ -441,7 +443,21 @@ pub async fn serve(
                 tokio::spawn(async move {
                     let peer = link.peer.clone();
                     let kind = link.kind;
-                    match serve_link(link, &cfg, &busy).await {
+                    let start = std::time::SystemTime::now();
+                    let r = serve_link(link, &cfg, &busy).await;
+                    if let Some(a) = &cfg.agent {
+                        let end = std::time::SystemTime::now();
+                        match &r {
+                            Ok(Some(rep)) => {
+                                a.round_finished(start, end, 1, Ok(rep), None, 0);
+                            }
+                            Err(e) => {
+                                a.round_finished(start, end, 1, Err(e.to_string()), None, 0);
+                            }
+                            Ok(None) => {}
+                        }
+                    }
+                    match r {
                         Ok(Some(r)) => tracing::info!(
                             "{peer} ({kind}): round complete: {} new, {} changed, {} deleted, {} literal bytes",
                             r.stats.files_new, r.stats.files_changed, r.stats.files_deleted, r.stats.literal_bytes
@@ -520,7 +536,8 @@ pub async fn serve_link(
         write_value(&mut link.writer, &Response::Accepted { version, lanes: data as u8 })
             .await
             .map_err(|e| RemoteError::Connect { addr: link.peer.clone(), source: e })?;
-        bench_server(link, data, cfg.threads).await?;
+        let writable = decision.as_ref().is_ok_and(|m| m.access != Access::ReadOnly);
+        bench_server(link, data, cfg.threads, writable).await?;
         return Ok(None);
     }
     let module = match decision {
@@ -611,7 +628,11 @@ pub async fn serve_link(
         })
         .await;
         match taken {
-            Ok(Ok((commit, rec))) => tracing::info!(
+            Ok(Ok((commit, rec))) => {
+                if let Some(a) = &cfg.agent {
+                    a.snapshot_taken(&rec.id);
+                }
+                tracing::info!(
                 "module {:?}: round {} committed (root {}), snapshot {} ({} entries, {} bytes) in {:.2} s",
                 module.name,
                 commit.round,
@@ -620,7 +641,8 @@ pub async fn serve_link(
                 rec.entries,
                 rec.bytes,
                 started.elapsed().as_secs_f64()
-            ),
+            )
+            }
             Ok(Err(e)) => tracing::error!("module {:?}: snapshot failed: {e}", module.name),
             Err(e) => tracing::error!("module {:?}: snapshot task failed: {e}", module.name),
         }
@@ -993,7 +1015,24 @@ const SYNC_MAX: u64 = 16 << 30;
 /// Most bytes one probe may ask for.
 const PROBE_MAX: u64 = 64 << 30;
 
-async fn bench_server(mut link: Link, data: usize, threads: usize) -> Result<(), RemoteError> {
+/// One synthetic round at a time per server: each needs scratch space the size of its data.
+static SYNTHETIC_ROUND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Releases [`SYNTHETIC_ROUND`] on drop.
+struct SyntheticClaim;
+
+impl Drop for SyntheticClaim {
+    fn drop(&mut self) {
+        SYNTHETIC_ROUND.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+async fn bench_server(
+    mut link: Link,
+    data: usize,
+    threads: usize,
+    writable: bool,
+) -> Result<(), RemoteError> {
     let peer = link.peer.clone();
     let io = |e| RemoteError::Connect { addr: peer.clone(), source: e };
     loop {
@@ -1008,7 +1047,18 @@ async fn bench_server(mut link: Link, data: usize, threads: usize) -> Result<(),
                 link.writer.flush().await.map_err(|e| io(TransportError::Io(e)))?;
             }
             Probe::Sync(n) => {
-                let scratch = if n > SYNC_MAX {
+                use std::sync::atomic::Ordering;
+                // Writing gigabytes into the server's memory is for peers that may write.
+                let claim = SYNTHETIC_ROUND
+                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                    .then_some(SyntheticClaim);
+                let scratch = if !writable {
+                    Err("the module is read-only for this peer; name a module it may push to"
+                        .into())
+                } else if claim.is_none() {
+                    Err("another synthetic round is running on this server; retry later".into())
+                } else if n > SYNC_MAX {
                     Err(format!("at most {} GiB", SYNC_MAX >> 30))
                 } else {
                     crate::synth::Scratch::new("dst", n).map_err(|e| e.to_string())

@@ -191,7 +191,8 @@ impl Snapshots {
             .map_err(io_err(format!("reading {}", self.dir.display())))?;
         for e in rd.flatten() {
             let p = e.path();
-            if p.extension().is_some_and(|x| x == "json") {
+            // A record counts only with its tree (see `take`).
+            if p.extension().is_some_and(|x| x == "json") && p.with_extension("").is_dir() {
                 if let Ok(r) = std::fs::read(&p)
                     .map_err(|_| ())
                     .and_then(|b| serde_json::from_slice(&b).map_err(|_| ()))
@@ -234,13 +235,18 @@ impl Snapshots {
         let when = utc(now, false);
         let id = format!("{round:06}-{when}");
         let tmp = self.dir.join(format!(".{id}.partial"));
-        // A snapshot cut short by a crash never got its name: remove what it left.
+        // A snapshot cut short by a crash never got its name: remove what it left (a partial
+        // tree, or a record whose tree was never renamed into place).
         if let Ok(rd) = std::fs::read_dir(&self.dir) {
             for e in rd.flatten() {
                 let n = e.file_name();
                 let n = n.to_string_lossy();
                 if n.starts_with('.') && n.ends_with(".partial") {
                     let _ = std::fs::remove_dir_all(e.path());
+                } else if let Some(id) = n.strip_suffix(".json") {
+                    if !self.dir.join(id).is_dir() {
+                        let _ = std::fs::remove_file(e.path());
+                    }
                 }
             }
         }
@@ -275,8 +281,9 @@ impl Snapshots {
                 hasher.hashed_bytes
             );
         }
-        let fin = self.dir.join(&id);
-        std::fs::rename(&tmp, &fin).map_err(io_err(format!("renaming {}", tmp.display())))?;
+        // The record first, then the tree under its name: a crash between the two leaves a
+        // record without a tree, which `list` ignores and the next snapshot removes, never a
+        // tree nobody lists.
         let rec = SnapshotRecord {
             id: id.clone(),
             round,
@@ -289,6 +296,11 @@ impl Snapshots {
         let json = self.dir.join(format!("{id}.json"));
         write_atomic(&json, &serde_json::to_vec_pretty(&rec).unwrap_or_default())
             .map_err(io_err(format!("writing {}", json.display())))?;
+        let fin = self.dir.join(&id);
+        if let Err(e) = std::fs::rename(&tmp, &fin) {
+            let _ = std::fs::remove_file(&json);
+            return Err(io_err(format!("renaming {}", tmp.display()))(e));
+        }
         let all = self.list()?;
         let kept = keep.keep(&all);
         for old in all.iter().filter(|r| !kept.contains(&r.id)) {
@@ -318,7 +330,8 @@ impl Snapshots {
             let (batch, done) =
                 walker.next_batch(1024).map_err(io_err(format!("walking {}", path.display())))?;
             for l in batch {
-                hasher.add_read(&root, &l.entry).map_err(io_err(format!(
+                let key = (l.dev, l.ino, l.entry.size, l.entry.meta.mtime_ns);
+                hasher.add_read(&root, &l.entry, key).map_err(io_err(format!(
                     "reading {}/{}",
                     path.display(),
                     l.entry.path
@@ -402,7 +415,7 @@ fn hardlink_tree(
                 let key = (l.dev, l.ino, l.entry.size, l.entry.meta.mtime_ns);
                 let h = match cache.get(key) {
                     Some(h) => h,
-                    None => hasher.read_content(&src_root, &l.entry)?,
+                    None => hasher.read_content(&src_root, &l.entry, key)?,
                 };
                 // Only the tree's files: the next round's cache stays the module's size.
                 kept.insert(key, h);

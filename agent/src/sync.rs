@@ -53,7 +53,7 @@ impl Default for SyncOptions {
 }
 
 /// What a sync did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Report {
     /// The destination's account of the round.
     pub stats: Stats,

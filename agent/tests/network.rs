@@ -343,8 +343,8 @@ fn a_client_without_a_certificate_is_refused() {
 
 fn request(module: &str, direction: Direction) -> Request {
     Request {
-        version_min: 1,
-        version_max: 1,
+        version_min: ferry_core::message::PROTOCOL_MIN,
+        version_max: ferry_core::message::PROTOCOL_VERSION,
         module: module.into(),
         direction,
         options: WireOptions {
@@ -380,8 +380,8 @@ fn unknown_protocol_version_is_named() {
     });
     match resp {
         Response::Refused { reason, server_min, server_max, .. } => {
-            assert_eq!((server_min, server_max), (1, 1));
-            assert!(reason.contains("99..=120") && reason.contains("1..=1"), "{reason}");
+            assert_eq!((server_min, server_max), (2, 2));
+            assert!(reason.contains("99..=120") && reason.contains("2..=2"), "{reason}");
         }
         other => panic!("{other:?}"),
     }
@@ -408,7 +408,7 @@ fn an_authenticated_but_hostile_client_changes_nothing() {
         hash: None,
     };
     // Raw frames that are valid postcard for the framing but lie.
-    let hello = Message::Hello { min: 1, max: 1, features: 0 };
+    let hello = Message::Hello { min: 2, max: 2, features: 0 };
     // (case, messages after Hello, raw bytes written after them)
     type Case = (&'static str, Vec<Message>, Option<Vec<u8>>);
     let cases: Vec<Case> = vec![
@@ -1011,7 +1011,7 @@ fn hostile_data_streams_end_the_round_and_change_nothing() {
                 let mut frame = 5u64.to_le_bytes().to_vec();
                 frame.extend_from_slice(&[0; 24]);
                 ferry_core::message::write_frame(
-                    &Message::Hello { min: 1, max: 1, features: 0 },
+                    &Message::Hello { min: 2, max: 2, features: 0 },
                     &mut frame,
                 );
                 link.writer.write_all(&frame).await.unwrap();
@@ -1120,4 +1120,118 @@ fn commits_record_a_root_hash_that_verify_checks() {
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("DOES NOT MATCH"));
+}
+
+/// One HTTP/1.1 request; returns the status code and the body.
+fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
+}
+
+/// An unattended push on a long interval, watched and driven over --http: status with the
+/// round's figures, probes, Prometheus metrics, and manual rounds from POST /trigger and
+/// SIGUSR1; `ferry serve --http` reports the rounds it served and its latest snapshot.
+#[test]
+fn http_status_metrics_and_manual_triggers() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let (src, dst, state) = (t.path().join("src"), t.path().join("dst"), t.path().join("state"));
+    sample(&src);
+    // A free port for the server's endpoint (its log is not read here).
+    let srv_http =
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let srv = serve_with(
+        &c.join("destination"),
+        &[format!("m={}", s(&dst))],
+        &["--state-dir", s(&state), "--http", &srv_http],
+    );
+    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+    let mut push = Command::new(FERRY)
+        .args(["push", s(&src), &url, "--identity", s(&c.join("source")), "--every", "1h"])
+        .args(["--http", "127.0.0.1:0", "--transport", "tcp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let push_pid = push.id();
+    // The bound address is in the log; keep draining it so the agent never blocks on stderr.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = push.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("status on http://").nth(1) {
+                let _ = tx.send(rest.split('/').next().unwrap().to_string());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let status = |want_ok: u64| -> serde_json::Value {
+        for _ in 0..400 {
+            let (code, body) = http(&addr, "GET", "/status");
+            assert_eq!(code, 200);
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if v["rounds_ok"] == want_ok && v["current"].is_null() {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("round {want_ok} never finished");
+    };
+    let v = status(1);
+    assert_eq!(v["last_result"], "ok");
+    assert_eq!(v["last_stats"]["files_new"], 51);
+    assert!(v["last_wire_bytes_sent"].as_u64().unwrap() > 1_000_000, "{v}");
+    // The next scheduled round is an hour away.
+    let next = v["next_run_unix"].as_f64().unwrap() - v["last_end_unix"].as_f64().unwrap();
+    assert!((3500.0..3700.0).contains(&next), "{v}");
+    assert_eq!(http(&addr, "GET", "/healthz").0, 200);
+    assert_eq!(http(&addr, "GET", "/readyz").0, 200);
+    // A manual round, then another from SIGUSR1.
+    std::fs::write(src.join("db/new"), b"after the trigger").unwrap();
+    assert_eq!(http(&addr, "POST", "/trigger").0, 202);
+    let v = status(2);
+    assert_eq!(v["last_stats"]["files_new"], 1, "{v}");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(push_pid as i32).unwrap(),
+        rustix::process::Signal::USR1,
+    )
+    .unwrap();
+    let v = status(3);
+    assert_eq!(v["last_stats"]["files_new"], 0, "{v}");
+    assert_same_tree(&src, &dst);
+    let (code, metrics) = http(&addr, "GET", "/metrics");
+    assert_eq!(code, 200);
+    for want in [
+        "ferry_rounds_total{result=\"ok\"} 3",
+        "ferry_files_total{kind=\"new\"} 52",
+        "ferry_round_duration_seconds_count 3",
+        "ferry_out_of_sync_seconds ",
+        "ferry_bytes_total{kind=\"literal\"}",
+    ] {
+        assert!(metrics.contains(want), "{want:?} not in\n{metrics}");
+    }
+    let _ = push.kill();
+    let _ = push.wait();
+    // The destination's agent: rounds served and the latest snapshot; no trigger there.
+    let mut served = serde_json::Value::Null;
+    for _ in 0..400 {
+        served = serde_json::from_str(&http(&srv_http, "GET", "/status").1).unwrap();
+        if served["rounds_ok"] == 3
+            && served["latest_snapshot"].as_str().is_some_and(|id| id.starts_with("000003-"))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(served["rounds_ok"], 3, "{served}");
+    assert!(served["latest_snapshot"].as_str().unwrap().starts_with("000003-"), "{served}");
+    assert_eq!(http(&srv_http, "POST", "/trigger").0, 409);
+    assert!(http(&srv_http, "GET", "/metrics").1.contains("ferry_rounds_total{result=\"ok\"} 3"));
+    drop(srv);
 }

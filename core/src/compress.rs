@@ -63,12 +63,11 @@ pub fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
 /// # Errors
 /// [`DecompressError::TooLarge`] past the cap, [`DecompressError::Invalid`] on bad frames.
 pub fn decompress(data: &[u8], cap: usize, window_log: u32) -> Result<Vec<u8>, DecompressError> {
-    // A frame that declares its size is refused before anything is allocated; ours always do.
+    // A frame that declares its size is refused before anything is allocated, and decoded in
+    // one call into exactly that much room with this thread's context; ours always declare it.
     let declared = zstd::zstd_safe::get_frame_content_size(data).ok().flatten();
-    if let Some(n) = declared {
-        LimitExceeded::check("decompressed size", n, cap as u64)?;
-    }
-    let room = declared.map_or(cap, |n| n as usize);
+    let Some(n) = declared else { return decompress_streaming(data, cap, window_log) };
+    LimitExceeded::check("decompressed size", n, cap as u64)?;
     DECOMPRESSOR.with(|d| {
         let mut d = d.borrow_mut();
         if d.as_ref().is_none_or(|(w, _)| *w != window_log) {
@@ -78,33 +77,26 @@ pub fn decompress(data: &[u8], cap: usize, window_log: u32) -> Result<Vec<u8>, D
             *d = Some((window_log, z));
         }
         let Some((_, z)) = d.as_mut() else { unreachable!("set above") };
-        let mut out = Vec::with_capacity(room);
-        match z.decompress_to_buffer(data, &mut out) {
-            Ok(_) => Ok(out),
-            // Without a declared size the output is written into `cap` bytes at most; a frame
-            // that needs more fails here, as too large rather than invalid.
-            Err(_) if declared.is_none() && too_small(data, cap, window_log) => {
-                Err(LimitExceeded {
-                    what: "decompressed size",
-                    limit: cap as u64,
-                    got: cap as u64 + 1,
-                }
-                .into())
-            }
-            Err(e) => Err(DecompressError::Invalid(e)),
-        }
+        let mut out = Vec::with_capacity(n as usize);
+        // More output than declared does not fit the room and fails here.
+        z.decompress_to_buffer(data, &mut out).map_err(DecompressError::Invalid)?;
+        Ok(out)
     })
 }
 
-/// Whether `data` decodes to more than `cap` bytes (streaming, so nothing beyond `cap + 1` is
-/// buffered); only called on the error path of frames that hide their size.
-fn too_small(data: &[u8], cap: usize, window_log: u32) -> bool {
-    let Ok(mut dec) = zstd::stream::read::Decoder::new(data) else { return false };
-    if dec.window_log_max(window_log).is_err() {
-        return false;
-    }
-    let mut sink = Vec::new();
-    matches!(dec.take(cap as u64 + 1).read_to_end(&mut sink), Ok(n) if n > cap)
+/// Frames that hide their size: decoded as a stream, growing the output as it comes, one byte
+/// past the cap at most (so "exactly at the cap" and "over it" are told apart).
+fn decompress_streaming(
+    data: &[u8],
+    cap: usize,
+    window_log: u32,
+) -> Result<Vec<u8>, DecompressError> {
+    let mut dec = zstd::stream::read::Decoder::new(data).map_err(DecompressError::Invalid)?;
+    dec.window_log_max(window_log).map_err(DecompressError::Invalid)?;
+    let mut out = Vec::with_capacity(cap.min(data.len().saturating_mul(4)));
+    let n = dec.take(cap as u64 + 1).read_to_end(&mut out).map_err(DecompressError::Invalid)?;
+    LimitExceeded::check("decompressed size", n as u64, cap as u64)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -143,6 +135,20 @@ mod tests {
             other => panic!("expected TooLarge, got {other:?}"),
         }
         assert_eq!(decompress(&bomb, 1 << 20, 24).unwrap().len(), 1 << 20);
+    }
+
+    #[test]
+    fn frames_hiding_or_lying_about_their_size_stay_bounded() {
+        let zeros = vec![0u8; 1 << 20];
+        // A streamed frame does not declare its size.
+        let hidden = zstd::stream::encode_all(&zeros[..], 19).unwrap();
+        assert_eq!(zstd::zstd_safe::get_frame_content_size(&hidden).ok().flatten(), None);
+        assert!(matches!(decompress(&hidden, 4096, 24), Err(DecompressError::TooLarge(_))));
+        assert_eq!(decompress(&hidden, 1 << 20, 24).unwrap().len(), 1 << 20);
+        // Two frames: the first declares 10 bytes, the second brings a megabyte more.
+        let mut lying = zstd::bulk::compress(&zeros[..10], 3).unwrap();
+        lying.extend_from_slice(&zstd::bulk::compress(&zeros, 3).unwrap());
+        assert!(decompress(&lying, 1 << 21, 24).is_err());
     }
 
     #[test]

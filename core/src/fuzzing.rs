@@ -82,7 +82,11 @@ pub fn target_session(data: &[u8]) {
     let limits = Limits { max_frame: 1 << 16, max_signature_blocks: 1 << 12, ..Limits::default() };
     let opts = SessionOptions { window_entries: 64, window_files: 4, limits, ..Default::default() };
     let mut t = TargetSession::new(opts);
-    let _ = t.handle_message(Message::Hello { min: 1, max: 1, features: 0 });
+    let _ = t.handle_message(Message::Hello {
+        min: crate::message::PROTOCOL_MIN,
+        max: crate::message::PROTOCOL_VERSION,
+        features: 0,
+    });
     let mut r = FrameReader::new(limits);
     r.feed(data);
     while let Ok(Some(m)) = r.next_message() {
@@ -121,7 +125,11 @@ pub fn source_session(data: &[u8]) {
     use crate::{SessionOptions, SourceSession};
     let limits = Limits { max_frame: 1 << 16, max_signature_blocks: 1 << 12, ..Limits::default() };
     let mut s = SourceSession::new(SessionOptions { limits, ..Default::default() });
-    let _ = s.handle_message(Message::Hello { min: 1, max: 1, features: 0 });
+    let _ = s.handle_message(Message::Hello {
+        min: crate::message::PROTOCOL_MIN,
+        max: crate::message::PROTOCOL_VERSION,
+        features: 0,
+    });
     let meta = Meta { mode: 0o644, uid: 0, gid: 0, mtime_ns: 0 };
     let entry = |name: &str, size| Entry {
         path: RelPath::new(name).expect("valid"),

@@ -12,10 +12,11 @@ use crate::entry::{Entry, RootMeta};
 use crate::limits::{LimitExceeded, Limits};
 use crate::stats::Stats;
 
-/// Protocol version this build speaks; `Hello` carries the supported range.
-pub const PROTOCOL_VERSION: u32 = 1;
-/// Oldest protocol version this build accepts.
-pub const PROTOCOL_MIN: u32 = 1;
+/// Protocol version this build speaks; `Hello` carries the supported range. 2: the
+/// handshake negotiates data streams (`lanes`) and QUIC frames carry lane dependencies.
+pub const PROTOCOL_VERSION: u32 = 2;
+/// Oldest protocol version this build accepts (1 had no lanes in its handshake).
+pub const PROTOCOL_MIN: u32 = 2;
 
 /// Index of a file entry in the source's manifest, in stream order.
 pub type FileId = u64;

@@ -431,6 +431,15 @@ impl LaneReceiver {
             if self.ended.iter().all(|e| *e) && self.heads.iter().all(Option::is_none) {
                 return Ok(None);
             }
+            // Every lane holds a frame that is not ready, or has ended: nothing can arrive that
+            // would make one ready. An honest sender never gets here (its earliest undelivered
+            // frame is always ready), so the peer's dependencies are inconsistent.
+            if (0..self.heads.len()).all(|l| self.heads[l].is_some() || self.ended[l]) {
+                return Err(TransportError::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the peer's frames wait for each other (inconsistent lane dependencies)",
+                )));
+            }
             let Some((lane, got)) = self.arrivals.recv().await else { return Ok(None) };
             match got? {
                 Some(frame) => self.heads[lane] = Some(frame),

@@ -100,14 +100,23 @@ impl Link {
 /// (8951 on AWS) it reaches 6500.
 pub const MAX_UDP_PAYLOAD: u16 = 6500;
 
-/// QUIC transport parameters tuned for bulk transfer: large flow-control windows (a 64 MiB
-/// connection window, 32 MiB per stream), MTU discovery up to [`MAX_UDP_PAYLOAD`], and
+/// Flow-control window per QUIC stream.
+const STREAM_WINDOW: u32 = 16 << 20;
+
+/// QUIC transport parameters tuned for bulk transfer: 16 MiB flow-control windows per stream
+/// and room for all of them at once on the connection, MTU discovery up to [`MAX_UDP_PAYLOAD`], and
 /// keep-alives under a 30 s idle timeout.
 pub fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.stream_receive_window(quinn::VarInt::from_u32(32 << 20));
-    t.receive_window(quinn::VarInt::from_u32(64 << 20));
-    t.send_window(64 << 20);
+    // The connection window must hold a full window on every stream at once: a round's lanes
+    // (crate::lanes) may leave bytes unread on data streams while a control frame they wait
+    // for is still on its way, and a connection window smaller than the sum would let them
+    // starve it (a deadlock with keep-alives holding the connection open).
+    t.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
+    t.receive_window(quinn::VarInt::from_u32(
+        STREAM_WINDOW * (crate::lanes::DATA_LANES as u32 + 2),
+    ));
+    t.send_window(u64::from(STREAM_WINDOW) * (crate::lanes::DATA_LANES as u64 + 2));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(16));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(16));
     t.keep_alive_interval(Some(Duration::from_secs(5)));

@@ -209,3 +209,21 @@ async fn a_lane_cut_mid_frame_is_an_error() {
     ws[1].shutdown().await.unwrap();
     assert!(rx.next().await.is_err());
 }
+
+#[tokio::test]
+async fn frames_that_wait_for_each_other_are_an_error() {
+    let (mut ws, rs) = pipes(2, 1 << 16);
+    let mut rx = spawn_readers(rs, Limits::default(), Arc::new(AtomicU64::new(0)));
+    // Lane 0 waits for one message on lane 1, which waits for one on lane 0; both stay open.
+    let mut a = 1u64.to_le_bytes().to_vec();
+    ferry_core::message::write_frame(&credit(1), &mut a);
+    let mut b = 1u64.to_le_bytes().to_vec();
+    ferry_core::message::write_frame(&credit(2), &mut b);
+    ws[0].write_all(&a).await.unwrap();
+    ws[1].write_all(&b).await.unwrap();
+    let e = tokio::time::timeout(std::time::Duration::from_secs(10), rx.next())
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert!(e.to_string().contains("wait for each other"), "{e}");
+}
