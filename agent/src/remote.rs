@@ -486,24 +486,47 @@ pub async fn serve_link(
     busy: &Arc<BusyHandle>,
 ) -> Result<Option<Report>, RemoteError> {
     // A peer that authenticates and then says nothing must not hold a task forever.
-    let req: Request = tokio::time::timeout(REQUEST_TIMEOUT, read_value(&mut link.reader))
-        .await
-        .unwrap_or(Err(TransportError::Timeout("waiting for the request")))
-        .map_err(|e| RemoteError::Connect { addr: link.peer.clone(), source: e })?;
+    let body = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        ferry_transport::frame::read_body(
+            &mut link.reader,
+            ferry_transport::frame::MAX_HANDSHAKE_FRAME,
+        ),
+    )
+    .await
+    .unwrap_or(Err(TransportError::Timeout("waiting for the request")))
+    .and_then(|b| b.ok_or(TransportError::Closed))
+    .map_err(|e| RemoteError::Connect { addr: link.peer.clone(), source: e })?;
     let refuse = |code, reason: String| Response::Refused {
         code,
         reason,
         server_min: PROTOCOL_MIN,
         server_max: PROTOCOL_VERSION,
     };
-    let decision = if req.version_max < PROTOCOL_MIN || req.version_min > PROTOCOL_VERSION {
-        Err(refuse(
+    // The version range leads every request of every version: read it first, so a peer whose
+    // request has another shape still gets a version error naming both ranges.
+    let version_error = |min: u32, max: u32| {
+        refuse(
             Refusal::Version,
             format!(
-                "protocol version mismatch: server speaks {PROTOCOL_MIN}..={PROTOCOL_VERSION}, client {}..={}",
-                req.version_min, req.version_max
+                "protocol version mismatch: server speaks {PROTOCOL_MIN}..={PROTOCOL_VERSION}, client {min}..={max}"
             ),
-        ))
+        )
+    };
+    if let Ok((min, max)) = postcard::from_bytes::<(u32, u32)>(&body) {
+        if max < PROTOCOL_MIN || min > PROTOCOL_VERSION {
+            tracing::warn!("{}: refused a client speaking protocol {min}..={max}", link.peer);
+            let _ = write_value(&mut link.writer, &version_error(min, max)).await;
+            link.finish().await;
+            return Ok(None);
+        }
+    }
+    let req: Request = postcard::from_bytes(&body).map_err(|e| RemoteError::Connect {
+        addr: link.peer.clone(),
+        source: TransportError::Frame(ferry_core::message::DecodeError::Malformed(e)),
+    })?;
+    let decision = if req.version_max < PROTOCOL_MIN || req.version_min > PROTOCOL_VERSION {
+        Err(version_error(req.version_min, req.version_max))
     } else {
         match cfg.modules.iter().find(|m| m.name == req.module) {
             None => {

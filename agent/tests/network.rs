@@ -385,6 +385,20 @@ fn unknown_protocol_version_is_named() {
         }
         other => panic!("{other:?}"),
     }
+    // A version-1 client's request has another shape (no lanes); it still gets the version
+    // error, because the range leads every request.
+    let resp = rt.block_on(async {
+        let mut link = hostile_client(&c, srv.addr).await;
+        write_value(&mut link.writer, &(1u32, 1u32, "m".to_string())).await.unwrap();
+        read_value::<Response, _>(&mut link.reader).await.unwrap()
+    });
+    match resp {
+        Response::Refused { code, reason, .. } => {
+            assert_eq!(code, ferry_agent::remote::Refusal::Version);
+            assert!(reason.contains("client 1..=1") && reason.contains("2..=2"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 /// An authenticated client that lies: bad frames, paths escaping the root, duplicates,
