@@ -1,4 +1,4 @@
-//! End to end: `ferry-bench compare` at a tiny scale produces its JSON, markdown report and
+//! End to end: `ferry-bench compare --scale 0.05` (issue 5's CI size) produces its JSON, markdown report and
 //! chart, with every run of every tool verified, `ferry push` to `ferry serve` over QUIC and
 //! over TCP on loopback included. It checks outputs and tree equality, never timings.
 //!
@@ -33,7 +33,7 @@ fn compare_produces_verified_json_and_report() {
     let (json, report, work) =
         (tmp.path().join("out.json"), tmp.path().join("BENCH.md"), tmp.path().join("work"));
     let out = Command::new(env!("CARGO_BIN_EXE_ferry-bench"))
-        .args(["compare", "--scale", "0.005", "--reps", "1", "--ferry"])
+        .args(["compare", "--scale", "0.05", "--reps", "1", "--ferry"])
         .arg(&ferry)
         .arg("--work")
         .arg(&work)
