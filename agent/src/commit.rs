@@ -240,6 +240,24 @@ impl CommitLog {
         log.write_all(&line)
     }
 
+    /// Remembers where the module's data directory is (for `ferry promote`).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn remember_module(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let abs = path.canonicalize()?;
+        let v = serde_json::json!({ "path": abs });
+        write_atomic(&self.dir.join("module.json"), &serde_json::to_vec_pretty(&v)?)
+    }
+
+    /// The module's data directory as `ferry serve` last saw it.
+    pub fn module_path(&self) -> Option<PathBuf> {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.dir.join("module.json")).ok()?).ok()?;
+        v["path"].as_str().map(PathBuf::from)
+    }
+
     /// The content hash cache's file.
     pub fn cache_path(&self) -> PathBuf {
         self.dir.join("hashes.bin")

@@ -118,6 +118,17 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
     },
+    /// Fail over: make a snapshot the module's live data directory. The snapshot is copied
+    /// (new inodes, verified) beside the data directory, the two are swapped atomically, and
+    /// the replaced tree is kept beside it under a name printed at the end. Stop `ferry serve`
+    /// for the module first, so no round writes into it meanwhile.
+    Promote {
+        #[command(flatten)]
+        snap: SnapshotRef,
+        /// The module's data directory (default: where `ferry serve` last served it from).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+    },
     /// Show where unattended replication stands, from a `--status-file`.
     Status {
         /// The file given to `ferry push|pull --status-file`.
@@ -657,6 +668,58 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Promote { snap: r, data } => {
+            let snaps = r.find()?;
+            let commits = ferry_agent::commit::CommitLog::at(&r.state_dir, &r.module);
+            let Some(data) = data.or_else(|| commits.module_path()) else {
+                anyhow::bail!(RemoteError::Usage(format!(
+                    "where is module {:?}'s data? pass --data DIR (no `ferry serve` has recorded it in {})",
+                    r.module,
+                    r.state_dir.display()
+                )));
+            };
+            let name =
+                data.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let parent = data.parent().unwrap_or(std::path::Path::new("."));
+            let staged = parent.join(format!(".{name}.ferry-promote-{}", r.snapshot));
+            // A new copy on the data's filesystem: the live tree must not share inodes with
+            // the snapshot (the application will write into it).
+            let opts = SyncOptions { delete: true, ..SyncOptions::default() };
+            let report = sync_with_progress(&snaps.path(&r.snapshot), &staged, &opts, false, true)
+                .with_context(|| {
+                    format!("copying snapshot {} to {}", r.snapshot, staged.display())
+                })?;
+            let when = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let aside = parent
+                .join(format!("{name}.ferry-replaced-{}", ferry_agent::snapshot::utc(when, false)));
+            if data.exists() {
+                ferry_agent::snapshot::exchange(&staged, &data).with_context(|| {
+                    format!("swapping {} and {}", staged.display(), data.display())
+                })?;
+                std::fs::rename(&staged, &aside)
+                    .with_context(|| format!("moving the replaced tree to {}", aside.display()))?;
+            } else {
+                std::fs::rename(&staged, &data).with_context(|| {
+                    format!("moving {} to {}", staged.display(), data.display())
+                })?;
+            }
+            print_summary(&report, false);
+            println!(
+                "promoted snapshot {} of module {:?}: {} is now that tree",
+                r.snapshot,
+                r.module,
+                data.display()
+            );
+            if aside.exists() {
+                println!(
+                    "the replaced tree is at {} (delete it when you no longer need it)",
+                    aside.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Snapshots { action: SnapshotAction::List { state_dir, module, json } } => {
             let list = ferry_agent::snapshot::Snapshots::at(&state_dir, &module).list()?;
             if json {
@@ -746,6 +809,9 @@ fn run_serve(
         // Refuse at start-up, not after the first round, when snapshots cannot work.
         for m in &modules {
             ferry_agent::snapshot::Snapshots::open(state, &m.name, &m.path)
+                .with_context(|| format!("--state-dir for module {:?}", m.name))?;
+            ferry_agent::commit::CommitLog::at(state, &m.name)
+                .remember_module(&m.path)
                 .with_context(|| format!("--state-dir for module {:?}", m.name))?;
         }
     }

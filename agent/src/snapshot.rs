@@ -367,6 +367,16 @@ impl Snapshots {
     }
 }
 
+/// Swaps two directories atomically (`renameat2(RENAME_EXCHANGE)`): each name points at the
+/// other's tree afterwards, and at no moment is either name missing.
+///
+/// # Errors
+/// I/O errors (`EXDEV` across filesystems, `EINVAL` where the filesystem cannot exchange).
+pub fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    rfs::renameat_with(rfs::CWD, a, rfs::CWD, b, rfs::RenameFlags::EXCHANGE)
+        .map_err(io::Error::from)
+}
+
 /// `secs` since the Unix epoch as UTC: `2026-11-21T01:53:00Z`, or `20261121T015300Z`
 /// without `separators` (for names).
 pub fn utc(secs: u64, separators: bool) -> String {
