@@ -357,6 +357,17 @@ struct ScheduleFlags {
     /// POST /trigger (a round now) on ADDR, e.g. 0.0.0.0:9873. SIGUSR1 also triggers a round.
     #[arg(long, value_name = "ADDR")]
     http: Option<std::net::SocketAddr>,
+    /// Run CMD (with sh -c) before each round attempt, e.g. to quiesce an application (a
+    /// database checkpoint). A non-zero exit skips the attempt (retried like a transient
+    /// error). Environment: FERRY_ROOT (the local directory), FERRY_DIRECTION (push|pull),
+    /// FERRY_URL, FERRY_ROUND (rounds started by this process), FERRY_ATTEMPT.
+    #[arg(long, value_name = "CMD")]
+    pre_round: Option<String>,
+    /// Run CMD (with sh -c) after each attempt whose --pre-round succeeded, whatever the
+    /// round's outcome (to resume the application); FERRY_RESULT is ok or error. A failure is
+    /// logged.
+    #[arg(long, value_name = "CMD")]
+    post_round: Option<String>,
 }
 
 /// Flags of `ferry push` and `ferry pull`.
@@ -504,6 +515,7 @@ fn classify(e: &anyhow::Error) -> u8 {
             RemoteError::Local(e) => classify_sync(e),
             RemoteError::Round(e) => classify_round(e),
             RemoteError::Rsh(_) => exit::LOCAL_IO,
+            RemoteError::Hook(_) => exit::TRANSIENT,
         };
     }
     match e.downcast_ref::<SyncError>() {
@@ -906,6 +918,7 @@ fn run_net(
         });
     }
     let mut due = SystemTime::now();
+    let mut rounds_started = 0u64;
     loop {
         // Sleep until the round is due or a trigger (POST /trigger, SIGUSR1) arrives; a
         // trigger during a round runs one more right after it.
@@ -918,8 +931,32 @@ fn run_net(
         let start = SystemTime::now();
         agent.round_started(start);
         let mut attempt = 0;
+        rounds_started += 1;
         let result = loop {
-            let r = one_round(&rt, direction, local, &url, &opts, &round, &agent);
+            let env = [
+                ("FERRY_ROOT", local.display().to_string()),
+                (
+                    "FERRY_DIRECTION",
+                    if direction == Direction::Pull { "pull" } else { "push" }.into(),
+                ),
+                ("FERRY_URL", format!("ferry://{}:{}/{}", url.host, url.port, url.module)),
+                ("FERRY_ROUND", rounds_started.to_string()),
+                ("FERRY_ATTEMPT", (attempt + 1).to_string()),
+            ];
+            let r = match when.pre_round.as_deref().map(|c| run_hook("--pre-round", c, &env, None))
+            {
+                Some(Err(e)) => Err(RemoteError::Hook(e)),
+                pre => {
+                    let r = one_round(&rt, direction, local, &url, &opts, &round, &agent);
+                    if let (Some(post), Some(Ok(())) | None) = (when.post_round.as_deref(), pre) {
+                        let result = if r.is_ok() { "ok" } else { "error" };
+                        if let Err(e) = run_hook("--post-round", post, &env, Some(result)) {
+                            tracing::warn!("the --post-round command failed ({e})");
+                        }
+                    }
+                    r
+                }
+            };
             match r {
                 Err(e) if e.is_transient() && when.retries.allows(attempt) => {
                     let d = backoff.delay(attempt, rng.next_unit());
@@ -974,6 +1011,29 @@ fn run_net(
             Some(n) if !once => due = n,
             _ => return Ok(ExitCode::SUCCESS),
         }
+    }
+}
+
+/// Runs a `--pre-round`/`--post-round` command with `sh -c`; `Err` says how it failed.
+fn run_hook(
+    flag: &str,
+    cmd: &str,
+    env: &[(&str, String)],
+    result: Option<&str>,
+) -> Result<(), String> {
+    let mut c = std::process::Command::new("sh");
+    c.arg("-c").arg(cmd).envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    if let Some(r) = result {
+        c.env("FERRY_RESULT", r);
+    }
+    tracing::info!("running {flag}: {cmd}");
+    match c.status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(match s.code() {
+            Some(code) => format!("{cmd:?} exited with {code}"),
+            None => format!("{cmd:?} was killed by a signal"),
+        }),
+        Err(e) => Err(format!("{cmd:?} could not start: {e}")),
     }
 }
 

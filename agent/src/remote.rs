@@ -288,6 +288,9 @@ pub enum RemoteError {
     /// The remote shell command could not be started.
     #[error("starting the remote shell: {0}")]
     Rsh(std::io::Error),
+    /// A `--pre-round` command failed: the round did not start.
+    #[error("the --pre-round command failed ({0}); the round did not start")]
+    Hook(String),
 }
 
 impl RemoteError {
@@ -297,6 +300,8 @@ impl RemoteError {
             RemoteError::Connect { source, .. } => source.is_transient(),
             RemoteError::Round(RoundError::Link(e)) => e.is_transient(),
             RemoteError::Refused { code: Refusal::Busy, .. } => true,
+            // A quiesce step (a database checkpoint...) may well work a moment later.
+            RemoteError::Hook(_) => true,
             _ => false,
         }
     }

@@ -1314,3 +1314,59 @@ fn promote_makes_a_snapshot_the_live_tree() {
     check_ok(&v);
     assert_same_tree(&reference, &snap1);
 }
+
+/// --pre-round and --post-round wrap every attempt (quiesce, then resume the application),
+/// with the round's context in their environment; a failing --pre-round means no round.
+#[test]
+fn pre_and_post_round_hooks_wrap_each_attempt() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let (src, dst, log) = (t.path().join("src"), t.path().join("dst"), t.path().join("hooks.log"));
+    sample(&src);
+    let srv = serve(&c.join("destination"), &[format!("m={}", s(&dst))]);
+    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+    let pre = format!(
+        "echo \"pre $FERRY_DIRECTION $FERRY_ROUND $FERRY_ATTEMPT $FERRY_ROOT $FERRY_URL\" >> {}",
+        s(&log)
+    );
+    let post = format!("echo \"post $FERRY_RESULT\" >> {}", s(&log));
+    let id = c.join("source");
+    let out = ferry(&[
+        "push",
+        s(&src),
+        &url,
+        "--identity",
+        s(&id),
+        "--pre-round",
+        &pre,
+        "--post-round",
+        &post,
+    ]);
+    check_ok(&out);
+    assert_same_tree(&src, &dst);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text, format!("pre push 1 1 {} {url}\npost ok\n", s(&src)), "{text}");
+    // A failing quiesce: retried, then the round never runs and post-round is not called.
+    std::fs::write(src.join("db/new"), b"never sent").unwrap();
+    std::fs::remove_file(&log).unwrap();
+    let failing = format!("echo attempt $FERRY_ATTEMPT >> {}; exit 3", s(&log));
+    let out = ferry(&[
+        "push",
+        s(&src),
+        &url,
+        "--identity",
+        s(&id),
+        "--pre-round",
+        &failing,
+        "--post-round",
+        &post,
+        "--retries",
+        "1",
+        "--retry-base",
+        "10ms",
+    ]);
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pre-round command failed"));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "attempt 1\nattempt 2\n");
+    assert!(!dst.join("db/new").exists());
+}
