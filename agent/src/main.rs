@@ -392,6 +392,10 @@ struct NetFlags {
     /// Seconds to wait for a connection.
     #[arg(long, default_value_t = 10)]
     connect_timeout: u64,
+    /// Seconds a QUIC connection may hear nothing (keep-alives flow meanwhile) before the
+    /// round fails as a transient error and is retried.
+    #[arg(long, default_value_t = 30)]
+    idle_timeout: u64,
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
@@ -1092,6 +1096,7 @@ fn remote_options(net: &NetFlags, sync: SyncOptions) -> RemoteOptions {
         identity: net.identity.clone(),
         bwlimit: net.bwlimit.unwrap_or(0),
         connect_timeout: Duration::from_secs(net.connect_timeout.max(1)),
+        idle_timeout: Duration::from_secs(net.idle_timeout.max(1)),
     }
 }
 
@@ -1361,6 +1366,7 @@ fn run_demo(dir: &std::path::Path, files: usize, big_mib: usize) -> anyhow::Resu
         identity: Some(creds.join("source")),
         bwlimit: 0,
         connect_timeout: Duration::from_secs(10),
+        idle_timeout: ferry_transport::net::IDLE_TIMEOUT,
     };
     let snaps = ferry_agent::snapshot::Snapshots::at(&state, "data");
     let round = |title: &str, n: u64| -> anyhow::Result<()> {

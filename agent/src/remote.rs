@@ -17,7 +17,7 @@ use ferry_core::session::{Itemized, SessionError};
 use ferry_core::{Limits, Message};
 use ferry_transport::frame::{read_value, write_value};
 use ferry_transport::lanes::{self, Lanes, DATA_LANES};
-use ferry_transport::net::{connect_quic, connect_tcp, Link, LinkKind, LinkReader, Server};
+use ferry_transport::net::{connect_quic_idle, connect_tcp, Link, LinkKind, LinkReader, Server};
 use ferry_transport::tls::Identity;
 use ferry_transport::TransportError;
 use serde::{Deserialize, Serialize};
@@ -240,6 +240,8 @@ pub struct RemoteOptions {
     pub bwlimit: u64,
     /// How long to wait for a handshake.
     pub connect_timeout: Duration,
+    /// How long a QUIC connection may hear nothing before the round fails (transiently).
+    pub idle_timeout: Duration,
 }
 
 /// Why a network round failed.
@@ -597,6 +599,7 @@ pub async fn serve_link(
     };
     let session = opts.session();
     let mut written = None;
+    let mut dest = None;
     let side = match req.direction {
         Direction::Push => open_destination(&module.path, &opts).map(|d| {
             if cfg.state_dir.is_some() {
@@ -604,6 +607,7 @@ pub async fn serve_link(
                 d.record_hashes();
                 written = Some(d.clone());
             }
+            dest = Some(d.clone());
             Side::target(d, &session, opts.thread_count())
         }),
         Direction::Pull | Direction::Bench => {
@@ -638,7 +642,14 @@ pub async fn serve_link(
         Box::new(|_| {}),
         Duration::from_secs(3600),
     )
-    .await?;
+    .await;
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            salvage(dest.as_deref(), &e);
+            return Err(e.into());
+        }
+    };
     let mut r = Report::new(&out, Vec::new());
     r.transport = Some(kind.to_string());
     r.streams = data + 1;
@@ -743,12 +754,15 @@ pub async fn connect(url: &Url, opts: &RemoteOptions) -> Result<Link, RemoteErro
     let t = opts.connect_timeout;
     let err = |source| RemoteError::Connect { addr: target.clone(), source };
     match opts.via {
-        Via::Quic => connect_quic(addr, &url.host, &identity, t).await.map_err(err),
+        Via::Quic => {
+            connect_quic_idle(addr, &url.host, &identity, t, opts.idle_timeout).await.map_err(err)
+        }
         Via::Tcp => connect_tcp(addr, &url.host, &identity, t).await.map_err(err),
         Via::Auto => {
             // UDP is often blocked (OpenShift Routes and most Ingresses carry only TCP): give
             // QUIC a short chance, then fall back, unless the server refused our certificate.
-            match connect_quic(addr, &url.host, &identity, t.min(Duration::from_secs(3))).await {
+            let t = t.min(Duration::from_secs(3));
+            match connect_quic_idle(addr, &url.host, &identity, t, opts.idle_timeout).await {
                 Ok(l) => Ok(l),
                 Err(e) if e.is_auth() => Err(err(e)),
                 Err(e) => {
@@ -858,7 +872,14 @@ pub async fn run_client(
         on_progress,
         progress_every,
     )
-    .await?;
+    .await;
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            salvage(warn_dst.as_deref(), &e);
+            return Err(e.into());
+        }
+    };
     let mut warnings = warn_src.map(|s| s.walk_warnings()).unwrap_or_default();
     warnings.extend(warn_dst.map(|d| d.walk_warnings()).unwrap_or_default());
     let mut r = Report::new(&out, warnings);
@@ -967,6 +988,21 @@ fn bench_request(url: &Url) -> Request {
             compress_level: 0,
         },
         lanes: 0,
+    }
+}
+
+/// After a failed round, keeps the destination's whole, verified files (see
+/// [`crate::target::LocalDestination::salvage`]) when the link failed transiently (a cut, a
+/// timeout); a protocol error keeps nothing of the round.
+fn salvage(dest: Option<&crate::target::LocalDestination>, e: &RoundError) {
+    if let (Some(d), RoundError::Link(t)) = (dest, e) {
+        if !t.is_transient() {
+            return;
+        }
+        let n = d.salvage();
+        if n > 0 {
+            tracing::info!("the round failed ({e}); {n} whole, verified files kept in place");
+        }
     }
 }
 

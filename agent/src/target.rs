@@ -87,6 +87,24 @@ impl LocalDestination {
         *lock(&self.fresh) = Some(Vec::new());
     }
 
+    /// After a round that failed (a cut link, a peer gone): puts in place the files that were
+    /// whole and verified but still waiting for their batch's commit, so the next round does
+    /// not send them again. Each is made durable before its rename, as in a normal commit, so
+    /// every name still holds its previous or its new verified content. Returns how many.
+    pub fn salvage(&self) -> usize {
+        let ids: Vec<FileId> = lock(&self.verified).keys().copied().collect();
+        if ids.is_empty() {
+            return 0;
+        }
+        match self.commit(&ids) {
+            TargetOutcome::Committed(_) => ids.len(),
+            other => {
+                tracing::warn!("keeping the verified files of the failed round: {other:?}");
+                0
+            }
+        }
+    }
+
     /// The content hashes recorded so far, by (device, inode, size, mtime).
     pub fn take_hashes(&self) -> Vec<FreshHash> {
         lock(&self.fresh).as_mut().map(std::mem::take).unwrap_or_default()

@@ -1370,3 +1370,146 @@ fn pre_and_post_round_hooks_wrap_each_attempt() {
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "attempt 1\nattempt 2\n");
     assert!(!dst.join("db/new").exists());
 }
+
+/// A userspace UDP relay (this kernel has no netem) between one QUIC client and the server:
+/// drops a share of the datagrams each way, delays them, and can blackhole everything for a
+/// while once a number of client bytes have crossed (mid-round, whatever the timing).
+struct UdpRelay {
+    addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for UdpRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn udp_relay(
+    server: SocketAddr,
+    drop_per_mille: u64,
+    delay: Duration,
+    blackhole: Option<(u64, Duration)>,
+) -> UdpRelay {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::Instant;
+    let front = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+    let back = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+    back.connect(server).unwrap();
+    let addr = front.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+    let forwarded = Arc::new(AtomicU64::new(0));
+    let dark_until = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    // One direction: receive on `from`, hold for `delay`, send on `to`.
+    let pump = |upstream: bool, seed: u64| {
+        let (front, back, stop, client, forwarded, dark_until) = (
+            front.clone(),
+            back.clone(),
+            stop.clone(),
+            client.clone(),
+            forwarded.clone(),
+            dark_until.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut x = seed;
+            let mut queue: std::collections::VecDeque<(Instant, Vec<u8>)> = Default::default();
+            let mut buf = vec![0u8; 65536];
+            let from = if upstream { &front } else { &back };
+            while !stop.load(Ordering::Relaxed) {
+                let wait = queue.front().map_or(Duration::from_millis(20), |(at, _)| {
+                    at.saturating_duration_since(Instant::now()).max(Duration::from_micros(100))
+                });
+                from.set_read_timeout(Some(wait)).unwrap();
+                if let Ok((n, peer)) = from.recv_from(&mut buf) {
+                    if upstream {
+                        *client.lock().unwrap() = Some(peer);
+                        let total = forwarded.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+                        if let Some((after, len)) = blackhole {
+                            let mut d = dark_until.lock().unwrap();
+                            if total >= after && d.is_none() {
+                                *d = Some(Instant::now() + len);
+                            }
+                        }
+                    }
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let dark = dark_until.lock().unwrap().is_some_and(|t| Instant::now() < t);
+                    if !dark && x % 1000 >= drop_per_mille {
+                        queue.push_back((Instant::now() + delay, buf[..n].to_vec()));
+                    }
+                }
+                while queue.front().is_some_and(|(at, _)| *at <= Instant::now()) {
+                    let (_, d) = queue.pop_front().unwrap();
+                    if upstream {
+                        let _ = back.send(&d);
+                    } else if let Some(c) = *client.lock().unwrap() {
+                        let _ = front.send_to(&d, c);
+                    }
+                }
+            }
+        });
+    };
+    pump(true, 0x9E37_79B9_7F4A_7C15);
+    pump(false, 0xD1B5_4A32_D192_ED03);
+    UdpRelay { addr, stop }
+}
+
+/// Through a lossy, slow UDP path a QUIC round still completes; a blackhole longer than the
+/// idle timeout mid-round fails the attempt as transient, and the retry completes the round
+/// without resending what the cut round had committed.
+#[test]
+fn quic_survives_loss_delay_and_a_blackhole_longer_than_the_idle_timeout() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let src = t.path().join("src");
+    std::fs::create_dir_all(src.join("small")).unwrap();
+    for i in 0..40 {
+        std::fs::write(src.join(format!("small/{i:03}")), noise(50_000, i + 1)).unwrap();
+    }
+    std::fs::write(src.join("zz-big.bin"), noise(8 << 20, 99)).unwrap();
+    let (lossy, cut) = (t.path().join("lossy"), t.path().join("cut"));
+    let srv = serve(
+        &c.join("destination"),
+        &[format!("lossy={}", s(&lossy)), format!("cut={}", s(&cut))],
+    );
+    let id = c.join("source");
+    // 2% loss and 2 ms each way.
+    let relay = udp_relay(srv.addr, 20, Duration::from_millis(2), None);
+    let url = format!("ferry://127.0.0.1:{}/lossy", relay.addr.port());
+    let out =
+        ferry(&["push", s(&src), &url, "--identity", s(&id), "--transport", "quic", "--json"]);
+    check_ok(&out);
+    assert_same_tree(&src, &lossy);
+    drop(relay);
+    // Dark for 4 s after 4 MB from the client; the idle timeout is 1 s.
+    let relay = udp_relay(srv.addr, 0, Duration::ZERO, Some((4 << 20, Duration::from_secs(4))));
+    let url = format!("ferry://127.0.0.1:{}/cut", relay.addr.port());
+    let out = ferry(&[
+        "push",
+        s(&src),
+        &url,
+        "--identity",
+        s(&id),
+        "--transport",
+        "quic",
+        "--json",
+        "--idle-timeout",
+        "1",
+        "--retries",
+        "20",
+        "--retry-base",
+        "300ms",
+    ]);
+    check_ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("retry 1"), "the cut attempt was not retried:\n{err}");
+    assert_same_tree(&src, &cut);
+    // The retried round sent only what the cut one had not committed.
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let total = 40 * 50_000 + (8u64 << 20);
+    let literal = r["stats"]["literal_bytes"].as_u64().unwrap();
+    assert!(literal < total, "the retry resent everything: {r}");
+    eprintln!("after the cut the retry sent {literal} of {total} bytes");
+}

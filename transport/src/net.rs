@@ -103,10 +103,19 @@ pub const MAX_UDP_PAYLOAD: u16 = 6500;
 /// Flow-control window per QUIC stream.
 const STREAM_WINDOW: u32 = 16 << 20;
 
+/// How long a QUIC connection may hear nothing before it is closed (keep-alives flow every
+/// 5 s at most, so only a dead path gets there). Peers use the lower of their two values.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// QUIC transport parameters tuned for bulk transfer: 16 MiB flow-control windows per stream
 /// and room for all of them at once on the connection, MTU discovery up to [`MAX_UDP_PAYLOAD`], and
-/// keep-alives under a 30 s idle timeout.
+/// keep-alives under the [`IDLE_TIMEOUT`].
 pub fn transport_config() -> quinn::TransportConfig {
+    transport_config_idle(IDLE_TIMEOUT)
+}
+
+/// [`transport_config`] with another idle timeout.
+pub fn transport_config_idle(idle: Duration) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     // The connection window must hold a full window on every stream at once: a round's lanes
     // (crate::lanes) may leave bytes unread on data streams while a control frame they wait
@@ -119,8 +128,8 @@ pub fn transport_config() -> quinn::TransportConfig {
     t.send_window(u64::from(STREAM_WINDOW) * (crate::lanes::DATA_LANES as u64 + 2));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(16));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(16));
-    t.keep_alive_interval(Some(Duration::from_secs(5)));
-    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(30)) {
+    t.keep_alive_interval(Some((idle / 3).min(Duration::from_secs(5))));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(idle) {
         t.max_idle_timeout(Some(idle));
     }
     let mut mtu = quinn::MtuDiscoveryConfig::default();
@@ -265,11 +274,26 @@ pub async fn connect_quic(
     identity: &Identity,
     timeout: Duration,
 ) -> Result<Link, TransportError> {
+    connect_quic_idle(addr, server_name, identity, timeout, IDLE_TIMEOUT).await
+}
+
+/// [`connect_quic`] with another idle timeout (the connection uses the lower of the client's
+/// and the server's).
+///
+/// # Errors
+/// As [`connect_quic`].
+pub async fn connect_quic_idle(
+    addr: SocketAddr,
+    server_name: &str,
+    identity: &Identity,
+    timeout: Duration,
+    idle: Duration,
+) -> Result<Link, TransportError> {
     let tls = identity.client_config()?;
     let qc =
         QuicClientConfig::try_from(tls).map_err(|e| TransportError::Handshake(e.to_string()))?;
     let mut cc = quinn::ClientConfig::new(Arc::new(qc));
-    cc.transport_config(Arc::new(transport_config()));
+    cc.transport_config(Arc::new(transport_config_idle(idle)));
     let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
         .parse()
         .map_err(|_| TransportError::Io(std::io::Error::other("bad bind address")))?;
