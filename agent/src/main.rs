@@ -108,6 +108,15 @@ enum Command {
         /// (Prometheus) on ADDR, e.g. 0.0.0.0:9873.
         #[arg(long, value_name = "ADDR")]
         http: Option<std::net::SocketAddr>,
+        /// How snapshots are taken: hardlink (any filesystem; metadata cost only), reflink
+        /// (FICLONE copies; btrfs, XFS with reflink=1), btrfs (a read-only snapshot of the module,
+        /// which must be a subvolume) or command (--snapshot-command).
+        #[arg(long, default_value = "hardlink", value_name = "KIND")]
+        snapshot: String,
+        /// With --snapshot command: run CMD with sh -c after each commit, with FERRY_ROUND,
+        /// FERRY_ROOT (the module's directory), FERRY_SNAPSHOT_NAME and FERRY_ROOT_HASH set.
+        #[arg(long, value_name = "CMD")]
+        snapshot_command: Option<String>,
     },
     /// Copy a snapshot into a directory (new inodes: writing there never changes the
     /// snapshot), as a verified `ferry sync --delete` from the snapshot.
@@ -572,6 +581,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             keep_hourly,
             keep_daily,
             http,
+            snapshot,
+            snapshot_command,
         } => run_serve(
             listen,
             &modules,
@@ -586,6 +597,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 daily: keep_daily,
             },
             http,
+            ferry_agent::snapshot::Snapshotter::parse(&snapshot, snapshot_command.as_deref())
+                .map_err(RemoteError::Usage)?,
         ),
         Command::Snapshots { action: SnapshotAction::Verify { snap: r, json } } => {
             let v = r.find()?.verify(&r.snapshot)?;
@@ -815,6 +828,7 @@ fn run_serve(
     state_dir: Option<PathBuf>,
     retention: ferry_agent::snapshot::Retention,
     http: Option<std::net::SocketAddr>,
+    snapshotter: ferry_agent::snapshot::Snapshotter,
 ) -> anyhow::Result<ExitCode> {
     let modules = modules
         .iter()
@@ -824,7 +838,7 @@ fn run_serve(
     if let Some(state) = &state_dir {
         // Refuse at start-up, not after the first round, when snapshots cannot work.
         for m in &modules {
-            ferry_agent::snapshot::Snapshots::open(state, &m.name, &m.path)
+            ferry_agent::snapshot::Snapshots::open(state, &m.name, &m.path, &snapshotter)
                 .with_context(|| format!("--state-dir for module {:?}", m.name))?;
             ferry_agent::commit::CommitLog::at(state, &m.name)
                 .remember_module(&m.path)
@@ -845,7 +859,7 @@ fn run_serve(
         }
         None => None,
     };
-    let cfg = ServeConfig { modules, threads, bwlimit, state_dir, retention, agent };
+    let cfg = ServeConfig { modules, threads, bwlimit, state_dir, retention, agent, snapshotter };
     if stdio {
         let link = Link::from_streams(
             tokio::io::stdin(),
@@ -1339,8 +1353,14 @@ fn run_demo(dir: &std::path::Path, files: usize, big_mib: usize) -> anyhow::Resu
         state_dir: Some(state.clone()),
         retention: ferry_agent::snapshot::Retention::default(),
         agent: None,
+        snapshotter: ferry_agent::snapshot::Snapshotter::Hardlink,
     };
-    ferry_agent::snapshot::Snapshots::open(&state, "data", &dst)?;
+    ferry_agent::snapshot::Snapshots::open(
+        &state,
+        "data",
+        &dst,
+        &ferry_agent::snapshot::Snapshotter::Hardlink,
+    )?;
     let rt = runtime()?;
     let (tx, rx) = std::sync::mpsc::channel();
     let any: std::net::SocketAddr = "127.0.0.1:0".parse()?;

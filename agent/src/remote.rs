@@ -423,6 +423,8 @@ pub struct ServeConfig {
     pub state_dir: Option<PathBuf>,
     /// Snapshots kept per module (0: all).
     pub retention: crate::snapshot::Retention,
+    /// How snapshots are taken.
+    pub snapshotter: crate::snapshot::Snapshotter,
     /// Live status and metrics (`--http`), when served.
     pub agent: Option<Arc<crate::status::Agent>>,
 }
@@ -656,14 +658,20 @@ pub async fn serve_link(
     // Only a committed round is snapshotted; the module's claim is still held, so no other
     // round changes the tree meanwhile.
     if let (Some(state), Direction::Push, false) = (&cfg.state_dir, req.direction, opts.dry_run) {
-        let (state, name, path, stats, keep) =
-            (state.clone(), module.name.clone(), module.path.clone(), r.stats, cfg.retention);
+        let (state, name, path, stats, keep, how) = (
+            state.clone(),
+            module.name.clone(),
+            module.path.clone(),
+            r.stats,
+            cfg.retention,
+            cfg.snapshotter.clone(),
+        );
         let fresh = written.map(|d| d.take_hashes()).unwrap_or_default();
         let started = std::time::Instant::now();
         let taken = tokio::task::spawn_blocking(move || {
             let commits = crate::commit::CommitLog::at(&state, &name);
-            crate::snapshot::Snapshots::open(&state, &name, &path)?
-                .take(&path, &stats, &keep, &commits, &fresh)
+            crate::snapshot::Snapshots::open(&state, &name, &path, &how)?
+                .take(&path, &stats, &keep, &commits, &fresh, &how)
         })
         .await;
         match taken {

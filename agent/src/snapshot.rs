@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ferry_core::{EntryKind, Stats};
-use rustix::fs::{self as rfs, AtFlags, Mode};
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::commit::{CommitLog, CommitRecord, ContentKey, HashCache, TreeHasher};
@@ -43,6 +43,64 @@ pub struct SnapshotRecord {
     /// Root hash of the tree (see [`crate::commit`]); empty in records older than it.
     #[serde(default)]
     pub root_hash: String,
+    /// How it was taken (`hardlink`, `reflink`, `btrfs`, `command`); empty means hardlink.
+    #[serde(default)]
+    pub kind: String,
+}
+
+impl SnapshotRecord {
+    /// Whether the snapshot is a directory Ferry can read (all kinds but `command`).
+    pub fn has_tree(&self) -> bool {
+        self.kind != "command"
+    }
+}
+
+/// How a snapshot is taken (`ferry serve --snapshot KIND`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Snapshotter {
+    /// A tree of hard links on the module's filesystem: metadata cost only; safe because a
+    /// round never modifies an inode in place.
+    #[default]
+    Hardlink,
+    /// A tree of reflinked copies (`FICLONE`): shares data blocks until either side changes,
+    /// on filesystems that support it (btrfs, XFS with reflink, bcachefs...).
+    Reflink,
+    /// A read-only btrfs subvolume snapshot of the module (which must be a subvolume), with
+    /// the `btrfs` tool.
+    Btrfs,
+    /// A command of the user's (for storage with its own snapshot tool), run with `sh -c` and
+    /// `FERRY_ROUND`, `FERRY_ROOT`, `FERRY_SNAPSHOT_NAME`, `FERRY_ROOT_HASH` in its environment.
+    Command(String),
+}
+
+impl Snapshotter {
+    /// Parses `--snapshot KIND` (with `--snapshot-command CMD` for `command`).
+    ///
+    /// # Errors
+    /// An unknown kind, or `command` without a command.
+    pub fn parse(kind: &str, command: Option<&str>) -> Result<Snapshotter, String> {
+        match (kind, command) {
+            ("hardlink", None) => Ok(Snapshotter::Hardlink),
+            ("reflink", None) => Ok(Snapshotter::Reflink),
+            ("btrfs", None) => Ok(Snapshotter::Btrfs),
+            ("command", Some(c)) => Ok(Snapshotter::Command(c.to_string())),
+            ("command", None) => Err("--snapshot command needs --snapshot-command CMD".into()),
+            (_, Some(_)) => Err("--snapshot-command goes with --snapshot command".into()),
+            (k, None) => {
+                Err(format!("--snapshot {k:?}: expected hardlink, reflink, btrfs or command"))
+            }
+        }
+    }
+
+    /// The kind's name, as in records.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Snapshotter::Hardlink => "hardlink",
+            Snapshotter::Reflink => "reflink",
+            Snapshotter::Btrfs => "btrfs",
+            Snapshotter::Command(_) => "command",
+        }
+    }
 }
 
 /// Which snapshots to keep after a new one. A snapshot is kept when any rule keeps it; with
@@ -117,6 +175,17 @@ pub enum SnapshotError {
         /// The module's directory.
         module: PathBuf,
     },
+    /// The snapshotter cannot work here.
+    #[error("--snapshot {kind}: {why}")]
+    Unsupported {
+        /// The snapshotter.
+        kind: &'static str,
+        /// Why not.
+        why: String,
+    },
+    /// A `--snapshot command` or `btrfs` command failed.
+    #[error("the snapshot command failed: {0}")]
+    Command(String),
     /// An I/O error, with what was being done.
     #[error("{what}: {source}")]
     Io {
@@ -148,6 +217,7 @@ impl Snapshots {
         state: &Path,
         module: &str,
         module_path: &Path,
+        how: &Snapshotter,
     ) -> Result<Snapshots, SnapshotError> {
         let dir = state.join("snapshots").join(module);
         std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
@@ -157,11 +227,59 @@ impl Snapshots {
         let a = std::fs::metadata(&dir).map_err(io_err(format!("{}", dir.display())))?;
         let b =
             std::fs::metadata(module_path).map_err(io_err(format!("{}", module_path.display())))?;
-        if a.dev() != b.dev() {
-            return Err(SnapshotError::CrossDevice {
-                state: state.into(),
-                module: module_path.into(),
-            });
+        // btrfs gives every subvolume its own st_dev and f_fsid, so "same filesystem" can only
+        // be judged by type here; a state directory on another filesystem of the same type
+        // fails at the first snapshot (FICLONE or btrfs say EXDEV).
+        let same_fs = fs_type(&dir).map_err(io_err(format!("{}", dir.display())))?
+            == fs_type(module_path).map_err(io_err(format!("{}", module_path.display())))?;
+        let unsupported = |why: String| SnapshotError::Unsupported { kind: how.name(), why };
+        match how {
+            // Hard links cannot cross filesystems, nor btrfs subvolumes (each has its own dev).
+            Snapshotter::Hardlink if a.dev() != b.dev() => {
+                return Err(SnapshotError::CrossDevice {
+                    state: state.into(),
+                    module: module_path.into(),
+                });
+            }
+            Snapshotter::Reflink | Snapshotter::Btrfs if !same_fs => {
+                return Err(unsupported(format!(
+                    "the state directory {} is on another kind of filesystem than module {}",
+                    state.display(),
+                    module_path.display()
+                )));
+            }
+            Snapshotter::Reflink => {
+                probe_reflink(&dir).map_err(|e| {
+                    unsupported(format!(
+                        "the filesystem of {} does not support reflinks (FICLONE: {e}); use \
+                         --snapshot hardlink, or a filesystem with reflinks (btrfs, XFS with \
+                         reflink=1)",
+                        dir.display()
+                    ))
+                })?;
+            }
+            Snapshotter::Btrfs => {
+                const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
+                let t =
+                    fs_type(module_path).map_err(io_err(format!("{}", module_path.display())))?;
+                if t != BTRFS_SUPER_MAGIC {
+                    return Err(unsupported(format!("{} is not on btrfs", module_path.display())));
+                }
+                // The root of a btrfs subvolume is always inode 256.
+                if b.ino() != 256 {
+                    return Err(unsupported(format!(
+                        "{} is not a btrfs subvolume (create it with `btrfs subvolume create`)",
+                        module_path.display()
+                    )));
+                }
+                let tool = std::process::Command::new("btrfs").arg("--version").output();
+                if !tool.is_ok_and(|o| o.status.success()) {
+                    return Err(unsupported(
+                        "the `btrfs` tool is not installed (apt-get install btrfs-progs)".into(),
+                    ));
+                }
+            }
+            _ => {}
         }
         // Snapshots inside the data directory would be replicated into (and deleted from) it.
         let (cs, cm) = (state.canonicalize(), module_path.canonicalize());
@@ -191,13 +309,15 @@ impl Snapshots {
             .map_err(io_err(format!("reading {}", self.dir.display())))?;
         for e in rd.flatten() {
             let p = e.path();
-            // A record counts only with its tree (see `take`).
-            if p.extension().is_some_and(|x| x == "json") && p.with_extension("").is_dir() {
+            if p.extension().is_some_and(|x| x == "json") {
                 if let Ok(r) = std::fs::read(&p)
                     .map_err(|_| ())
-                    .and_then(|b| serde_json::from_slice(&b).map_err(|_| ()))
+                    .and_then(|b| serde_json::from_slice::<SnapshotRecord>(&b).map_err(|_| ()))
                 {
-                    out.push(r);
+                    // A record counts only with its tree (see `take`), unless it has none.
+                    if !r.has_tree() || p.with_extension("").is_dir() {
+                        out.push(r);
+                    }
                 }
             }
         }
@@ -226,6 +346,7 @@ impl Snapshots {
         keep: &Retention,
         commits: &CommitLog,
         fresh: &[(ContentKey, [u8; 32])],
+        how: &Snapshotter,
     ) -> Result<(CommitRecord, SnapshotRecord), SnapshotError> {
         let last_snap = self.list()?.last().map_or(0, |r| r.round);
         let round = commits.last().map_or(0, |r| r.round).max(last_snap) + 1;
@@ -244,7 +365,9 @@ impl Snapshots {
                 if n.starts_with('.') && n.ends_with(".partial") {
                     let _ = std::fs::remove_dir_all(e.path());
                 } else if let Some(id) = n.strip_suffix(".json") {
-                    if !self.dir.join(id).is_dir() {
+                    let rec: Option<SnapshotRecord> =
+                        std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice(&b).ok());
+                    if rec.is_none_or(|r| r.has_tree()) && !self.dir.join(id).is_dir() {
                         let _ = std::fs::remove_file(e.path());
                     }
                 }
@@ -256,8 +379,14 @@ impl Snapshots {
         }
         let mut kept = HashCache::default();
         let mut hasher = TreeHasher::default();
+        let build = match how {
+            Snapshotter::Hardlink => Some((tmp.as_path(), false)),
+            Snapshotter::Reflink => Some((tmp.as_path(), true)),
+            // Taken after the commit record, by btrfs or the user's command.
+            Snapshotter::Btrfs | Snapshotter::Command(_) => None,
+        };
         let (entries, bytes) =
-            hardlink_tree(module_path, &tmp, &mut hasher, &cache, &mut kept).map_err(io_err(
+            walk_tree(module_path, build, &mut hasher, &cache, &mut kept).map_err(io_err(
                 format!("snapshotting {} into {}", module_path.display(), tmp.display()),
             ))?;
         let root_hash = hasher.finish();
@@ -292,14 +421,55 @@ impl Snapshots {
             bytes,
             stats: *stats,
             root_hash,
+            kind: how.name().to_string(),
         };
         let json = self.dir.join(format!("{id}.json"));
-        write_atomic(&json, &serde_json::to_vec_pretty(&rec).unwrap_or_default())
-            .map_err(io_err(format!("writing {}", json.display())))?;
+        let write_record = || {
+            write_atomic(&json, &serde_json::to_vec_pretty(&rec).unwrap_or_default())
+                .map_err(io_err(format!("writing {}", json.display())))
+        };
         let fin = self.dir.join(&id);
-        if let Err(e) = std::fs::rename(&tmp, &fin) {
-            let _ = std::fs::remove_file(&json);
-            return Err(io_err(format!("renaming {}", tmp.display()))(e));
+        match how {
+            Snapshotter::Hardlink | Snapshotter::Reflink => {
+                write_record()?;
+                if let Err(e) = std::fs::rename(&tmp, &fin) {
+                    let _ = std::fs::remove_file(&json);
+                    return Err(io_err(format!("renaming {}", tmp.display()))(e));
+                }
+            }
+            Snapshotter::Btrfs => {
+                write_record()?;
+                let out = std::process::Command::new("btrfs")
+                    .args(["subvolume", "snapshot", "-r"])
+                    .arg(module_path)
+                    .arg(&fin)
+                    .output();
+                let failed = match out {
+                    Ok(o) if o.status.success() => None,
+                    Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+                    Err(e) => Some(format!("running btrfs: {e}")),
+                };
+                if let Some(why) = failed {
+                    let _ = std::fs::remove_file(&json);
+                    return Err(SnapshotError::Command(why));
+                }
+            }
+            Snapshotter::Command(cmd) => {
+                // The user's storage holds it: the record follows its success.
+                let out = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(cmd)
+                    .env("FERRY_ROUND", round.to_string())
+                    .env("FERRY_ROOT", module_path)
+                    .env("FERRY_SNAPSHOT_NAME", &id)
+                    .env("FERRY_ROOT_HASH", &rec.root_hash)
+                    .status();
+                match out {
+                    Ok(st) if st.success() => write_record()?,
+                    Ok(st) => return Err(SnapshotError::Command(format!("{cmd:?}: {st}"))),
+                    Err(e) => return Err(SnapshotError::Command(format!("{cmd:?}: {e}"))),
+                }
+            }
         }
         let all = self.list()?;
         let kept = keep.keep(&all);
@@ -320,6 +490,16 @@ impl Snapshots {
                 what: format!("snapshot {id}"),
                 source: io::Error::from(io::ErrorKind::NotFound),
             })?;
+        if !rec.has_tree() {
+            return Err(SnapshotError::Unsupported {
+                kind: "command",
+                why: format!(
+                    "snapshot {id} lives in your storage (taken by --snapshot-command); check it \
+                     with that storage's tools against root hash {}",
+                    rec.root_hash
+                ),
+            });
+        }
         let path = self.path(id);
         let root =
             Arc::new(Root::open(&path).map_err(io_err(format!("opening {}", path.display())))?);
@@ -357,7 +537,26 @@ impl Snapshots {
     /// I/O errors.
     pub fn delete(&self, id: &str) -> Result<(), SnapshotError> {
         let json = self.dir.join(format!("{id}.json"));
+        let kind = std::fs::read(&json)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<SnapshotRecord>(&b).ok())
+            .map(|r| r.kind)
+            .unwrap_or_default();
         let _ = std::fs::remove_file(&json);
+        if kind == "btrfs" && self.dir.join(id).is_dir() {
+            // A read-only subvolume: only btrfs can remove it.
+            let out = std::process::Command::new("btrfs")
+                .args(["subvolume", "delete"])
+                .arg(self.dir.join(id))
+                .output();
+            return match out {
+                Ok(o) if o.status.success() => Ok(()),
+                Ok(o) => {
+                    Err(SnapshotError::Command(String::from_utf8_lossy(&o.stderr).trim().into()))
+                }
+                Err(e) => Err(SnapshotError::Command(format!("running btrfs: {e}"))),
+            };
+        }
         match std::fs::remove_dir_all(self.dir.join(id)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 Err(io_err(format!("deleting snapshot {id}"))(e))
@@ -393,6 +592,27 @@ pub fn utc(secs: u64, separators: bool) -> String {
         .unwrap_or_else(|_| secs.to_string())
 }
 
+/// The filesystem type (statfs `f_type`) of `p`.
+// `f_type`'s width differs across architectures: the cast is a no-op only on some.
+#[allow(clippy::unnecessary_cast)]
+fn fs_type(p: &Path) -> io::Result<i64> {
+    rfs::statfs(p).map(|v| v.f_type as i64).map_err(io::Error::from)
+}
+
+/// Clones a small file into another in `dir` (then removes both): whether FICLONE works there.
+fn probe_reflink(dir: &Path) -> io::Result<()> {
+    let (a, b) = (dir.join(".ferry-reflink-probe-a"), dir.join(".ferry-reflink-probe-b"));
+    let r = (|| {
+        std::fs::write(&a, [7u8; 4096])?;
+        let src = std::fs::File::open(&a)?;
+        let dst = std::fs::File::create(&b)?;
+        rfs::ioctl_ficlone(&dst, &src).map_err(io::Error::from)
+    })();
+    let _ = std::fs::remove_file(&a);
+    let _ = std::fs::remove_file(&b);
+    r
+}
+
 /// How snapshots are walked: everything, one filesystem, xattrs up to 64 KiB.
 fn snapshot_walk() -> WalkOptions {
     WalkOptions {
@@ -405,16 +625,21 @@ fn snapshot_walk() -> WalkOptions {
 
 /// Builds `dest` (which must not exist) as a hard-link image of `src`. Returns (entries,
 /// bytes of files). Everything is fd-relative and never follows a symlink.
-fn hardlink_tree(
+fn walk_tree(
     src: &Path,
-    dest: &Path,
+    build: Option<(&Path, bool)>,
     hasher: &mut TreeHasher,
     cache: &HashCache,
     kept: &mut HashCache,
 ) -> io::Result<(u64, u64)> {
-    std::fs::create_dir(dest)?;
     let src_root = Arc::new(Root::open(src)?);
-    let dst_root = Root::open(dest)?;
+    let (dst_root, clone) = match build {
+        Some((dest, clone)) => {
+            std::fs::create_dir(dest)?;
+            (Some(Root::open(dest)?), clone)
+        }
+        None => (None, false),
+    };
     let mut walker = Walker::new(src_root.clone(), snapshot_walk());
     let mut dirs = Vec::new();
     let (mut entries, mut bytes) = (0u64, 0u64);
@@ -434,12 +659,38 @@ fn hardlink_tree(
                 hasher.add(&l.entry, None);
             }
             let e = l.entry;
+            entries += 1;
+            let Some(dst_root) = &dst_root else {
+                bytes += if e.kind == EntryKind::File { e.size } else { 0 };
+                continue;
+            };
             let dparent = dst_root.parent_of(&e.path)?;
             let name = e.path.file_name();
             match &e.kind {
                 EntryKind::Dir => {
                     rfs::mkdirat(&dparent, name, Mode::from_bits_truncate(0o700))?;
                     dirs.push(e);
+                }
+                EntryKind::File if clone => {
+                    let src = std::fs::File::from(src_root.open_beneath(
+                        e.path.as_bytes(),
+                        OFlags::RDONLY,
+                        Mode::empty(),
+                    )?);
+                    let dst = std::fs::File::from(rfs::openat(
+                        &dparent,
+                        name,
+                        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                        Mode::from_bits_truncate(0o600),
+                    )?);
+                    rfs::ioctl_ficlone(&dst, &src)?;
+                    apply_meta(&dst, &e.meta, &e.xattrs)?;
+                    bytes += e.size;
+                }
+                // Inside a reflink snapshot, the tree's own hard links stay hard links.
+                EntryKind::HardLink { to } if clone => {
+                    let tparent = dst_root.parent_of(to)?;
+                    rfs::linkat(&tparent, to.file_name(), &dparent, name, AtFlags::empty())?;
                 }
                 EntryKind::File | EntryKind::HardLink { .. } => {
                     let sparent = src_root.parent_of(&e.path)?;
@@ -451,12 +702,12 @@ fn hardlink_tree(
                     apply_meta_at(&dparent, name, &e)?;
                 }
             }
-            entries += 1;
         }
         if done {
             break;
         }
     }
+    let Some(dst_root) = dst_root else { return Ok((entries, bytes)) };
     // Directory metadata last and deepest first: adding entries changes a directory's mtime.
     for d in dirs.iter().rev() {
         let fd = dst_root.open_dir(Some(&d.path))?;
@@ -483,6 +734,7 @@ mod tests {
             bytes: 0,
             stats: Stats::default(),
             root_hash: String::new(),
+            kind: String::new(),
         }
     }
 
@@ -530,10 +782,18 @@ mod tests {
             std::os::unix::fs::lchown(module.join("fifo"), Some(1234), Some(5678)).unwrap();
             std::os::unix::fs::lchown(module.join("link"), Some(4321), Some(8765)).unwrap();
         }
-        let snaps = Snapshots::open(&state, "m", &module).unwrap();
+        let snaps = Snapshots::open(&state, "m", &module, &Snapshotter::Hardlink).unwrap();
         let commits = CommitLog::at(&state, "m");
-        let (_, rec) =
-            snaps.take(&module, &Stats::default(), &Retention::default(), &commits, &[]).unwrap();
+        let (_, rec) = snaps
+            .take(
+                &module,
+                &Stats::default(),
+                &Retention::default(),
+                &commits,
+                &[],
+                &Snapshotter::Hardlink,
+            )
+            .unwrap();
         for name in ["fifo", "link"] {
             let a = std::fs::symlink_metadata(module.join(name)).unwrap();
             let b = std::fs::symlink_metadata(snaps.path(&rec.id).join(name)).unwrap();

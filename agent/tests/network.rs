@@ -1513,3 +1513,216 @@ fn quic_survives_loss_delay_and_a_blackhole_longer_than_the_idle_timeout() {
     assert!(literal < total, "the retry resent everything: {r}");
     eprintln!("after the cut the retry sent {literal} of {total} bytes");
 }
+
+/// A btrfs filesystem on a loop device for the reflink and btrfs snapshotters (ext4 here has
+/// neither). Needs root, loop devices and btrfs-progs (`.ci/run` installs it).
+struct LoopBtrfs {
+    mnt: PathBuf,
+}
+
+impl LoopBtrfs {
+    fn new(dir: &Path) -> LoopBtrfs {
+        let img = dir.join("btrfs.img");
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        std::fs::File::create(&img).unwrap().set_len(400 << 20).unwrap();
+        let run = |cmd: &mut Command| {
+            let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (install btrfs-progs)"));
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {} (these tests need root, loop devices and btrfs-progs)",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(Command::new("mkfs.btrfs").arg("-q").arg(&img));
+        run(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&mnt));
+        LoopBtrfs { mnt }
+    }
+}
+
+impl Drop for LoopBtrfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+    }
+}
+
+/// `--snapshot reflink` on btrfs: snapshots are reflinked copies (own inodes, shared blocks)
+/// of each round, unchanged by later rounds; on ext4 the server refuses to start, saying why.
+/// `--snapshot btrfs`: a read-only subvolume snapshot per round, verified and deleted with
+/// btrfs; a module that is not a subvolume is refused.
+#[test]
+fn reflink_and_btrfs_snapshotters() {
+    use std::os::unix::fs::MetadataExt;
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    // ext4 (this tempdir) has no reflinks: refused at start, with the reason.
+    let out = Command::new(FERRY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--snapshot", "reflink", "--identity"])
+        .arg(c.join("destination"))
+        .arg("--module")
+        .arg(format!("m={}", s(&t.path().join("ext4-data"))))
+        .arg("--state-dir")
+        .arg(t.path().join("ext4-state"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not support reflinks"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fs = LoopBtrfs::new(t.path());
+    let src = t.path().join("src");
+    sample(&src);
+    for kind in ["reflink", "btrfs"] {
+        let data = fs.mnt.join(format!("{kind}-data"));
+        let state = fs.mnt.join(format!("{kind}-state"));
+        if kind == "btrfs" {
+            // Not a subvolume yet: refused.
+            std::fs::create_dir_all(&data).unwrap();
+            let out = Command::new(FERRY)
+                .args(["serve", "--listen", "127.0.0.1:0", "--snapshot", "btrfs", "--identity"])
+                .arg(c.join("destination"))
+                .arg("--module")
+                .arg(format!("m={}", s(&data)))
+                .arg("--state-dir")
+                .arg(&state)
+                .output()
+                .unwrap();
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("not a btrfs subvolume"),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::remove_dir(&data).unwrap();
+            check_ok(
+                &Command::new("btrfs").args(["subvolume", "create"]).arg(&data).output().unwrap(),
+            );
+        }
+        let srv = serve_with(
+            &c.join("destination"),
+            &[format!("m={}", s(&data))],
+            &["--state-dir", s(&state), "--snapshot", kind],
+        );
+        let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+        let push = || {
+            check_ok(&ferry(&[
+                "push",
+                s(&src),
+                &url,
+                "--identity",
+                s(&c.join("source")),
+                "--delete",
+            ]))
+        };
+        push();
+        let first = snapshots(&state, 1, 1);
+        assert_eq!(first[0]["kind"], kind);
+        let snap1 = state.join("snapshots/m").join(first[0]["id"].as_str().unwrap());
+        assert_same_tree(&src, &snap1);
+        let (live, snap) = (
+            std::fs::metadata(data.join("db/data.bin")).unwrap(),
+            std::fs::metadata(snap1.join("db/data.bin")).unwrap(),
+        );
+        assert_ne!(
+            (live.dev(), live.ino()),
+            (snap.dev(), snap.ino()),
+            "{kind}: the snapshot shares the live inode"
+        );
+        if kind == "btrfs" {
+            assert_eq!(std::fs::metadata(&snap1).unwrap().ino(), 256, "a subvolume");
+            assert!(std::fs::write(snap1.join("x"), b"x").is_err(), "the snapshot is read-only");
+        }
+        let reference = t.path().join(format!("{kind}-ref1"));
+        check_ok(
+            &Command::new("rsync")
+                .arg("-aHAX")
+                .arg(format!("{}/", s(&src)))
+                .arg(&reference)
+                .output()
+                .unwrap(),
+        );
+        std::fs::write(src.join("db/later"), kind).unwrap();
+        push();
+        let both = snapshots(&state, 2, 2);
+        assert_same_tree(&reference, &snap1);
+        let id2 = both[1]["id"].as_str().unwrap();
+        let v = ferry(&[
+            "snapshots",
+            "verify",
+            "--state-dir",
+            s(&state),
+            "--module",
+            "m",
+            "--snapshot",
+            id2,
+        ]);
+        check_ok(&v);
+        let d = ferry(&[
+            "snapshots",
+            "delete",
+            "--state-dir",
+            s(&state),
+            "--module",
+            "m",
+            "--snapshot",
+            id2,
+        ]);
+        check_ok(&d);
+        assert!(!state.join("snapshots/m").join(id2).exists());
+        std::fs::remove_file(src.join("db/later")).unwrap();
+        drop(srv);
+    }
+}
+
+/// `--snapshot command`: the user's command runs after each commit with the round, the
+/// module's root, the snapshot's name and the root hash; its record lists it; verify says it
+/// cannot read it.
+#[test]
+fn command_snapshotter_runs_the_users_command() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let (src, dst, state, store) = (
+        t.path().join("src"),
+        t.path().join("dst"),
+        t.path().join("state"),
+        t.path().join("store"),
+    );
+    sample(&src);
+    std::fs::create_dir_all(&store).unwrap();
+    let cmd = format!(
+        "cp -a \"$FERRY_ROOT\" {store}/\"$FERRY_SNAPSHOT_NAME\" && echo \"$FERRY_ROUND $FERRY_ROOT_HASH\" > {store}/\"$FERRY_SNAPSHOT_NAME\".info",
+        store = s(&store)
+    );
+    let srv = serve_with(
+        &c.join("destination"),
+        &[format!("m={}", s(&dst))],
+        &["--state-dir", s(&state), "--snapshot", "command", "--snapshot-command", &cmd],
+    );
+    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+    check_ok(&ferry(&["push", s(&src), &url, "--identity", s(&c.join("source")), "--delete"]));
+    let list = snapshots(&state, 1, 1);
+    let (id, hash) = (list[0]["id"].as_str().unwrap(), list[0]["root_hash"].as_str().unwrap());
+    assert_eq!(list[0]["kind"], "command");
+    assert_same_tree(&src, &store.join(id));
+    assert_eq!(
+        std::fs::read_to_string(store.join(format!("{id}.info"))).unwrap(),
+        format!("1 {hash}\n")
+    );
+    let v = ferry(&[
+        "snapshots",
+        "verify",
+        "--state-dir",
+        s(&state),
+        "--module",
+        "m",
+        "--snapshot",
+        id,
+    ]);
+    assert!(!v.status.success());
+    assert!(
+        String::from_utf8_lossy(&v.stderr).contains("lives in your storage"),
+        "{}",
+        String::from_utf8_lossy(&v.stderr)
+    );
+}
