@@ -377,6 +377,20 @@ struct ScheduleFlags {
     /// logged.
     #[arg(long, value_name = "CMD")]
     post_round: Option<String>,
+    /// Push from a point-in-time image of the source instead of the live tree: reflink (a
+    /// FICLONE copy, on btrfs or XFS with reflink=1), btrfs (a read-only snapshot; the source
+    /// must be a subvolume) or command (--source-snapshot-command). Taken after --pre-round,
+    /// removed after the round.
+    #[arg(long, value_name = "KIND")]
+    source_snapshot: Option<String>,
+    /// With --source-snapshot command: run CMD with sh -c and FERRY_ROOT set; the last line it
+    /// prints is the directory to read (clean it up in --post-round).
+    #[arg(long, value_name = "CMD")]
+    source_snapshot_command: Option<String>,
+    /// Where reflink and btrfs source images go (default: beside the source directory; it must
+    /// be on the source's filesystem, and outside the source tree or --exclude'd).
+    #[arg(long, value_name = "DIR")]
+    source_image_dir: Option<PathBuf>,
 }
 
 /// Flags of `ferry push` and `ferry pull`.
@@ -935,6 +949,27 @@ fn run_net(
             }
         });
     }
+    let source_image = match (&when.source_snapshot, direction) {
+        (Some(kind), Direction::Push) => Some(
+            ferry_agent::snapshot::SourceSnapshot::parse(
+                kind,
+                when.source_snapshot_command.as_deref(),
+            )
+            .map_err(RemoteError::Usage)?,
+        ),
+        (Some(_), _) => anyhow::bail!(RemoteError::Usage(
+            "--source-snapshot is for push (the source side)".into()
+        )),
+        (None, _) => None,
+    };
+    let image_dir = match &when.source_image_dir {
+        Some(d) => d.clone(),
+        None => local
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from(".")),
+    };
     let mut due = SystemTime::now();
     let mut rounds_started = 0u64;
     loop {
@@ -965,7 +1000,19 @@ fn run_net(
             {
                 Some(Err(e)) => Err(RemoteError::Hook(e)),
                 pre => {
-                    let r = one_round(&rt, direction, local, &url, &opts, &round, &agent);
+                    let image = match &source_image {
+                        Some(how) => match how.take(local, &image_dir) {
+                            Ok(i) => Some(i),
+                            Err(e) => {
+                                return Err(anyhow::Error::new(e)
+                                    .context("taking the source's point-in-time image"));
+                            }
+                        },
+                        None => None,
+                    };
+                    let read_from = image.as_ref().map_or(local, |i| i.path.as_path());
+                    let r = one_round(&rt, direction, read_from, &url, &opts, &round, &agent);
+                    drop(image);
                     if let (Some(post), Some(Ok(())) | None) = (when.post_round.as_deref(), pre) {
                         let result = if r.is_ok() { "ok" } else { "error" };
                         if let Err(e) = run_hook("--post-round", post, &env, Some(result)) {

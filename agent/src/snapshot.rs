@@ -103,6 +103,131 @@ impl Snapshotter {
     }
 }
 
+/// How the source takes a point-in-time image of its tree before a round reads it
+/// (`ferry push --source-snapshot KIND`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSnapshot {
+    /// A reflinked copy of the tree (FICLONE) in the image directory.
+    Reflink,
+    /// A read-only btrfs snapshot of the source (which must be a subvolume).
+    Btrfs,
+    /// The user's command, run with `FERRY_ROOT`; the last line it prints is the directory
+    /// of the image to read.
+    Command(String),
+}
+
+impl SourceSnapshot {
+    /// Parses `--source-snapshot KIND` (with `--source-snapshot-command CMD` for `command`).
+    ///
+    /// # Errors
+    /// An unknown kind, or `command` without a command.
+    pub fn parse(kind: &str, command: Option<&str>) -> Result<SourceSnapshot, String> {
+        match (kind, command) {
+            ("reflink", None) => Ok(SourceSnapshot::Reflink),
+            ("btrfs", None) => Ok(SourceSnapshot::Btrfs),
+            ("command", Some(c)) => Ok(SourceSnapshot::Command(c.to_string())),
+            ("command", None) => {
+                Err("--source-snapshot command needs --source-snapshot-command CMD".into())
+            }
+            (_, Some(_)) => {
+                Err("--source-snapshot-command goes with --source-snapshot command".into())
+            }
+            (k, None) => {
+                Err(format!("--source-snapshot {k:?}: expected reflink, btrfs or command"))
+            }
+        }
+    }
+
+    /// Takes the image of `src` (in `dir` for reflink and btrfs); it is removed on drop.
+    ///
+    /// # Errors
+    /// [`SnapshotError`], saying why the image could not be taken.
+    pub fn take(&self, src: &Path, dir: &Path) -> Result<SourceImage, SnapshotError> {
+        let name = format!(".ferry-source-image-{}", std::process::id());
+        let path = dir.join(name);
+        let run = |cmd: &mut std::process::Command| -> Result<String, SnapshotError> {
+            match cmd.output() {
+                Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
+                Ok(o) => Err(SnapshotError::Command(format!(
+                    "{cmd:?}: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ))),
+                Err(e) => Err(SnapshotError::Command(format!("{cmd:?}: {e}"))),
+            }
+        };
+        match self {
+            SourceSnapshot::Reflink => {
+                let _ = std::fs::remove_dir_all(&path);
+                let image = SourceImage { path: path.clone(), btrfs: false, owned: true };
+                walk_tree(src, Some((&path, true)), None).map_err(|e| {
+                    SnapshotError::Unsupported {
+                        kind: "reflink",
+                        why: format!(
+                        "cloning {} into {}: {e} (reflinks need btrfs or XFS with reflink=1, and \
+                         --source-image-dir on the source's filesystem)",
+                        src.display(),
+                        path.display()
+                    ),
+                    }
+                })?;
+                Ok(image)
+            }
+            SourceSnapshot::Btrfs => {
+                if path.exists() {
+                    let _ = run(std::process::Command::new("btrfs")
+                        .args(["subvolume", "delete"])
+                        .arg(&path));
+                }
+                run(std::process::Command::new("btrfs")
+                    .args(["subvolume", "snapshot", "-r"])
+                    .arg(src)
+                    .arg(&path))?;
+                Ok(SourceImage { path, btrfs: true, owned: true })
+            }
+            SourceSnapshot::Command(cmd) => {
+                let out = run(std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(cmd)
+                    .env("FERRY_ROOT", src))?;
+                let last = out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+                let path = PathBuf::from(last);
+                if !path.is_dir() {
+                    return Err(SnapshotError::Command(format!(
+                        "{cmd:?} must print the image's directory on its last line; it printed {last:?}"
+                    )));
+                }
+                Ok(SourceImage { path, btrfs: false, owned: false })
+            }
+        }
+    }
+}
+
+/// A point-in-time image of the source, read instead of the live tree; removed on drop when
+/// Ferry made it.
+#[derive(Debug)]
+pub struct SourceImage {
+    /// Where to read.
+    pub path: PathBuf,
+    btrfs: bool,
+    owned: bool,
+}
+
+impl Drop for SourceImage {
+    fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
+        if self.btrfs {
+            let _ = std::process::Command::new("btrfs")
+                .args(["subvolume", "delete"])
+                .arg(&self.path)
+                .output();
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
 /// Which snapshots to keep after a new one. A snapshot is kept when any rule keeps it; with
 /// every rule at 0, all are kept.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -386,9 +511,9 @@ impl Snapshots {
             Snapshotter::Btrfs | Snapshotter::Command(_) => None,
         };
         let (entries, bytes) =
-            walk_tree(module_path, build, &mut hasher, &cache, &mut kept).map_err(io_err(
-                format!("snapshotting {} into {}", module_path.display(), tmp.display()),
-            ))?;
+            walk_tree(module_path, build, Some((&mut hasher, &cache, &mut kept))).map_err(
+                io_err(format!("snapshotting {} into {}", module_path.display(), tmp.display())),
+            )?;
         let root_hash = hasher.finish();
         let commit = CommitRecord {
             round,
@@ -628,9 +753,7 @@ fn snapshot_walk() -> WalkOptions {
 fn walk_tree(
     src: &Path,
     build: Option<(&Path, bool)>,
-    hasher: &mut TreeHasher,
-    cache: &HashCache,
-    kept: &mut HashCache,
+    mut hashing: Option<(&mut TreeHasher, &HashCache, &mut HashCache)>,
 ) -> io::Result<(u64, u64)> {
     let src_root = Arc::new(Root::open(src)?);
     let (dst_root, clone) = match build {
@@ -646,17 +769,19 @@ fn walk_tree(
     loop {
         let (batch, done) = walker.next_batch(1024)?;
         for l in batch {
-            if l.entry.kind == EntryKind::File {
-                let key = (l.dev, l.ino, l.entry.size, l.entry.meta.mtime_ns);
-                let h = match cache.get(key) {
-                    Some(h) => h,
-                    None => hasher.read_content(&src_root, &l.entry, key)?,
-                };
-                // Only the tree's files: the next round's cache stays the module's size.
-                kept.insert(key, h);
-                hasher.add(&l.entry, Some(h));
-            } else {
-                hasher.add(&l.entry, None);
+            if let Some((hasher, cache, kept)) = hashing.as_mut() {
+                if l.entry.kind == EntryKind::File {
+                    let key = (l.dev, l.ino, l.entry.size, l.entry.meta.mtime_ns);
+                    let h = match cache.get(key) {
+                        Some(h) => h,
+                        None => hasher.read_content(&src_root, &l.entry, key)?,
+                    };
+                    // Only the tree's files: the next round's cache stays the module's size.
+                    kept.insert(key, h);
+                    hasher.add(&l.entry, Some(h));
+                } else {
+                    hasher.add(&l.entry, None);
+                }
             }
             let e = l.entry;
             entries += 1;

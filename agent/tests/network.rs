@@ -1726,3 +1726,74 @@ fn command_snapshotter_runs_the_users_command() {
         String::from_utf8_lossy(&v.stderr)
     );
 }
+
+/// `push --source-snapshot`: the round reads a point-in-time image of the source, not the live
+/// tree (reflink and btrfs on a loop-mounted btrfs; command with the user's own image), and the
+/// images Ferry made are gone afterwards.
+#[test]
+fn push_reads_a_point_in_time_image_of_the_source() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let fs = LoopBtrfs::new(t.path());
+    let dst = t.path().join("dst");
+    let srv = serve(&c.join("destination"), &[format!("m={}", s(&dst))]);
+    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+    let id = c.join("source");
+    // Reflink: a plain directory on btrfs.
+    let src = fs.mnt.join("src");
+    sample(&src);
+    check_ok(&ferry(&[
+        "push",
+        s(&src),
+        &url,
+        "--identity",
+        s(&id),
+        "--delete",
+        "--source-snapshot",
+        "reflink",
+    ]));
+    assert_same_tree(&src, &dst);
+    // Btrfs: the source is a subvolume.
+    let vol = fs.mnt.join("vol");
+    check_ok(&Command::new("btrfs").args(["subvolume", "create"]).arg(&vol).output().unwrap());
+    sample(&vol);
+    std::fs::write(vol.join("only-in-vol"), b"subvolume").unwrap();
+    check_ok(&ferry(&[
+        "push",
+        s(&vol),
+        &url,
+        "--identity",
+        s(&id),
+        "--delete",
+        "--source-snapshot",
+        "btrfs",
+    ]));
+    assert_same_tree(&vol, &dst);
+    let left: Vec<_> = std::fs::read_dir(&fs.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".ferry-source-image"))
+        .collect();
+    assert!(left.is_empty(), "images left behind: {left:?}");
+    // Command: the user's image differs from the live tree, so the destination shows which
+    // one was read.
+    let img = t.path().join("img");
+    let cmd = format!(
+        "cp -a \"$FERRY_ROOT\" {i} && echo from-the-image > {i}/marker && echo {i}",
+        i = s(&img)
+    );
+    check_ok(&ferry(&[
+        "push",
+        s(&src),
+        &url,
+        "--identity",
+        s(&id),
+        "--delete",
+        "--source-snapshot",
+        "command",
+        "--source-snapshot-command",
+        &cmd,
+    ]));
+    assert_eq!(std::fs::read_to_string(dst.join("marker")).unwrap(), "from-the-image\n");
+    assert!(!src.join("marker").exists());
+}
