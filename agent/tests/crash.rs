@@ -11,13 +11,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+mod common;
+use common::{creds, serve_with, Server, FERRY};
 
 /// Path → blake3 of every regular file under a root; temp files reported separately.
 type Tree = BTreeMap<PathBuf, [u8; 32]>;
@@ -107,35 +107,12 @@ fn versions(base: &Path) -> [(PathBuf, Tree); 2] {
     [a, b]
 }
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(creds: &Path, dst: &Path, state: &Path) -> Server {
-    let mut child = Command::new(FERRY)
-        .args(["serve", "--listen", "127.0.0.1:0", "--identity"])
-        .arg(creds.join("destination"))
-        .arg("--module")
-        .arg(format!("m={}", dst.display()))
-        .arg("--state-dir")
-        .arg(state)
-        .args(["--keep-last", "3"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on ").unwrap().parse().unwrap();
-    Server { child, addr }
+    serve_with(
+        &creds.join("destination"),
+        &[format!("m={}", dst.display())],
+        &["--state-dir", state.to_str().unwrap(), "--keep-last", "3"],
+    )
 }
 
 fn push(src: &Path, addr: SocketAddr, creds: &Path) -> Command {
@@ -241,11 +218,7 @@ fn check_converged(ctx: &str, dst: &Path, state: &Path, v: &Tree) {
 
 fn setup() -> (tempfile::TempDir, PathBuf, [(PathBuf, Tree); 2], PathBuf, PathBuf) {
     let t = tempfile::tempdir().unwrap();
-    let creds = t.path().join("creds");
-    let pair = ferry_agent::init::generate_for_days(&["localhost".into(), "127.0.0.1".into()], 30)
-        .unwrap();
-    ferry_agent::init::write_identity(&creds.join("destination"), &pair.destination).unwrap();
-    ferry_agent::init::write_identity(&creds.join("source"), &pair.source).unwrap();
+    let creds = creds(&t.path().join("creds"));
     let vs = versions(t.path());
     let (dst, state) = (t.path().join("dst"), t.path().join("state"));
     (t, creds, vs, dst, state)

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,31 +19,11 @@ use ferry_transport::net::connect_tcp;
 use ferry_transport::tls::Identity;
 use time::{Duration as TDuration, OffsetDateTime};
 
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
-
-/// A `ferry serve` child process, killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::{creds, serve_with, Server, FERRY};
 
 fn serve(identity: &Path, modules: &[String]) -> Server {
     serve_with(identity, modules, &[])
-}
-
-/// Credentials in `dir/{destination,source}`, valid now.
-fn creds(dir: &Path) -> PathBuf {
-    let pair = init::generate_for_days(&["localhost".into(), "127.0.0.1".into()], 30).unwrap();
-    init::write_identity(&dir.join("destination"), &pair.destination).unwrap();
-    init::write_identity(&dir.join("source"), &pair.source).unwrap();
-    dir.to_path_buf()
 }
 
 fn ferry(args: &[&str]) -> Output {
@@ -737,24 +717,6 @@ fn bench_peer_measures_both_ways_and_touches_nothing() {
     assert_eq!(out.status.code(), Some(5));
     let names: Vec<_> = std::fs::read_dir(&dst).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["keep"]);
-}
-
-fn serve_with(identity: &Path, modules: &[String], extra: &[&str]) -> Server {
-    let mut cmd = Command::new(FERRY);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--identity"]).arg(identity).args(extra);
-    for m in modules {
-        cmd.args(["--module", m]);
-    }
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .parse()
-        .unwrap();
-    Server { child, addr }
 }
 
 fn snapshots(state: &Path, want: usize, count: usize) -> Vec<serde_json::Value> {
