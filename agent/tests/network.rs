@@ -1013,24 +1013,58 @@ fn hostile_data_streams_end_the_round_and_change_nothing() {
     assert_same_tree(&src, &dst);
 }
 
+/// A module `m` served with a state directory, and a sample source tree to push into it.
+struct Rig {
+    t: tempfile::TempDir,
+    c: PathBuf,
+    src: PathBuf,
+    dst: PathBuf,
+    state: PathBuf,
+    srv: std::cell::RefCell<Option<Server>>,
+    url: String,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let t = tempfile::tempdir().unwrap();
+        let c = creds(t.path());
+        let (src, dst, state) =
+            (t.path().join("src"), t.path().join("dst"), t.path().join("state"));
+        sample(&src);
+        let srv = serve_with(
+            &c.join("destination"),
+            &[format!("m={}", s(&dst))],
+            &["--state-dir", s(&state)],
+        );
+        let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+        Rig { t, c, src, dst, state, srv: std::cell::RefCell::new(Some(srv)), url }
+    }
+
+    /// Stops the server (as before a failover).
+    fn stop(&self) {
+        self.srv.borrow_mut().take();
+    }
+
+    fn push(&self) {
+        check_ok(&ferry(&[
+            "push",
+            s(&self.src),
+            &self.url,
+            "--identity",
+            s(&self.c.join("source")),
+            "--delete",
+        ]));
+    }
+}
+
 /// Every committed round leaves a durable commit record whose root hash names the tree; the
 /// snapshot carries it, `snapshots verify` re-reads the snapshot and agrees, and a snapshot
 /// changed behind Ferry's back (same size, mtime restored) is caught.
 #[test]
 fn commits_record_a_root_hash_that_verify_checks() {
-    let t = tempfile::tempdir().unwrap();
-    let c = creds(t.path());
-    let (src, dst, state) = (t.path().join("src"), t.path().join("dst"), t.path().join("state"));
-    sample(&src);
-    let srv = serve_with(
-        &c.join("destination"),
-        &[format!("m={}", s(&dst))],
-        &["--state-dir", s(&state)],
-    );
-    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
-    let push = || {
-        check_ok(&ferry(&["push", s(&src), &url, "--identity", s(&c.join("source")), "--delete"]))
-    };
+    let rig = Rig::new();
+    let (src, state) = (rig.src.clone(), rig.state.clone());
+    let push = || rig.push();
     push();
     let s1 = snapshots(&state, 1, 1);
     std::fs::write(src.join("new-file"), b"round two").unwrap();
@@ -1218,19 +1252,10 @@ fn http_status_metrics_and_manual_triggers() {
 #[test]
 fn promote_makes_a_snapshot_the_live_tree() {
     use std::os::unix::fs::MetadataExt;
-    let t = tempfile::tempdir().unwrap();
-    let c = creds(t.path());
-    let (src, dst, state) = (t.path().join("src"), t.path().join("dst"), t.path().join("state"));
-    sample(&src);
-    let srv = serve_with(
-        &c.join("destination"),
-        &[format!("m={}", s(&dst))],
-        &["--state-dir", s(&state)],
-    );
-    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
-    let push = || {
-        check_ok(&ferry(&["push", s(&src), &url, "--identity", s(&c.join("source")), "--delete"]))
-    };
+    let rig = Rig::new();
+    let t = &rig.t;
+    let (src, dst, state) = (rig.src.clone(), rig.dst.clone(), rig.state.clone());
+    let push = || rig.push();
     push();
     let reference = t.path().join("ref1");
     check_ok(
@@ -1245,7 +1270,7 @@ fn promote_makes_a_snapshot_the_live_tree() {
     std::fs::remove_dir_all(src.join("db/wal")).unwrap();
     push();
     let list = snapshots(&state, 2, 2);
-    drop(srv); // failover: the destination's server is stopped first
+    rig.stop(); // failover: the destination's server is stopped first
     let id1 = list[0]["id"].as_str().unwrap();
     let out = ferry(&["promote", "--state-dir", s(&state), "--module", "m", "--snapshot", id1]);
     check_ok(&out);
