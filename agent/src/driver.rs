@@ -45,7 +45,7 @@ pub struct Progress {
     pub entries: u64,
     /// Bytes of regular files the source has listed so far.
     pub source_bytes: u64,
-    /// File bytes rebuilt on the destination so far.
+    /// File bytes rebuilt on the destination so far (on a source: encoded and sent so far).
     pub bytes_done: u64,
     /// Files committed so far.
     pub files_done: u64,
@@ -315,6 +315,8 @@ impl Loop {
                 self.progress.entries = s.entries_scanned;
                 self.progress.source_bytes = s.source_bytes;
                 self.progress.scan_done = session.scan_done();
+                // What the source has encoded and handed to the link so far.
+                self.progress.bytes_done = s.literal_bytes + s.matched_bytes;
             }
             Side::Target { session, .. } => {
                 let s = session.stats();
