@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use ferry_core::{Entry, EntryKind, Stats};
+use ferry_core::{Entry, Stats};
 use rustix::fs::{Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
@@ -75,11 +75,6 @@ impl HashCache {
         self.map.insert((d, i), (s, m, hash));
     }
 
-    /// Entries cached.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
@@ -131,20 +126,6 @@ impl TreeHasher {
         self.hashed_files += 1;
         self.hashed_bytes += entry.size;
         Ok(h)
-    }
-
-    /// Adds `entry`, walked at `key` beneath `root`, reading a regular file's content.
-    ///
-    /// # Errors
-    /// I/O errors reading a file.
-    pub fn add_read(&mut self, root: &Root, entry: &Entry, key: ContentKey) -> io::Result<()> {
-        let content = if entry.kind == EntryKind::File {
-            Some(self.read_content(root, entry, key)?)
-        } else {
-            None
-        };
-        self.add(entry, content);
-        Ok(())
     }
 
     /// The root hash, hex.

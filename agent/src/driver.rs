@@ -45,7 +45,8 @@ pub struct Progress {
     pub entries: u64,
     /// Bytes of regular files the source has listed so far.
     pub source_bytes: u64,
-    /// File bytes rebuilt on the destination so far (on a source: encoded and sent so far).
+    /// File bytes rebuilt on the destination so far (a network round's source, which sees no
+    /// destination work: bytes encoded and sent so far).
     pub bytes_done: u64,
     /// Files committed so far.
     pub files_done: u64,
@@ -315,8 +316,6 @@ impl Loop {
                 self.progress.entries = s.entries_scanned;
                 self.progress.source_bytes = s.source_bytes;
                 self.progress.scan_done = session.scan_done();
-                // What the source has encoded and handed to the link so far.
-                self.progress.bytes_done = s.literal_bytes + s.matched_bytes;
             }
             Side::Target { session, .. } => {
                 let s = session.stats();
@@ -498,6 +497,11 @@ pub fn run_remote(
                 }
             }
             next = rx.try_recv().ok();
+        }
+        if let Side::Source { session, .. } = &side {
+            // A local sync counts the destination's writes; a remote source has only its own.
+            let st = session.stats();
+            lp.progress.bytes_done = st.literal_bytes + st.matched_bytes;
         }
         lp.tick(&side, progress_every, on_progress);
     }

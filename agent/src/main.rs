@@ -864,7 +864,7 @@ fn run_serve(
         Some(addr) => {
             let (agent, _) = ferry_agent::status::Agent::new(false);
             let listener = rt
-                .block_on(ferry_agent::status::bind_http(addr))
+                .block_on(tokio::net::TcpListener::bind(addr))
                 .with_context(|| format!("--http {addr}: cannot listen"))?;
             let bound = listener.local_addr().unwrap_or(addr);
             tracing::info!("status on http://{bound}/status, metrics on /metrics");
@@ -932,7 +932,7 @@ fn run_net(
     let (agent, triggered) = ferry_agent::status::Agent::new(true);
     if let Some(addr) = when.http {
         let listener = rt
-            .block_on(ferry_agent::status::bind_http(addr))
+            .block_on(tokio::net::TcpListener::bind(addr))
             .with_context(|| format!("--http {addr}: cannot listen"))?;
         let bound = listener.local_addr().unwrap_or(addr);
         tracing::info!("status on http://{bound}/status, metrics on /metrics, POST /trigger");

@@ -534,33 +534,20 @@ pub async fn serve_link(
         addr: link.peer.clone(),
         source: TransportError::Frame(ferry_core::message::DecodeError::Malformed(e)),
     })?;
-    let decision = if req.version_max < PROTOCOL_MIN || req.version_min > PROTOCOL_VERSION {
-        Err(version_error(req.version_min, req.version_max))
-    } else {
-        match cfg.modules.iter().find(|m| m.name == req.module) {
-            None => {
-                Err(refuse(Refusal::UnknownModule, format!("no module named {:?}", req.module)))
-            }
-            Some(m) if req.direction == Direction::Push && m.access == Access::ReadOnly => {
-                Err(refuse(
-                    Refusal::ReadOnly,
-                    format!(
-                        "module {:?} is read-only: it can be pulled from, not pushed to",
-                        m.name
-                    ),
-                ))
-            }
-            Some(m) if req.direction == Direction::Pull && m.access == Access::WriteOnly => {
-                Err(refuse(
-                    Refusal::WriteOnly,
-                    format!(
-                        "module {:?} is write-only: it can be pushed to, not pulled from",
-                        m.name
-                    ),
-                ))
-            }
-            Some(m) => Ok(m.clone()),
+    // The version range was checked above, before the request was decoded whole.
+    let decision = match cfg.modules.iter().find(|m| m.name == req.module) {
+        None => Err(refuse(Refusal::UnknownModule, format!("no module named {:?}", req.module))),
+        Some(m) if req.direction == Direction::Push && m.access == Access::ReadOnly => Err(refuse(
+            Refusal::ReadOnly,
+            format!("module {:?} is read-only: it can be pulled from, not pushed to", m.name),
+        )),
+        Some(m) if req.direction == Direction::Pull && m.access == Access::WriteOnly => {
+            Err(refuse(
+                Refusal::WriteOnly,
+                format!("module {:?} is write-only: it can be pushed to, not pulled from", m.name),
+            ))
         }
+        Some(m) => Ok(m.clone()),
     };
     let data = if link.kind == LinkKind::Quic { usize::from(req.lanes).min(DATA_LANES) } else { 0 };
     if let (Ok(_), Direction::Bench) = (&decision, req.direction) {

@@ -626,27 +626,14 @@ impl Snapshots {
             });
         }
         let path = self.path(id);
-        let root =
-            Arc::new(Root::open(&path).map_err(io_err(format!("opening {}", path.display())))?);
-        let mut walker = Walker::new(root.clone(), snapshot_walk());
+        // The same walk and hashing as a commit, with an empty cache: every file is read.
         let mut hasher = TreeHasher::default();
-        let mut entries = 0;
-        loop {
-            let (batch, done) =
-                walker.next_batch(1024).map_err(io_err(format!("walking {}", path.display())))?;
-            for l in batch {
-                let key = (l.dev, l.ino, l.entry.size, l.entry.meta.mtime_ns);
-                hasher.add_read(&root, &l.entry, key).map_err(io_err(format!(
-                    "reading {}/{}",
-                    path.display(),
-                    l.entry.path
-                )))?;
-                entries += 1;
-            }
-            if done {
-                break;
-            }
-        }
+        let (entries, _) = walk_tree(
+            &path,
+            None,
+            Some((&mut hasher, &HashCache::default(), &mut HashCache::default())),
+        )
+        .map_err(io_err(format!("reading snapshot {}", path.display())))?;
         Ok(Verification {
             id: id.to_string(),
             recorded: rec.root_hash,

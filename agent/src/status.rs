@@ -2,7 +2,6 @@
 //! `GET /status`), Prometheus metrics (`GET /metrics`), probes (`/healthz`, `/readyz`) and the
 //! manual trigger (`POST /trigger`, also SIGUSR1), served on `--http ADDR`.
 
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -398,14 +397,6 @@ pub async fn serve_http(
         )
         .with_state(agent);
     axum::serve(listener, app).await
-}
-
-/// Binds `addr` for [`serve_http`] (bind errors surface at start-up, with the address).
-///
-/// # Errors
-/// When the address cannot be bound.
-pub async fn bind_http(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
 }
 
 #[cfg(test)]
