@@ -23,6 +23,7 @@ pub mod init;
 pub mod mmap;
 pub mod remote;
 pub mod schedule;
+pub mod sigcache;
 pub mod snapshot;
 pub mod source;
 pub mod status;

@@ -117,6 +117,10 @@ enum Command {
         /// FERRY_ROOT (the module's directory), FERRY_SNAPSHOT_NAME and FERRY_ROOT_HASH set.
         #[arg(long, value_name = "CMD")]
         snapshot_command: Option<String>,
+        /// Do not keep rsync signatures of large files in the state directory between rounds
+        /// (then every changed file's basis is read and signed again; see README).
+        #[arg(long)]
+        no_signature_cache: bool,
     },
     /// Copy a snapshot into a directory (new inodes: writing there never changes the
     /// snapshot), as a verified `ferry sync --delete` from the snapshot.
@@ -597,6 +601,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             http,
             snapshot,
             snapshot_command,
+            no_signature_cache,
         } => run_serve(
             listen,
             &modules,
@@ -613,6 +618,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             http,
             ferry_agent::snapshot::Snapshotter::parse(&snapshot, snapshot_command.as_deref())
                 .map_err(RemoteError::Usage)?,
+            !no_signature_cache,
         ),
         Command::Snapshots { action: SnapshotAction::Verify { snap: r, json } } => {
             let v = r.find()?.verify(&r.snapshot)?;
@@ -843,6 +849,7 @@ fn run_serve(
     retention: ferry_agent::snapshot::Retention,
     http: Option<std::net::SocketAddr>,
     snapshotter: ferry_agent::snapshot::Snapshotter,
+    signature_cache: bool,
 ) -> anyhow::Result<ExitCode> {
     let modules = modules
         .iter()
@@ -873,7 +880,16 @@ fn run_serve(
         }
         None => None,
     };
-    let cfg = ServeConfig { modules, threads, bwlimit, state_dir, retention, agent, snapshotter };
+    let cfg = ServeConfig {
+        modules,
+        threads,
+        bwlimit,
+        state_dir,
+        retention,
+        agent,
+        snapshotter,
+        signature_cache,
+    };
     if stdio {
         let link = Link::from_streams(
             tokio::io::stdin(),
@@ -1401,6 +1417,7 @@ fn run_demo(dir: &std::path::Path, files: usize, big_mib: usize) -> anyhow::Resu
         retention: ferry_agent::snapshot::Retention::default(),
         agent: None,
         snapshotter: ferry_agent::snapshot::Snapshotter::Hardlink,
+        signature_cache: true,
     };
     ferry_agent::snapshot::Snapshots::open(
         &state,

@@ -427,6 +427,9 @@ pub struct ServeConfig {
     pub snapshotter: crate::snapshot::Snapshotter,
     /// Live status and metrics (`--http`), when served.
     pub agent: Option<Arc<crate::status::Agent>>,
+    /// Keep signatures of large files between rounds in the state directory
+    /// ([`crate::sigcache`]).
+    pub signature_cache: bool,
 }
 
 /// Serves modules on `listen` (QUIC and TLS-over-TCP on the same port) until the process ends.
@@ -589,12 +592,22 @@ pub async fn serve_link(
     let session = opts.session();
     let mut written = None;
     let mut dest = None;
+    let mut sigs = None;
     let side = match req.direction {
         Direction::Push => open_destination(&module.path, &opts).map(|d| {
-            if cfg.state_dir.is_some() {
+            if let Some(state) = &cfg.state_dir {
                 // The commit's tree hash reuses the hashes verified during the round.
                 d.record_hashes();
                 written = Some(d.clone());
+                if cfg.signature_cache && !opts.dry_run {
+                    let cache = Arc::new(crate::sigcache::SignatureCache::open(
+                        state,
+                        &module.name,
+                        d.root(),
+                    ));
+                    d.use_signature_cache(cache.clone());
+                    sigs = Some((cache, d.clone()));
+                }
             }
             dest = Some(d.clone());
             Side::target(d, &session, opts.thread_count())
@@ -636,6 +649,7 @@ pub async fn serve_link(
         Ok(o) => o,
         Err(e) => {
             salvage(dest.as_deref(), &e);
+            finish_signatures(sigs, &module.name, cfg.agent.as_deref()).await;
             return Err(e.into());
         }
     };
@@ -681,7 +695,31 @@ pub async fn serve_link(
             Err(e) => tracing::error!("module {:?}: snapshot task failed: {e}", module.name),
         }
     }
+    // After the snapshot and retention, which change the ctime of live files.
+    finish_signatures(sigs, &module.name, cfg.agent.as_deref()).await;
     Ok(Some(r))
+}
+
+/// Ends a round's use of the signature cache (stamps and saves it) and logs what it did.
+async fn finish_signatures(
+    sigs: Option<(Arc<crate::sigcache::SignatureCache>, Arc<crate::target::LocalDestination>)>,
+    module: &str,
+    agent: Option<&crate::status::Agent>,
+) {
+    let Some((cache, dest)) = sigs else { return };
+    match tokio::task::spawn_blocking(move || cache.finish(dest.root())).await {
+        Ok(Ok(c)) => {
+            if let Some(a) = agent {
+                a.signature_cache(&c);
+            }
+            tracing::info!(
+                "module {module:?}: signature cache: {} hits ({} bytes not re-read), {} misses, {} stored, {} dropped",
+                c.hits, c.hit_bytes, c.misses, c.stored, c.dropped
+            )
+        }
+        Ok(Err(e)) => tracing::warn!("module {module:?}: saving the signature cache: {e}"),
+        Err(e) => tracing::warn!("module {module:?}: signature cache task failed: {e}"),
+    }
 }
 
 /// Claims on modules, released on drop.

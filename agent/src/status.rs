@@ -157,6 +157,8 @@ struct Metrics {
     duration: Histogram,
     phases: Family<Labels, Counter<f64, AtomicU64>>,
     out_of_sync: Gauge<f64, AtomicU64>,
+    sigcache: Family<Labels, Counter>,
+    sigcache_bytes: Counter,
 }
 
 impl Metrics {
@@ -198,7 +200,31 @@ impl Metrics {
             "Seconds since the start of the last successful round (how old the copy is)",
             out_of_sync.clone(),
         );
-        Metrics { registry, rounds, bytes, files, retries, missed, duration, phases, out_of_sync }
+        let sigcache = Family::<Labels, Counter>::default();
+        registry.register(
+            "signature_cache",
+            "Destination signature cache: hits, misses, signatures stored and entries dropped",
+            sigcache.clone(),
+        );
+        let sigcache_bytes = Counter::default();
+        registry.register(
+            "signature_cache_hit_bytes",
+            "Bytes of basis files not re-read to sign them, thanks to the signature cache",
+            sigcache_bytes.clone(),
+        );
+        Metrics {
+            registry,
+            rounds,
+            bytes,
+            files,
+            retries,
+            missed,
+            duration,
+            phases,
+            out_of_sync,
+            sigcache,
+            sigcache_bytes,
+        }
     }
 
     fn label(k: &str, v: &str) -> Labels {
@@ -319,6 +345,17 @@ impl Agent {
         let mut s = lock(&self.status);
         s.record(start, end, attempts, result, next, missed);
         s.clone()
+    }
+
+    /// Records what the signature cache did in a round.
+    pub fn signature_cache(&self, c: &crate::sigcache::CacheCounts) {
+        let m = &self.metrics;
+        for (k, v) in
+            [("hit", c.hits), ("miss", c.misses), ("stored", c.stored), ("dropped", c.dropped)]
+        {
+            m.sigcache.get_or_create(&Metrics::label("event", k)).inc_by(v);
+        }
+        m.sigcache_bytes.inc_by(c.hit_bytes);
     }
 
     /// Records the newest snapshot.

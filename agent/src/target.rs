@@ -14,7 +14,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use ferry_core::delta::{self, BlockSize, SignatureHeader};
 use ferry_core::entry::{Entry, LocalEntry};
@@ -26,6 +26,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use crate::commit::ContentKey;
 use crate::fs::{apply_meta, apply_meta_at, file_type, make_node, remove_tree, Root};
 use crate::mmap::Basis;
+use crate::sigcache::{SignatureCache, SIGNATURE_CACHE_MIN};
 use crate::walk::{WalkOptions, Walker, TEMP_PREFIX};
 
 /// Performs the target's work. A trait so tests can drive the destination directly, with
@@ -41,6 +42,8 @@ struct Staging {
     file: File,
     hasher: blake3::Hasher,
     written: u64,
+    /// The signature of the content written so far, for the signature cache.
+    sig: Option<(BlockSize, Vec<u8>)>,
 }
 
 /// A verified file waiting for its commit: staging, final path, content hash.
@@ -63,6 +66,8 @@ pub struct LocalDestination {
     fresh: Mutex<Option<Vec<FreshHash>>>,
     dirty: Mutex<HashSet<Option<RelPath>>>,
     temp_counter: AtomicU64,
+    /// Signatures kept between rounds (`ferry serve --state-dir`).
+    sigs: OnceLock<Arc<SignatureCache>>,
 }
 
 impl std::fmt::Debug for LocalDestination {
@@ -105,6 +110,17 @@ impl LocalDestination {
         }
     }
 
+    /// Uses `cache` for basis signatures and stores the signatures of the large files this
+    /// round rebuilds in it (see [`crate::sigcache`]). Set before the round starts.
+    pub fn use_signature_cache(&self, cache: Arc<SignatureCache>) {
+        let _ = self.sigs.set(cache);
+    }
+
+    /// The root this destination writes beneath.
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+
     /// The content hashes recorded so far, by (device, inode, size, mtime).
     pub fn take_hashes(&self) -> Vec<FreshHash> {
         lock(&self.fresh).as_mut().map(std::mem::take).unwrap_or_default()
@@ -130,6 +146,7 @@ impl LocalDestination {
             fresh: Mutex::new(None),
             dirty: Mutex::new(HashSet::new()),
             temp_counter: AtomicU64::new(0),
+            sigs: OnceLock::new(),
         }
     }
 
@@ -164,6 +181,16 @@ impl LocalDestination {
         Ok((tmp, File::from(fd)))
     }
 
+    fn staging_for(
+        &self,
+        path: &RelPath,
+        sig: Option<(BlockSize, Vec<u8>)>,
+    ) -> io::Result<Staging> {
+        let dir = self.root.parent_of(path)?;
+        let (tmp, file) = self.create_temp(&dir)?;
+        Ok(Staging { dir, tmp, file, hasher: blake3::Hasher::new(), written: 0, sig })
+    }
+
     fn mark_dirty(&self, path: &RelPath) {
         lock(&self.dirty).insert(path.parent());
     }
@@ -196,9 +223,9 @@ impl LocalDestination {
                 if file_type(&st) != FileType::RegularFile {
                     return Err(io::Error::other("not a regular file"));
                 }
-                Basis::open(&File::from(fd))
+                Ok((Basis::open(&File::from(fd))?, st))
             });
-        let Ok(basis) = opened else {
+        let Ok((basis, st)) = opened else {
             // The basis went away or is unreadable: the file comes whole instead.
             return TargetOutcome::Signed(None);
         };
@@ -206,7 +233,12 @@ impl LocalDestination {
         if header.validate(&self.limits).is_err() {
             return TargetOutcome::Signed(None);
         }
-        let blocks = delta::signature_blocks(basis.bytes(), bs);
+        let cached = self
+            .sigs
+            .get()
+            .filter(|_| st.st_size as u64 >= SIGNATURE_CACHE_MIN)
+            .and_then(|c| c.lookup(&st, bs, &self.limits));
+        let blocks = cached.unwrap_or_else(|| delta::signature_blocks(basis.bytes(), bs));
         lock(&self.bases).insert(file, Arc::new(basis));
         TargetOutcome::Signed(Some((header, blocks)))
     }
@@ -237,16 +269,18 @@ impl LocalDestination {
         encoding: Encoding,
         data: Vec<u8>,
         len: usize,
+        file_len: u64,
     ) -> TargetOutcome {
         let taken = lock(&self.staging).remove(&file);
         let mut st = match (taken, index) {
             (Some(s), _) => s,
             (None, 0) => {
-                let made = self.root.parent_of(path).and_then(|dir| {
-                    let (tmp, f) = self.create_temp(&dir)?;
-                    Ok(Staging { dir, tmp, file: f, hasher: blake3::Hasher::new(), written: 0 })
-                });
-                match made {
+                let sig = self
+                    .sigs
+                    .get()
+                    .filter(|_| file_len >= SIGNATURE_CACHE_MIN)
+                    .map(|_| (BlockSize::for_basis(file_len, file_len), Vec::new()));
+                match self.staging_for(path, sig) {
                     Ok(s) => s,
                     Err(e) => return fatal("creating temp file for", path, e),
                 }
@@ -289,6 +323,11 @@ impl LocalDestination {
             ));
         }
         st.hasher.update(&out);
+        if let Some((bs, sig)) = &mut st.sig {
+            // Segments are whole numbers of blocks (power-of-two blocks dividing SEGMENT_LEN),
+            // so per-segment signatures concatenate into the file's.
+            sig.extend_from_slice(&delta::signature_blocks(&out, *bs));
+        }
         if let Err(e) = write_sparse(&st.file, &out, st.written) {
             let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
             return fatal("writing", path, e);
@@ -302,16 +341,10 @@ impl LocalDestination {
         lock(&self.bases).remove(&file);
         let st = match lock(&self.staging).remove(&file) {
             Some(s) => s,
-            None if entry.size == 0 => {
-                let made = self.root.parent_of(&entry.path).and_then(|dir| {
-                    let (tmp, f) = self.create_temp(&dir)?;
-                    Ok(Staging { dir, tmp, file: f, hasher: blake3::Hasher::new(), written: 0 })
-                });
-                match made {
-                    Ok(s) => s,
-                    Err(e) => return fatal("creating temp file for", &entry.path, e),
-                }
-            }
+            None if entry.size == 0 => match self.staging_for(&entry.path, None) {
+                Ok(s) => s,
+                Err(e) => return fatal("creating temp file for", &entry.path, e),
+            },
             None => {
                 return TargetOutcome::BadData(format!("{}: finished without data", entry.path))
             }
@@ -369,10 +402,17 @@ impl LocalDestination {
             match self.replace(&st.dir, &st.tmp, path) {
                 Ok(d) => {
                     counts.deleted += d;
-                    if let (Some(list), Ok(s)) = (fresh.as_mut(), rfs::fstat(&st.file)) {
+                    let stat = rfs::fstat(&st.file);
+                    if let (Some(list), Ok(s)) = (fresh.as_mut(), &stat) {
                         let key =
-                            (s.st_dev, s.st_ino, s.st_size as u64, crate::fs::meta_of(&s).mtime_ns);
+                            (s.st_dev, s.st_ino, s.st_size as u64, crate::fs::meta_of(s).mtime_ns);
                         list.push((key, *hash));
+                    }
+                    if let (Some(cache), Some((bs, sig)), Ok(s)) = (self.sigs.get(), &st.sig, &stat)
+                    {
+                        if let Err(e) = cache.store(path, s, *bs, sig) {
+                            tracing::warn!("signature cache: storing {path}: {e}");
+                        }
                     }
                 }
                 Err(e) => {
@@ -555,8 +595,8 @@ impl Destination for LocalDestination {
             TargetWork::Signature { file, path, block_size } => {
                 self.signature(file, &path, block_size)
             }
-            TargetWork::Write { file, path, index, payload, encoding, data, len } => {
-                self.write(file, &path, index, payload, encoding, data, len)
+            TargetWork::Write { file, path, index, payload, encoding, data, len, file_len } => {
+                self.write(file, &path, index, payload, encoding, data, len, file_len)
             }
             TargetWork::Finish { file, entry, hash } => self.finish(file, &entry, hash),
             TargetWork::FineSignature { file, gaps, block_size } => {

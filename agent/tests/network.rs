@@ -1784,3 +1784,84 @@ fn push_reads_a_point_in_time_image_of_the_source() {
     assert_eq!(std::fs::read_to_string(dst.join("marker")).unwrap(), "from-the-image\n");
     assert!(!src.join("marker").exists());
 }
+
+/// The destination keeps the signatures of the large files it writes: the next round that
+/// finds such a file changed on the source signs its basis from the cache (counted in
+/// /metrics), not by reading it, and the result is the same tree. A server run with
+/// `--no-signature-cache` reads and signs every basis.
+#[test]
+fn the_signature_cache_answers_for_large_files_written_by_the_last_round() {
+    for cached in [true, false] {
+        let t = tempfile::tempdir().unwrap();
+        let c = creds(t.path());
+        let (src, dst, state) =
+            (t.path().join("src"), t.path().join("dst"), t.path().join("state"));
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        let big = noise(6 << 20, 11);
+        std::fs::write(src.join("d/big"), &big).unwrap();
+        std::fs::write(src.join("mid"), noise(2 << 20, 12)).unwrap();
+        std::fs::write(src.join("small"), b"below the cache's threshold").unwrap();
+        let http_addr =
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let mut extra = vec!["--state-dir", s(&state), "--http", &http_addr];
+        if !cached {
+            extra.push("--no-signature-cache");
+        }
+        let srv = serve_with(&c.join("destination"), &[format!("m={}", s(&dst))], &extra);
+        let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+        let push = || {
+            check_ok(&ferry(&[
+                "push",
+                s(&src),
+                &url,
+                "--identity",
+                s(&c.join("source")),
+                "--delete",
+                "--transport",
+                "tcp",
+            ]))
+        };
+        push();
+        // Change a few bytes inside both large files, same sizes, new mtimes.
+        let mut b2 = big.clone();
+        b2[3 << 20..(3 << 20) + 100].fill(7);
+        std::fs::write(src.join("d/big"), &b2).unwrap();
+        let mut m2 = std::fs::read(src.join("mid")).unwrap();
+        m2[1000] ^= 0xff;
+        std::fs::write(src.join("mid"), &m2).unwrap();
+        push();
+        assert_same_tree(&src, &dst);
+        // The server finishes its round (snapshot, cache) after the client has its answer:
+        // wait for the counter to get there, then assert it is exactly that.
+        let metric = |name: &str, want: u64| {
+            let read = || -> u64 {
+                let (_, body) = http(&http_addr, "GET", "/metrics");
+                body.lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.rsplit(' ').next())
+                    .map_or(0, |v| v.parse().unwrap())
+            };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while read() < want && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            assert_eq!(read(), want, "{name}");
+        };
+        if cached {
+            metric("ferry_signature_cache_total{event=\"hit\"}", 2);
+            metric("ferry_signature_cache_hit_bytes_total", (6 << 20) + (2 << 20));
+            // Round one stored both, round two stored their new versions.
+            metric("ferry_signature_cache_total{event=\"stored\"}", 4);
+            // A third round after the second's change reads from the cache again.
+            b2[100] ^= 1;
+            std::fs::write(src.join("d/big"), &b2).unwrap();
+            push();
+            assert_same_tree(&src, &dst);
+            metric("ferry_signature_cache_total{event=\"hit\"}", 3);
+        } else {
+            metric("ferry_signature_cache_total{event=\"miss\"}", 0);
+            metric("ferry_signature_cache_total{event=\"hit\"}", 0);
+            assert!(!state.join("signatures").exists());
+        }
+    }
+}

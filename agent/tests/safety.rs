@@ -85,6 +85,7 @@ fn writes_through_a_symlinked_directory_are_refused() {
         encoding: Encoding::Raw,
         data: b"evil".to_vec(),
         len: 4,
+        file_len: 4,
     });
     assert!(matches!(out, TargetOutcome::Fatal(_)), "{out:?}");
     let out = d.perform(TargetWork::MakeDir {
@@ -114,6 +115,7 @@ fn unverified_content_never_lands_and_leaves_no_temp_file() {
         encoding: Encoding::Raw,
         data: data.clone(),
         len: data.len(),
+        file_len: data.len() as u64,
     });
     assert!(matches!(w, TargetOutcome::Written { matched: 0 }), "{w:?}");
     let wrong = *blake3::hash(b"something else").as_bytes();
@@ -151,6 +153,7 @@ fn bad_deltas_and_compression_bombs_are_bad_data() {
         encoding,
         data,
         len,
+        file_len: len as u64,
     };
     assert!(matches!(d.perform(w(oob, Encoding::Raw, 100)), TargetOutcome::BadData(_)));
     // A literal longer than the announced segment.
@@ -170,6 +173,7 @@ fn bad_deltas_and_compression_bombs_are_bad_data() {
         encoding: Encoding::Zstd,
         data: bomb,
         len: 4096,
+        file_len: 4096,
     };
     assert!(matches!(d.perform(lit), TargetOutcome::BadData(_)));
     assert_eq!(std::fs::read(t.path().join("f")).unwrap(), basis);

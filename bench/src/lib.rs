@@ -20,6 +20,7 @@ pub mod compare;
 pub mod gen;
 pub mod measure;
 pub mod report;
+pub mod rounds;
 pub mod tools;
 pub mod transport;
 

@@ -65,10 +65,33 @@ enum Cmd {
     /// Transport throughput on loopback, in one run: QUIC (Ferry's tuned configuration),
     /// TLS 1.3 over TCP, and plain TCP, alternating.
     Transport(TransportArgs),
+    /// The sidecar's rounds with and without the destination's signature cache: `ferry serve
+    /// --state-dir` on loopback, an initial push of `mixed` and an incremental push of its
+    /// `mutate` change; round times, the commit + hard-link snapshot time and disk cost.
+    Rounds(RoundsArgs),
     /// Internal: run a command and write its wall time, CPU time and peak RSS as JSON (the
     /// measuring wrapper `compare` runs every tool under).
     #[command(hide = true)]
     Measure(MeasureArgs),
+}
+
+#[derive(Debug, Args)]
+struct RoundsArgs {
+    /// Dataset scale (1: the 1.7 GB mixed tree).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Repetitions of each mode.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Drop the page cache before each incremental round (root), so bases are read from disk.
+    #[arg(long)]
+    drop_caches: bool,
+    /// Working directory (datasets, destination, state; default: a temp dir, removed).
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// Write the runs as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +233,7 @@ fn main() -> ExitCode {
         Cmd::Compare(a) => compare_cmd(a),
         Cmd::Report(a) => report_cmd(&a),
         Cmd::Transport(a) => transport_cmd(&a),
+        Cmd::Rounds(a) => rounds_cmd(&a),
         Cmd::Measure(a) => measure::wrapper_main(&a.report, a.hold, &a.command),
     };
     match result {
@@ -219,6 +243,43 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn rounds_cmd(a: &RoundsArgs) -> Result<()> {
+    use ferry_bench::rounds::{self, median};
+    let exe = std::env::current_exe().context("locating the ferry-bench executable")?;
+    let tmp = tempfile::tempdir()?;
+    let work = a.work.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let runs = rounds::run(&rounds::Options {
+        ferry: exe.with_file_name("ferry"),
+        work,
+        scale: a.scale,
+        seed: 0x5EED,
+        reps: a.reps,
+        drop_caches: a.drop_caches,
+    })?;
+    println!(
+        "{:<16} {:>12} {:>16} {:>18} {:>14}",
+        "signature cache", "initial s", "incremental s", "commit+snapshot s", "snapshot KiB"
+    );
+    for cache in [true, false] {
+        let of = |f: fn(&rounds::RoundsRun) -> f64| {
+            median(runs.iter().filter(|r| r.signature_cache == cache).map(f).collect())
+        };
+        println!(
+            "{:<16} {:>12.3} {:>16.3} {:>18.3} {:>14.0}",
+            if cache { "on" } else { "off" },
+            of(|r| r.initial_secs),
+            of(|r| r.incremental_secs),
+            of(|r| r.snapshot_secs),
+            of(|r| r.snapshot_kib as f64)
+        );
+    }
+    println!("(medians of {} runs each; page cache dropped: {})", a.reps, a.drop_caches);
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_vec_pretty(&runs)?)?;
+    }
+    Ok(())
 }
 
 fn gen_cmd(a: &GenArgs) -> Result<()> {

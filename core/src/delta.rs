@@ -95,6 +95,18 @@ impl BlockSize {
 }
 
 impl BlockSize {
+    /// The block size the destination signs a basis of `basis_len` bytes with when the new
+    /// file is `new_len` bytes: coarse when both are large enough for a two-level delta. The
+    /// signature cache signs rebuilt files with `for_basis(len, len)`, the size the next round
+    /// asks for when the file changes but keeps roughly its size.
+    pub fn for_basis(basis_len: u64, new_len: u64) -> BlockSize {
+        if basis_len >= TWO_LEVEL_MIN && new_len >= TWO_LEVEL_MIN {
+            BlockSize::coarse_for_len(basis_len)
+        } else {
+            BlockSize::for_len(basis_len)
+        }
+    }
+
     /// Block size of the coarse pass of a two-level delta: large, because the fine pass
     /// recovers the precision, so the first signature stays small (about 20 bytes per
     /// `2 * sqrt(len)` bytes of basis).

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use super::source::message_name;
 use super::{check_hello, hello, ProtocolError, SessionError, SessionOptions, WorkId};
-use crate::delta::{BlockSize, SignatureHeader, TWO_LEVEL_MIN};
+use crate::delta::{BlockSize, SignatureHeader};
 use crate::entry::{Entry, EntryKind, LocalEntry, RootMeta, Xattr};
 use crate::hash::segment_count;
 use crate::limits::LimitExceeded;
@@ -58,6 +58,8 @@ pub enum TargetWork {
         data: Vec<u8>,
         /// Exact number of bytes the segment must produce.
         len: usize,
+        /// Size of the whole file being rebuilt.
+        file_len: u64,
     },
     /// Verify the rebuilt file against `hash` and apply `entry`'s metadata to it (still under
     /// its temp name). Reply `Verified` or `Mismatch`.
@@ -758,6 +760,7 @@ impl TargetSession {
                 encoding: seg.encoding,
                 data: seg.data,
                 len: seg_len(f.entry.size, seg.index) as usize,
+                file_len: f.entry.size,
             };
             self.push_work(Pending::File(file), w);
             return;
@@ -1180,11 +1183,7 @@ impl TargetSession {
             f.state = FileState::Signing;
             self.undecided.insert(id);
             self.files.insert(id, f);
-            let block_size = if local_size >= TWO_LEVEL_MIN && new_size >= TWO_LEVEL_MIN {
-                BlockSize::coarse_for_len(local_size)
-            } else {
-                BlockSize::for_len(local_size)
-            };
+            let block_size = BlockSize::for_basis(local_size, new_size);
             self.push_work(Pending::File(id), TargetWork::Signature { file: id, path, block_size });
         } else {
             self.files.insert(id, f);

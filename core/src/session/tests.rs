@@ -466,7 +466,7 @@ impl DestFs {
                 self.bases.insert(file, bytes.clone());
                 TargetOutcome::Signed(Some((header, blocks)))
             }
-            TargetWork::Write { file, path, index, payload, encoding, data, len } => {
+            TargetWork::Write { file, path, index, payload, encoding, data, len, .. } => {
                 self.write(file, &path, index, payload, encoding, data, len)
             }
             TargetWork::Finish { file, entry, hash } => self.finish(file, entry, hash),
