@@ -501,7 +501,7 @@ pub fn run_remote(
         if let Side::Source { session, .. } = &side {
             // A local sync counts the destination's writes; a remote source has only its own.
             let st = session.stats();
-            lp.progress.bytes_done = st.literal_bytes + st.matched_bytes;
+            lp.progress.bytes_done = st.literal_bytes + st.matched_bytes + st.resumed_bytes;
         }
         lp.tick(&side, progress_every, on_progress);
     }

@@ -20,6 +20,7 @@ pub mod driver;
 pub mod exclude;
 pub mod fs;
 pub mod init;
+pub mod journal;
 pub mod mmap;
 pub mod remote;
 pub mod schedule;

@@ -1357,6 +1357,12 @@ fn print_summary(r: &Report, dry_run: bool) {
         "  thread-seconds: scan {:.2}  signature {:.2}  delta {:.2}  read {:.2}  apply {:.2}",
         p.scan, p.signature, p.delta, p.read, p.apply
     );
+    if s.resumed_bytes > 0 {
+        println!(
+            "  resumed {:>10} of files cut mid-way by an interrupted round (not sent again)",
+            human_bytes(s.resumed_bytes)
+        );
+    }
     if s.ownership_skipped > 0 {
         println!(
             "  note: ownership of {} entries not set (not running as root)",

@@ -589,7 +589,21 @@ pub async fn serve_link(
         threads: cfg.threads,
         ..SyncOptions::default()
     };
-    let session = opts.session();
+    let mut session = opts.session();
+    // A pushed module with a state directory resumes files cut mid-way by an earlier round.
+    let journal = match (&cfg.state_dir, req.direction) {
+        (Some(state), Direction::Push) if !opts.dry_run => {
+            match crate::journal::Journal::open(state, &module.name) {
+                Ok(j) => Some(Arc::new(j)),
+                Err(e) => {
+                    tracing::warn!("module {:?}: no resume journal: {e}", module.name);
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    session.resume = journal.is_some();
     let mut written = None;
     let mut dest = None;
     let mut sigs = None;
@@ -599,6 +613,9 @@ pub async fn serve_link(
                 // The commit's tree hash reuses the hashes verified during the round.
                 d.record_hashes();
                 written = Some(d.clone());
+                if let Some(j) = &journal {
+                    d.use_journal(j.clone());
+                }
                 if cfg.signature_cache && !opts.dry_run {
                     let cache = Arc::new(crate::sigcache::SignatureCache::open(
                         state,
@@ -653,6 +670,13 @@ pub async fn serve_link(
             return Err(e.into());
         }
     };
+    if let (Some(j), Some(d)) = (&journal, &dest) {
+        match j.finish_ok(d.root()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("removed {n} partial file(s) no longer needed for resuming"),
+            Err(e) => tracing::warn!("module {:?}: emptying the resume journal: {e}", module.name),
+        }
+    }
     let mut r = Report::new(&out, Vec::new());
     r.transport = Some(kind.to_string());
     r.streams = data + 1;

@@ -68,7 +68,8 @@ impl FileIdentity {
             ino: st.st_ino,
             size: st.st_size as u64,
             mtime_ns: mtime_ns(st),
-            ctime_ns: st.st_ctime
+            ctime_ns: st
+                .st_ctime
                 .saturating_mul(1_000_000_000)
                 .saturating_add(st.st_ctime_nsec as i64),
         }

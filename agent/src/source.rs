@@ -10,10 +10,10 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ferry_core::compress;
-use ferry_core::delta::{self, SegmentHow};
+use ferry_core::delta::{self, DeltaCounts, SegmentHow};
 use ferry_core::entry::{Entry, EntryKind, RootMeta};
-use ferry_core::hash::hash_segment;
-use ferry_core::message::{Encoding, FileFailure};
+use ferry_core::hash::{hash_segment, SegmentHash};
+use ferry_core::message::{Encoding, FileFailure, Payload};
 use ferry_core::session::{SourceOutcome, SourceWork};
 use ferry_core::RelPath;
 use rayon::prelude::*;
@@ -65,6 +65,7 @@ impl LocalSource {
                 mtime_ns,
                 how,
                 compress_level,
+                keep_if,
                 ..
             } => {
                 let offset = index * ferry_core::SEGMENT_LEN as u64;
@@ -78,22 +79,39 @@ impl LocalSource {
                 let window = len + (pre + post) as usize;
                 self.read_range(&path, offset - pre, window, file_len, mtime_ns)
                     .and_then(|r| match r {
-                        Ok(buf) => self
-                            .encode(&how, index, buf, pre as usize, len, file_len, compress_level)
-                            .map(Ok),
+                        Ok(buf) => {
+                            let seg = &buf[pre as usize..pre as usize + len];
+                            let hash = hash_segment(index, seg, file_len);
+                            if keep_if == Some(hash) {
+                                // The destination holds exactly this segment: nothing to send.
+                                return Ok(Ok(SourceOutcome::Segment {
+                                    hash,
+                                    data: Vec::new(),
+                                    payload: Payload::Kept,
+                                    encoding: Encoding::Raw,
+                                    counts: DeltaCounts::default(),
+                                }));
+                            }
+                            self.encode(&how, index, buf, pre as usize, len, compress_level, hash)
+                                .map(Ok)
+                        }
                         Err(f) => Ok(Err(f)),
                     })
                     .map(|r| r.unwrap_or_else(SourceOutcome::SegmentFailed))
                     .unwrap_or_else(read_error)
             }
-            SourceWork::Match { path, index, len, file_len, mtime_ns, coarse, .. } => self
+            SourceWork::Match { path, index, len, file_len, mtime_ns, coarse, keep_if, .. } => self
                 .read_range(&path, index * ferry_core::SEGMENT_LEN as u64, len, file_len, mtime_ns)
                 .and_then(|r| match r {
                     Ok(buf) => {
                         let offset = index * ferry_core::SEGMENT_LEN as u64;
+                        let hash = hash_segment(index, &buf, file_len);
+                        if keep_if == Some(hash) {
+                            // Kept by the destination: no match search for it.
+                            return Ok(SourceOutcome::Matched { hash, matches: Vec::new() });
+                        }
                         let matches = delta::match_segment(&coarse, offset, &buf)
                             .map_err(io::Error::other)?;
-                        let hash = hash_segment(index, &buf, file_len);
                         Ok(SourceOutcome::Matched { hash, matches })
                     }
                     Err(f) => Ok(SourceOutcome::SegmentFailed(f)),
@@ -170,8 +188,8 @@ impl LocalSource {
         Ok(Ok(buf))
     }
 
-    /// Hashes and encodes segment `index`, which is `buf[pre..pre + len]` (the rest of `buf`
-    /// is context for a two-level delta).
+    /// Encodes segment `index`, which is `buf[pre..pre + len]` (the rest of `buf` is context
+    /// for a two-level delta) and hashes to `hash`.
     #[allow(clippy::too_many_arguments)]
     fn encode(
         &self,
@@ -180,10 +198,9 @@ impl LocalSource {
         mut buf: Vec<u8>,
         pre: usize,
         len: usize,
-        file_len: u64,
         level: i32,
+        hash: SegmentHash,
     ) -> io::Result<SourceOutcome> {
-        let hash = hash_segment(index, &buf[pre..pre + len], file_len);
         let offset = index * ferry_core::SEGMENT_LEN as u64;
         let (payload, raw, counts) = match how {
             SegmentHow::Refined(plan) => {

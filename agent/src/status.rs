@@ -244,6 +244,7 @@ impl Metrics {
         for (k, v) in [
             ("literal", s.literal_bytes),
             ("matched", s.matched_bytes),
+            ("resumed", s.resumed_bytes),
             ("wire_sent", r.wire_bytes_sent),
             ("wire_received", r.wire_bytes_received),
         ] {

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use ferry_core::delta::{self, BlockSize, SignatureHeader};
 use ferry_core::entry::{Entry, LocalEntry};
+use ferry_core::hash::{hash_segment, merge_segments, SegmentHash};
 use ferry_core::message::{Encoding, FileId, Payload};
 use ferry_core::session::{TargetOutcome, TargetWork, WorkCounts};
 use ferry_core::{compress, Limits, RelPath};
@@ -25,6 +26,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
 use crate::commit::ContentKey;
 use crate::fs::{apply_meta, apply_meta_at, file_type, make_node, remove_tree, Root};
+use crate::journal::Journal;
 use crate::mmap::Basis;
 use crate::sigcache::{SignatureCache, SIGNATURE_CACHE_MIN};
 use crate::walk::{WalkOptions, Walker, TEMP_PREFIX};
@@ -40,7 +42,8 @@ struct Staging {
     dir: OwnedFd,
     tmp: Vec<u8>,
     file: File,
-    hasher: blake3::Hasher,
+    /// blake3 chaining values of the segments written so far (merged at the end).
+    segs: Vec<SegmentHash>,
     written: u64,
     /// The signature of the content written so far, for the signature cache.
     sig: Option<(BlockSize, Vec<u8>)>,
@@ -68,6 +71,8 @@ pub struct LocalDestination {
     temp_counter: AtomicU64,
     /// Signatures kept between rounds (`ferry serve --state-dir`).
     sigs: OnceLock<Arc<SignatureCache>>,
+    /// The resume journal (`ferry serve --state-dir`).
+    journal: OnceLock<Arc<Journal>>,
 }
 
 impl std::fmt::Debug for LocalDestination {
@@ -116,6 +121,14 @@ impl LocalDestination {
         let _ = self.sigs.set(cache);
     }
 
+    /// Journals the segments of large files as they are written and offers what an
+    /// interrupted round left to the session (see [`crate::journal`]). Set before the round
+    /// starts: the walk must spare the journal's partial files.
+    pub fn use_journal(&self, journal: Arc<Journal>) {
+        lock(&self.walker).keep_temps(journal.temp_names());
+        let _ = self.journal.set(journal);
+    }
+
     /// The root this destination writes beneath.
     pub fn root(&self) -> &Root {
         &self.root
@@ -147,6 +160,7 @@ impl LocalDestination {
             dirty: Mutex::new(HashSet::new()),
             temp_counter: AtomicU64::new(0),
             sigs: OnceLock::new(),
+            journal: OnceLock::new(),
         }
     }
 
@@ -188,7 +202,7 @@ impl LocalDestination {
     ) -> io::Result<Staging> {
         let dir = self.root.parent_of(path)?;
         let (tmp, file) = self.create_temp(&dir)?;
-        Ok(Staging { dir, tmp, file, hasher: blake3::Hasher::new(), written: 0, sig })
+        Ok(Staging { dir, tmp, file, segs: Vec::new(), written: 0, sig })
     }
 
     fn mark_dirty(&self, path: &RelPath) {
@@ -270,30 +284,28 @@ impl LocalDestination {
         data: Vec<u8>,
         len: usize,
         file_len: u64,
+        mtime_ns: i64,
     ) -> TargetOutcome {
         let taken = lock(&self.staging).remove(&file);
         let mut st = match (taken, index) {
             (Some(s), _) => s,
-            (None, 0) => {
-                let sig = self
-                    .sigs
-                    .get()
-                    .filter(|_| file_len >= SIGNATURE_CACHE_MIN)
-                    .map(|_| (BlockSize::for_basis(file_len, file_len), Vec::new()));
-                match self.staging_for(path, sig) {
-                    Ok(s) => s,
-                    Err(e) => return fatal("creating temp file for", path, e),
-                }
-            }
+            (None, 0) => match self.staging_for(path, self.new_signature(file_len)) {
+                Ok(s) => s,
+                Err(e) => return fatal("creating temp file for", path, e),
+            },
             (None, _) => {
                 return TargetOutcome::BadData(format!("{path}: segment {index} without its file"))
             }
         };
-        let raw = match encoding {
-            Encoding::Raw => data,
-            Encoding::Zstd => {
+        if st.written != index * ferry_core::SEGMENT_LEN as u64 {
+            return TargetOutcome::BadData(format!("{path}: segment {index} out of order"));
+        }
+        let raw = match (encoding, payload) {
+            (_, Payload::Kept) => Vec::new(),
+            (Encoding::Raw, _) => data,
+            (Encoding::Zstd, _) => {
                 let cap = match payload {
-                    Payload::Literal => len,
+                    Payload::Literal | Payload::Kept => len,
                     Payload::Delta => self.limits.max_delta_segment,
                 };
                 match compress::decompress(&data, cap, self.limits.max_zstd_window_log) {
@@ -304,6 +316,16 @@ impl LocalDestination {
         };
         let (out, matched) = match payload {
             Payload::Literal => (raw, 0),
+            Payload::Kept => {
+                // Held from an interrupted round: read it back (it is hashed below like any
+                // segment, so a chunk that did not survive on disk fails the file's check).
+                let mut buf = vec![0u8; len];
+                if let Err(e) = st.file.read_exact_at(&mut buf, st.written) {
+                    let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
+                    return fatal("reading back the kept part of", path, e);
+                }
+                (buf, 0)
+            }
             Payload::Delta => {
                 let Some(basis) = lock(&self.bases).get(&file).cloned() else {
                     return TargetOutcome::BadData(format!("{path}: delta without a basis"));
@@ -322,17 +344,23 @@ impl LocalDestination {
                 out.len()
             ));
         }
-        st.hasher.update(&out);
+        let cv = hash_segment(index, &out, file_len);
+        st.segs.push(cv);
         if let Some((bs, sig)) = &mut st.sig {
             // Segments are whole numbers of blocks (power-of-two blocks dividing SEGMENT_LEN),
             // so per-segment signatures concatenate into the file's.
             sig.extend_from_slice(&delta::signature_blocks(&out, *bs));
         }
-        if let Err(e) = write_sparse(&st.file, &out, st.written) {
-            let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
-            return fatal("writing", path, e);
+        if payload != Payload::Kept {
+            if let Err(e) = write_sparse(&st.file, &out, st.written) {
+                let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
+                return fatal("writing", path, e);
+            }
         }
         st.written += out.len() as u64;
+        if let Some(j) = self.journal.get().filter(|_| file_len > ferry_core::SEGMENT_LEN as u64) {
+            j.record(path, file_len, mtime_ns, &st.tmp, index, cv.0);
+        }
         lock(&self.staging).insert(file, st);
         TargetOutcome::Written { matched }
     }
@@ -352,7 +380,7 @@ impl LocalDestination {
         let discard = |st: &Staging| {
             let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
         };
-        if st.written != entry.size || *st.hasher.finalize().as_bytes() != hash {
+        if st.written != entry.size || merge_segments(&st.segs, entry.size) != Some(hash) {
             discard(&st);
             return TargetOutcome::Mismatch;
         }
@@ -426,9 +454,58 @@ impl LocalDestination {
         TargetOutcome::Committed(counts)
     }
 
-    fn discard(&self, file: FileId) -> TargetOutcome {
+    /// Signature-cache state for a new temp file of `file_len` bytes.
+    fn new_signature(&self, file_len: u64) -> Option<(BlockSize, Vec<u8>)> {
+        self.sigs
+            .get()
+            .filter(|_| file_len >= SIGNATURE_CACHE_MIN)
+            .map(|_| (BlockSize::for_basis(file_len, file_len), Vec::new()))
+    }
+
+    /// Claims what an interrupted round left of this file (see [`crate::journal`]) as the
+    /// file's temp file; returns the chaining values of the segments it holds.
+    fn resume(&self, file: FileId, path: &RelPath, size: u64, mtime_ns: i64) -> Vec<[u8; 32]> {
+        let Some(p) = self.journal.get().and_then(|j| j.take(path, size, mtime_ns)) else {
+            return Vec::new();
+        };
+        let adopted = self.root.parent_of(path).and_then(|dir| {
+            let fd = rfs::openat(
+                &dir,
+                p.temp.as_slice(),
+                OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let st = rfs::fstat(&fd)?;
+            if file_type(&st) != FileType::RegularFile || st.st_nlink != 1 {
+                return Err(io::Error::other("not a plain temp file"));
+            }
+            Ok((dir, File::from(fd)))
+        });
+        match adopted {
+            Ok((dir, file_handle)) => {
+                let st = Staging {
+                    dir,
+                    tmp: p.temp,
+                    file: file_handle,
+                    segs: Vec::new(),
+                    written: 0,
+                    sig: self.new_signature(size),
+                };
+                lock(&self.staging).insert(file, st);
+                p.have
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn discard(&self, file: FileId, keep_partial: bool) -> TargetOutcome {
         lock(&self.bases).remove(&file);
-        let staged = lock(&self.staging).remove(&file);
+        let mut staged = lock(&self.staging).remove(&file);
+        if keep_partial && self.journal.get().is_some() {
+            // The round is failing: a journaled partial file stays for the next round (an
+            // unjournaled one is removed as stale by the next walk).
+            staged = None;
+        }
         let verified = lock(&self.verified).remove(&file).map(|(st, _, _)| st);
         for st in staged.into_iter().chain(verified) {
             let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
@@ -595,15 +672,26 @@ impl Destination for LocalDestination {
             TargetWork::Signature { file, path, block_size } => {
                 self.signature(file, &path, block_size)
             }
-            TargetWork::Write { file, path, index, payload, encoding, data, len, file_len } => {
-                self.write(file, &path, index, payload, encoding, data, len, file_len)
+            TargetWork::Write {
+                file,
+                path,
+                index,
+                payload,
+                encoding,
+                data,
+                len,
+                file_len,
+                mtime_ns,
+            } => self.write(file, &path, index, payload, encoding, data, len, file_len, mtime_ns),
+            TargetWork::Resume { file, path, size, mtime_ns } => {
+                TargetOutcome::Resumable(self.resume(file, &path, size, mtime_ns))
             }
             TargetWork::Finish { file, entry, hash } => self.finish(file, &entry, hash),
             TargetWork::FineSignature { file, gaps, block_size } => {
                 self.fine_signature(file, &gaps, block_size)
             }
             TargetWork::Commit { files } => self.commit(&files),
-            TargetWork::Discard { file } => self.discard(file),
+            TargetWork::Discard { file, keep_partial } => self.discard(file, keep_partial),
             TargetWork::Retouch { entry } => {
                 io("updating metadata of", &entry.path, self.retouch(&entry))
             }
@@ -643,10 +731,15 @@ impl Destination for LocalDestination {
 
 impl Drop for LocalDestination {
     fn drop(&mut self) {
-        // Whatever is still staged was never verified: it must not survive the round.
+        // Whatever is still staged was never verified: it must not survive the round, except
+        // as a journaled partial file for the next round to resume.
         let verified: Vec<Staging> =
             lock(&self.verified).drain().map(|(_, (st, _, _))| st).collect();
-        for st in lock(&self.staging).drain().map(|(_, st)| st).chain(verified) {
+        let mut staged: Vec<Staging> = lock(&self.staging).drain().map(|(_, st)| st).collect();
+        if self.journal.get().is_some() {
+            staged.clear();
+        }
+        for st in staged.into_iter().chain(verified) {
             let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
         }
     }

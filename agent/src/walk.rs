@@ -51,6 +51,7 @@ pub struct Walker {
     pub skipped: Vec<String>,
     /// Temp files of interrupted rounds removed by this walk.
     pub stale_temps_removed: u64,
+    keep: std::collections::HashSet<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Walker {
@@ -70,7 +71,14 @@ impl Walker {
             links: HashMap::new(),
             skipped: Vec::new(),
             stale_temps_removed: 0,
+            keep: std::collections::HashSet::new(),
         }
+    }
+
+    /// Spares these temp names from the stale-temp cleanup (the resume journal's partial
+    /// files).
+    pub fn keep_temps(&mut self, names: std::collections::HashSet<Vec<u8>>) {
+        self.keep = names;
     }
 
     /// Up to `max` more entries, each with its inode facts; `true` when the walk is done.
@@ -96,6 +104,7 @@ impl Walker {
                 if let Some(own) = &self.opts.remove_stale_temps {
                     // Only files and symlinks: Ferry never makes a temp directory.
                     if !name.starts_with(own)
+                        && !self.keep.contains(&name)
                         && rfs::unlinkat(&level.fd, name.as_slice(), AtFlags::empty()).is_ok()
                     {
                         self.stale_temps_removed += 1;

@@ -86,6 +86,7 @@ fn writes_through_a_symlinked_directory_are_refused() {
         data: b"evil".to_vec(),
         len: 4,
         file_len: 4,
+        mtime_ns: 0,
     });
     assert!(matches!(out, TargetOutcome::Fatal(_)), "{out:?}");
     let out = d.perform(TargetWork::MakeDir {
@@ -116,6 +117,7 @@ fn unverified_content_never_lands_and_leaves_no_temp_file() {
         data: data.clone(),
         len: data.len(),
         file_len: data.len() as u64,
+        mtime_ns: 0,
     });
     assert!(matches!(w, TargetOutcome::Written { matched: 0 }), "{w:?}");
     let wrong = *blake3::hash(b"something else").as_bytes();
@@ -154,6 +156,7 @@ fn bad_deltas_and_compression_bombs_are_bad_data() {
         data,
         len,
         file_len: len as u64,
+        mtime_ns: 0,
     };
     assert!(matches!(d.perform(w(oob, Encoding::Raw, 100)), TargetOutcome::BadData(_)));
     // A literal longer than the announced segment.
@@ -174,6 +177,7 @@ fn bad_deltas_and_compression_bombs_are_bad_data() {
         data: bomb,
         len: 4096,
         file_len: 4096,
+        mtime_ns: 0,
     };
     assert!(matches!(d.perform(lit), TargetOutcome::BadData(_)));
     assert_eq!(std::fs::read(t.path().join("f")).unwrap(), basis);

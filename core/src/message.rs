@@ -14,9 +14,10 @@ use crate::stats::Stats;
 
 /// Protocol version this build speaks; `Hello` carries the supported range. 2: the
 /// handshake negotiates data streams (`lanes`) and QUIC frames carry lane dependencies.
-pub const PROTOCOL_VERSION: u32 = 2;
-/// Oldest protocol version this build accepts (1 had no lanes in its handshake).
-pub const PROTOCOL_MIN: u32 = 2;
+/// 3: a file cut mid-way resumes from the destination's journal (`Resume`, `Payload::Kept`).
+pub const PROTOCOL_VERSION: u32 = 3;
+/// Oldest protocol version this build accepts (2 had no resume messages).
+pub const PROTOCOL_MIN: u32 = 3;
 
 /// Index of a file entry in the source's manifest, in stream order.
 pub type FileId = u64;
@@ -37,6 +38,9 @@ pub enum Payload {
     Literal,
     /// An rsync delta against the destination's basis that rebuilds this segment.
     Delta,
+    /// Nothing: the destination already holds this segment from an interrupted round, and
+    /// its blake3 chaining value (sent in `Resume`) equals the source's.
+    Kept,
 }
 
 /// Why the source could not send a file this round.
@@ -79,6 +83,16 @@ pub enum Message {
         bytes: u64,
         /// Every file id below this is decided: the target will not ask for it.
         decided: u64,
+    },
+    /// Target → source, just before `Want`: the destination holds the first `have.len()`
+    /// segments of `file` from an interrupted round; each is named by its blake3 chaining
+    /// value ([`crate::hash::hash_segment`]). The source answers every segment whose value
+    /// matches with a `Kept` segment instead of its data.
+    Resume {
+        /// The file.
+        file: FileId,
+        /// Chaining values of the segments held, from segment 0.
+        have: Vec<[u8; 32]>,
     },
     /// Target → source: send this file, whole or as a delta against the basis described.
     Want {
@@ -166,6 +180,7 @@ impl Message {
     pub fn file(&self) -> Option<FileId> {
         match self {
             Message::Want { file, .. }
+            | Message::Resume { file, .. }
             | Message::Refine { file, .. }
             | Message::FineSignature { file, .. }
             | Message::SignaturePiece { file, .. }

@@ -42,6 +42,9 @@ pub struct Stats {
     pub mount_points_skipped: u64,
     /// Bytes of data files total in the source manifest.
     pub source_bytes: u64,
+    /// Bytes of files cut mid-way by an interrupted round that the destination still held
+    /// (its resume journal) and that were not sent again.
+    pub resumed_bytes: u64,
 }
 
 impl Stats {
@@ -66,6 +69,7 @@ impl Stats {
             ownership_skipped,
             mount_points_skipped,
             source_bytes,
+            resumed_bytes,
         } = o;
         self.entries_scanned += entries_scanned;
         self.files_scanned += files_scanned;
@@ -85,5 +89,6 @@ impl Stats {
         self.ownership_skipped += ownership_skipped;
         self.mount_points_skipped += mount_points_skipped;
         self.source_bytes += source_bytes;
+        self.resumed_bytes += resumed_bytes;
     }
 }

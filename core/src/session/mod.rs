@@ -59,6 +59,9 @@ pub struct SessionOptions {
     pub scan_batch: usize,
     /// Bounds on what the peer can make us allocate.
     pub limits: Limits,
+    /// Target: ask the driver whether a large file cut mid-way by an earlier round can resume
+    /// ([`TargetWork::Resume`]); the driver keeps a journal of the segments it wrote.
+    pub resume: bool,
 }
 
 impl Default for SessionOptions {
@@ -74,6 +77,7 @@ impl Default for SessionOptions {
             window_bytes: 64 << 20,
             scan_batch: 512,
             limits: Limits::default(),
+            resume: false,
         }
     }
 }

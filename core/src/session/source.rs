@@ -39,6 +39,9 @@ pub enum SourceWork {
         mtime_ns: i64,
         /// The coarse index of the destination's basis.
         coarse: Arc<DeltaIndex>,
+        /// The destination holds a segment with this hash: when the read segment hashes the
+        /// same, skip matching it.
+        keep_if: Option<SegmentHash>,
     },
     /// Read one segment of a file, hash it, and encode it as literal data or as a delta.
     Segment {
@@ -58,6 +61,10 @@ pub enum SourceWork {
         how: SegmentHow,
         /// zstd level for the payload.
         compress_level: i32,
+        /// The destination holds a segment with this hash (an interrupted round's, from its
+        /// journal): when the read segment hashes the same, answer [`Payload::Kept`] with no
+        /// data instead of encoding it.
+        keep_if: Option<SegmentHash>,
     },
 }
 
@@ -142,6 +149,8 @@ struct Transfer {
     segments: u64,
     issued: u64,
     sent: u64,
+    /// What the destination holds of this file from an interrupted round (`Resume`).
+    have: Vec<SegmentHash>,
     hashes: Vec<SegmentHash>,
     ready: BTreeMap<u64, SourceOutcome>,
     /// Set once FileEnd or FileFailed went out; later outcomes are dropped.
@@ -178,6 +187,8 @@ pub struct SourceSession {
     window: BTreeMap<FileId, FileInfo>,
     transfers: HashMap<FileId, Transfer>,
     ready: VecDeque<FileId>,
+    /// `Resume` messages waiting for their file's `Want`.
+    resume: HashMap<FileId, Vec<SegmentHash>>,
     stats: Stats,
     target_stats: Option<Stats>,
     root: Option<RootMeta>,
@@ -214,6 +225,7 @@ impl SourceSession {
             window: BTreeMap::new(),
             transfers: HashMap::new(),
             ready: VecDeque::new(),
+            resume: HashMap::new(),
             stats: Stats::default(),
             target_stats: None,
             root: None,
@@ -340,6 +352,7 @@ impl SourceSession {
                 self.window = keep;
                 Ok(())
             }
+            (Phase::Running, Message::Resume { file, have }) => self.on_resume(file, have),
             (Phase::Running, Message::Want { file, basis }) => self.on_want(file, basis),
             (Phase::Running, Message::SignaturePiece { file, blocks, last }) => {
                 self.on_signature_piece(file, blocks, last)
@@ -369,6 +382,19 @@ impl SourceSession {
         }
     }
 
+    fn on_resume(&mut self, file: FileId, have: Vec<[u8; 32]>) -> Result<(), SessionError> {
+        let info = self.window.get(&file).ok_or(ProtocolError::UnknownFile(file))?;
+        if have.is_empty()
+            || have.len() as u64 > segment_count(info.size)
+            || self.resume.contains_key(&file)
+        {
+            return Err(ProtocolError::Unexpected { what: "Resume" }.into());
+        }
+        // Bounded: at most one per file of the window, each no longer than the file.
+        self.resume.insert(file, have.into_iter().map(SegmentHash).collect());
+        Ok(())
+    }
+
     fn on_want(
         &mut self,
         file: FileId,
@@ -393,6 +419,7 @@ impl SourceSession {
             }
         };
         let sending = matches!(mode, Mode::Send { .. });
+        let have = self.resume.remove(&file).unwrap_or_default();
         self.transfers.insert(
             file,
             Transfer {
@@ -401,6 +428,7 @@ impl SourceSession {
                 mode,
                 issued: 0,
                 sent: 0,
+                have,
                 hashes: Vec::new(),
                 ready: BTreeMap::new(),
                 finished: false,
@@ -659,6 +687,9 @@ impl SourceSession {
                     self.stats.files_failed += 1;
                     return;
                 }
+                if payload == Payload::Kept {
+                    self.stats.resumed_bytes += seg_len(t.info.size, t.sent);
+                }
                 self.stats.literal_bytes += counts.literal;
                 self.stats.matched_bytes += counts.matched;
                 self.stats.payload_bytes += data.len() as u64;
@@ -698,6 +729,7 @@ impl SourceSession {
                 continue;
             }
             let len = seg_len(t.info.size, t.issued);
+            let keep_if = t.have.get(t.issued as usize).copied();
             let (p, w) = match &t.mode {
                 Mode::Matching { coarse, .. } => {
                     let w = SourceWork::Match {
@@ -708,6 +740,7 @@ impl SourceSession {
                         file_len: t.info.size,
                         mtime_ns: t.info.mtime_ns,
                         coarse: coarse.clone(),
+                        keep_if,
                     };
                     (Pending::Match { file, index: t.issued }, w)
                 }
@@ -726,6 +759,7 @@ impl SourceSession {
                         mtime_ns: t.info.mtime_ns,
                         how: how.clone(),
                         compress_level: self.opts.compress_level,
+                        keep_if,
                     };
                     (Pending::Segment { file, index: t.issued, len }, w)
                 }
@@ -761,6 +795,7 @@ pub(super) fn message_name(m: &Message) -> &'static str {
         Message::EndOfManifest { .. } => "EndOfManifest",
         Message::Credit { .. } => "Credit",
         Message::Want { .. } => "Want",
+        Message::Resume { .. } => "Resume",
         Message::SignaturePiece { .. } => "SignaturePiece",
         Message::Refine { .. } => "Refine",
         Message::FineSignature { .. } => "FineSignature",

@@ -33,6 +33,20 @@ pub enum TargetWork {
         /// Its path.
         path: RelPath,
     },
+    /// Does a journal of an interrupted round hold the first segments of this file (same
+    /// path, size and mtime)? Reply `Resumable` with their chaining values (empty: no). The
+    /// driver keeps that partial file as `file`'s temp file; `Write`s of `Kept` segments read
+    /// it back.
+    Resume {
+        /// The file.
+        file: FileId,
+        /// Its path.
+        path: RelPath,
+        /// The source's size.
+        size: u64,
+        /// The source's mtime.
+        mtime_ns: i64,
+    },
     /// Open the destination's file at `path` as the basis for `file` and sign it.
     Signature {
         /// The file.
@@ -60,6 +74,8 @@ pub enum TargetWork {
         len: usize,
         /// Size of the whole file being rebuilt.
         file_len: u64,
+        /// The source's mtime of the file (with its size, the resume journal's key).
+        mtime_ns: i64,
     },
     /// Verify the rebuilt file against `hash` and apply `entry`'s metadata to it (still under
     /// its temp name). Reply `Verified` or `Mismatch`.
@@ -92,6 +108,9 @@ pub enum TargetWork {
     Discard {
         /// The file.
         file: FileId,
+        /// The round is failing: keep a partial file the resume journal describes, for the
+        /// next round.
+        keep_partial: bool,
     },
     /// Same content, new metadata: make a new inode (clone of the old content), never chmod
     /// the existing one, which a snapshot may share.
@@ -150,6 +169,8 @@ pub enum TargetOutcome {
     },
     /// blake3 of a local file.
     Hashed([u8; 32]),
+    /// Chaining values of the segments an interrupted round left of a file (empty: none).
+    Resumable(Vec<[u8; 32]>),
     /// Signature of a basis; `None` when the basis could not be opened (send whole).
     Signed(Option<(SignatureHeader, Vec<u8>)>),
     /// A segment was written; how many bytes came from the basis.
@@ -215,6 +236,8 @@ pub struct Itemized {
 #[derive(Debug)]
 enum FileState {
     Hashing,
+    /// Asking the driver's journal whether it holds a part of the file.
+    Resuming,
     Signing,
     Receiving,
     Finishing,
@@ -253,6 +276,11 @@ struct TFile {
     refined: bool,
     /// The fine signature is being computed.
     refining: bool,
+    /// Segments the destination holds from an interrupted round (sent in `Resume`): the
+    /// source may answer these with `Kept`.
+    resumable: u64,
+    /// The write in progress is of a `Kept` segment.
+    writing_kept: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -463,7 +491,8 @@ impl TargetSession {
                     let wid = self.next_work;
                     self.next_work += 1;
                     self.pending.insert(wid, Pending::Other);
-                    self.work.push_back((wid, TargetWork::Discard { file: id }));
+                    let w = TargetWork::Discard { file: id, keep_partial: true };
+                    self.work.push_back((wid, w));
                 }
                 self.files.clear();
                 self.error = Some(SessionError::Local(e.to_string()));
@@ -652,9 +681,17 @@ impl TargetSession {
                 ProtocolError::Invalid(format!("file {file}: delta without a basis")).into()
             );
         }
+        if seg.payload == Payload::Kept && seg.index >= f.resumable {
+            return Err(ProtocolError::Invalid(format!(
+                "file {file}: segment {} kept, but only {} were offered",
+                seg.index, f.resumable
+            ))
+            .into());
+        }
         let cap = match seg.payload {
             Payload::Literal => SEGMENT_LEN + (SEGMENT_LEN >> 7) + 1024,
             Payload::Delta => limits.max_delta_segment,
+            Payload::Kept => 0,
         };
         LimitExceeded::check("segment payload", seg.data.len() as u64, cap as u64)
             .map_err(ProtocolError::from)?;
@@ -747,11 +784,13 @@ impl TargetSession {
         }
         if f.failed {
             f.state = FileState::Discarding;
-            self.push_work(Pending::File(file), TargetWork::Discard { file });
+            let w = TargetWork::Discard { file, keep_partial: false };
+            self.push_work(Pending::File(file), w);
             return;
         }
         if let Some(seg) = f.queue.pop_front() {
             f.writing = true;
+            f.writing_kept = seg.payload == Payload::Kept;
             let w = TargetWork::Write {
                 file,
                 path: f.entry.path.clone(),
@@ -761,6 +800,7 @@ impl TargetSession {
                 data: seg.data,
                 len: seg_len(f.entry.size, seg.index) as usize,
                 file_len: f.entry.size,
+                mtime_ns: f.entry.meta.mtime_ns,
             };
             self.push_work(Pending::File(file), w);
             return;
@@ -881,6 +921,16 @@ impl TargetSession {
                     self.changed(file);
                 }
             }
+            (FileState::Resuming, TargetOutcome::Resumable(have)) => {
+                // A driver may hold no more than the file has; anything longer is ignored.
+                if !have.is_empty() && have.len() as u64 <= f.segments {
+                    f.resumable = have.len() as u64;
+                    self.out.push_back(Message::Resume { file, have });
+                }
+                let Some(f) = self.files.remove(&file) else { return Ok(()) };
+                self.undecided.remove(&file);
+                self.request(file, f);
+            }
             (FileState::Signing, TargetOutcome::Signed(sig)) => {
                 self.undecided.remove(&file);
                 f.state = FileState::Receiving;
@@ -911,8 +961,12 @@ impl TargetSession {
                 f.written += 1;
                 let len = seg_len(f.entry.size, f.written - 1);
                 self.bytes_credit_owed += len;
-                self.stats.matched_bytes += matched;
-                self.stats.literal_bytes += len.saturating_sub(matched);
+                if std::mem::take(&mut f.writing_kept) {
+                    self.stats.resumed_bytes += len;
+                } else {
+                    self.stats.matched_bytes += matched;
+                    self.stats.literal_bytes += len.saturating_sub(matched);
+                }
                 self.pump_file(file);
             }
             (FileState::Finishing, TargetOutcome::Verified(c)) => {
@@ -924,6 +978,7 @@ impl TargetSession {
                 // An MD4 collision or a file that changed under the reader: resend it whole.
                 f.resent = true;
                 f.delta = false;
+                f.resumable = 0;
                 f.state = FileState::Receiving;
                 f.next_rx = 0;
                 f.written = 0;
@@ -1174,11 +1229,32 @@ impl TargetSession {
         if self.opts.dry_run {
             return;
         }
-        let path = e.path.clone();
-        let local_size = local.as_ref().map_or(0, |l| l.size);
-        let use_delta = local_size >= DELTA_MIN_BASIS && e.size >= DELTA_MIN_BASIS;
-        let new_size = e.size;
-        let mut f = TFile::new(e, FileState::Receiving, local);
+        let f = TFile::new(e, FileState::Receiving, local);
+        if self.opts.resume && f.segments > 1 {
+            // Only multi-segment files: a cut single-segment file has nothing to resume from.
+            let w = TargetWork::Resume {
+                file: id,
+                path: f.entry.path.clone(),
+                size: f.entry.size,
+                mtime_ns: f.entry.meta.mtime_ns,
+            };
+            let mut f = f;
+            f.state = FileState::Resuming;
+            self.undecided.insert(id);
+            self.files.insert(id, f);
+            self.push_work(Pending::File(id), w);
+            return;
+        }
+        self.request(id, f);
+    }
+
+    /// Asks the source for a file: by delta when there is a basis worth signing, else whole.
+    fn request(&mut self, id: FileId, mut f: TFile) {
+        let path = f.entry.path.clone();
+        let local_size = f.local.as_ref().map_or(0, |l| l.size);
+        let new_size = f.entry.size;
+        let use_delta = local_size >= DELTA_MIN_BASIS && new_size >= DELTA_MIN_BASIS;
+        f.state = FileState::Receiving;
         if use_delta {
             f.state = FileState::Signing;
             self.undecided.insert(id);
@@ -1217,6 +1293,8 @@ impl TFile {
             basis_len: 0,
             refined: false,
             refining: false,
+            resumable: 0,
+            writing_kept: false,
         }
     }
 }

@@ -150,6 +150,7 @@ fn target_work_name(w: &TargetWork) -> (&'static str, Option<RelPath>) {
         TargetWork::Scan { .. } => ("Scan", None),
         TargetWork::HashLocal { path, .. } => ("HashLocal", Some(path.clone())),
         TargetWork::Signature { path, .. } => ("Signature", Some(path.clone())),
+        TargetWork::Resume { path, .. } => ("Resume", Some(path.clone())),
         TargetWork::FineSignature { .. } => ("FineSignature", None),
         TargetWork::Write { path, .. } => ("Write", Some(path.clone())),
         TargetWork::Finish { entry, .. } => ("Finish", Some(entry.path.clone())),
@@ -340,8 +341,29 @@ impl SourceFs {
                 mtime_ns,
                 how,
                 compress_level,
+                keep_if,
                 ..
-            } => self.segment(&path, index, len, file_len, mtime_ns, Some(&how), compress_level),
+            } => match self.segment(
+                &path,
+                index,
+                len,
+                file_len,
+                mtime_ns,
+                Some(&how),
+                compress_level,
+            ) {
+                // As the agent does: a segment the destination holds is answered with `Kept`.
+                SourceOutcome::Segment { hash, .. } if keep_if == Some(hash) => {
+                    SourceOutcome::Segment {
+                        hash,
+                        data: Vec::new(),
+                        payload: Payload::Kept,
+                        encoding: Encoding::Raw,
+                        counts: DeltaCounts::default(),
+                    }
+                }
+                other => other,
+            },
             SourceWork::Match { path, index, len, file_len, mtime_ns, coarse, .. } => {
                 match self.segment(&path, index, len, file_len, mtime_ns, None, 0) {
                     SourceOutcome::Segment { hash, data, .. } => {
@@ -483,7 +505,9 @@ impl DestFs {
                 let header = SignatureHeader::new(block_size, fine.len() as u64);
                 TargetOutcome::Signed(Some((header, delta::signature_blocks(&fine, block_size))))
             }
-            TargetWork::Discard { file } => {
+            // This fake keeps no journal: nothing of an earlier round to resume.
+            TargetWork::Resume { .. } => TargetOutcome::Resumable(Vec::new()),
+            TargetWork::Discard { file, .. } => {
                 self.bases.remove(&file);
                 self.staging.remove(&file);
                 self.verified.remove(&file);
@@ -598,7 +622,7 @@ impl DestFs {
             Encoding::Raw => data,
             Encoding::Zstd => {
                 let cap = match payload {
-                    Payload::Literal => len,
+                    Payload::Literal | Payload::Kept => len,
                     Payload::Delta => self.limits.max_delta_segment,
                 };
                 match compress::decompress(&data, cap, self.limits.max_zstd_window_log) {
@@ -609,6 +633,7 @@ impl DestFs {
         };
         let (out, matched) = match payload {
             Payload::Literal => (raw, 0),
+            Payload::Kept => return TargetOutcome::BadData(format!("{path}: nothing was kept")),
             Payload::Delta => {
                 let Some(basis) = self.bases.get(&file) else {
                     return TargetOutcome::BadData(format!("{path}: delta without a basis"));
@@ -2304,4 +2329,64 @@ fn verified_files_are_committed_in_batches() {
     let finishes = pair.log.dst_work.iter().filter(|(k, _)| *k == "Finish").count();
     assert_eq!(finishes, 1000);
     assert!((1..=1000 / 16).contains(&commits), "{commits} commits for {finishes} files");
+}
+
+/// A source offered the segments the destination kept from an interrupted round answers the
+/// ones that hash the same with `Kept` and sends the others; its end hash covers the file.
+#[test]
+fn source_answers_resumed_segments_with_kept_and_sends_the_rest() {
+    let content = noise(3 * SEGMENT_LEN + 10, 4);
+    let len = content.len() as u64;
+    let mut tree = MemTree::default();
+    tree.file("big", meta(0o644, 1), content.clone());
+    let mut s = LoneSource::new(tree, true);
+    let cv =
+        |i: usize| hash_segment(i as u64, &content[i * SEGMENT_LEN..(i + 1) * SEGMENT_LEN], len).0;
+    // Segment 1 on the destination differs (a chunk that did not survive, say).
+    s.feed(Message::Resume { file: 0, have: vec![cv(0), [7; 32], cv(2)] }).expect("resume");
+    s.feed(Message::Want { file: 0, basis: None }).expect("want");
+    s.settle();
+    let segs: Vec<(u64, Payload)> = s
+        .sent
+        .iter()
+        .filter_map(|m| match m {
+            Message::Segment { index, payload, .. } => Some((*index, *payload)),
+            _ => None,
+        })
+        .collect();
+    let (k, l) = (Payload::Kept, Payload::Literal);
+    assert_eq!(segs, [(0, k), (1, l), (2, k), (3, l)]);
+    let end = s.sent.iter().find_map(|m| match m {
+        Message::FileEnd { hash, .. } => Some(*hash),
+        _ => None,
+    });
+    assert_eq!(end, Some(*blake3::hash(&content).as_bytes()));
+    assert_eq!(s.src.stats().resumed_bytes, 2 * SEGMENT_LEN as u64);
+}
+
+#[test]
+fn resume_offers_that_do_not_fit_are_protocol_errors() {
+    let mut tree = MemTree::default();
+    tree.file("big", meta(0o644, 1), noise(SEGMENT_LEN + 1, 4));
+    // Longer than the file's two segments.
+    LoneSource::new(tree.clone(), true)
+        .assert_refuses(Message::Resume { file: 0, have: vec![[0; 32]; 3] }, |e| {
+            matches!(e, ProtocolError::Unexpected { what: "Resume" })
+        });
+    // For a file that is not in the manifest.
+    LoneSource::new(tree, true)
+        .assert_refuses(Message::Resume { file: 9, have: vec![[0; 32]] }, |e| {
+            matches!(e, ProtocolError::UnknownFile(9))
+        });
+    // A target sent `Kept` for a segment it never offered.
+    target_wanting(SEGMENT_LEN as u64 * 2).assert_refuses(
+        Message::Segment {
+            file: 0,
+            index: 0,
+            payload: Payload::Kept,
+            encoding: Encoding::Raw,
+            data: Vec::new(),
+        },
+        |e| matches!(e, ProtocolError::Invalid(m) if m.contains("kept")),
+    );
 }

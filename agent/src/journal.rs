@@ -1,0 +1,268 @@
+//! The destination's resume journal: which segments of which large files a round has written
+//! into their temp files, so a round cut mid-way (a link cut, a pod restart, kill -9) does
+//! not start those files over.
+//!
+//! Every segment the destination writes into the temp file of a multi-segment file appends a
+//! line to `STATE/journal/MODULE.jsonl`: the file's path, the source's size and mtime (the
+//! version being rebuilt), the temp file's name, the segment's index and its blake3 chaining
+//! value ([`ferry_core::hash::hash_segment`]). Lines are not fsynced: a line lost in a crash
+//! just makes the resumable prefix shorter, and a line whose data did not reach the disk is
+//! caught because every kept segment is read back and hashed, and the whole file is checked
+//! against the source's blake3 before it is renamed into place.
+//!
+//! The next round reads the journal before its walk (whose stale-temp cleanup must spare the
+//! partial files it names), and for each file it is about to request with the same path, size
+//! and mtime, offers the source the contiguous prefix of segments held
+//! ([`ferry_core::message::Message::Resume`]); the source answers segments that hash the same
+//! with `Kept` and sends the rest. A successful round removes the partial files nobody
+//! claimed and empties the journal; a failed one leaves both for the next.
+//!
+//! The journal is read as untrusted: size-capped, each line parsed alone (a torn last line is
+//! skipped), paths validated as [`RelPath`]s, temp names required to be plain `.~ferry.` names.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use ferry_core::RelPath;
+use rustix::fs::{self as rfs, AtFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::fs::{write_atomic, Root};
+use crate::walk::TEMP_PREFIX;
+
+/// Largest journal read back (about 200,000 segments: 1.6 TB of partial files).
+const MAX_JOURNAL: u64 = 64 << 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Line {
+    path: Vec<u8>,
+    size: u64,
+    mtime_ns: i64,
+    temp: Vec<u8>,
+    index: u64,
+    cv: [u8; 32],
+}
+
+/// What an interrupted round left of one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partial {
+    /// Size of the version being rebuilt (the source's).
+    pub size: u64,
+    /// Its mtime.
+    pub mtime_ns: i64,
+    /// The temp file's name, in the file's directory.
+    pub temp: Vec<u8>,
+    /// Chaining values of segments 0, 1, ... held in the temp file.
+    pub have: Vec<[u8; 32]>,
+}
+
+/// The resume journal of one module.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    log: Mutex<File>,
+    /// Partial files of earlier rounds, by path, not yet claimed by this round.
+    partials: Mutex<HashMap<RelPath, Partial>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn valid_temp(name: &[u8]) -> bool {
+    name.starts_with(TEMP_PREFIX) && !name.contains(&b'/') && !name.contains(&0)
+}
+
+impl Journal {
+    /// Opens the journal of `module` under `state`: reads what earlier rounds left, and starts
+    /// this round's log with it (so a partial file survives another interrupted round).
+    ///
+    /// # Errors
+    /// I/O errors creating the journal.
+    pub fn open(state: &Path, module: &str) -> io::Result<Journal> {
+        let dir = state.join("journal");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{module}.jsonl"));
+        let partials = read_partials(&path);
+        let mut text = Vec::new();
+        for (p, part) in &partials {
+            for (i, cv) in part.have.iter().enumerate() {
+                let line = Line {
+                    path: p.as_bytes().to_vec(),
+                    size: part.size,
+                    mtime_ns: part.mtime_ns,
+                    temp: part.temp.clone(),
+                    index: i as u64,
+                    cv: *cv,
+                };
+                serde_json::to_writer(&mut text, &line)?;
+                text.push(b'\n');
+            }
+        }
+        write_atomic(&path, &text)?;
+        let log = std::fs::OpenOptions::new().append(true).open(&path)?;
+        Ok(Journal { path, log: Mutex::new(log), partials: Mutex::new(partials) })
+    }
+
+    /// Names of the temp files the journal holds partial files in: the walk must keep them.
+    pub fn temp_names(&self) -> HashSet<Vec<u8>> {
+        lock(&self.partials).values().map(|p| p.temp.clone()).collect()
+    }
+
+    /// Claims the partial file of `path` if it is of this version (`size`, `mtime_ns`).
+    pub fn take(&self, path: &RelPath, size: u64, mtime_ns: i64) -> Option<Partial> {
+        let mut partials = lock(&self.partials);
+        let p = partials.get(path)?;
+        (p.size == size && p.mtime_ns == mtime_ns).then(|| partials.remove(path)).flatten()
+    }
+
+    /// Records that segment `index` (chaining value `cv`) of `path`'s version (`size`,
+    /// `mtime_ns`) is written in temp file `temp`.
+    pub fn record(
+        &self,
+        path: &RelPath,
+        size: u64,
+        mtime_ns: i64,
+        temp: &[u8],
+        index: u64,
+        cv: [u8; 32],
+    ) {
+        let line =
+            Line { path: path.as_bytes().to_vec(), size, mtime_ns, temp: temp.to_vec(), index, cv };
+        let Ok(mut bytes) = serde_json::to_vec(&line) else { return };
+        bytes.push(b'\n');
+        // Losing a line only shortens what can resume; it never fails the round.
+        if let Err(e) = lock(&self.log).write_all(&bytes) {
+            tracing::warn!("resume journal {}: {e}", self.path.display());
+        }
+    }
+
+    /// Ends a successful round: removes the partial files no file of the round claimed (their
+    /// file changed again, or went away) and empties the journal. Returns how many were removed.
+    ///
+    /// # Errors
+    /// I/O errors emptying the journal.
+    pub fn finish_ok(&self, root: &Root) -> io::Result<usize> {
+        let left: Vec<(RelPath, Partial)> = lock(&self.partials).drain().collect();
+        let mut removed = 0;
+        for (path, p) in left {
+            if let Ok(dir) = root.parent_of(&path) {
+                if rfs::unlinkat(&dir, p.temp.as_slice(), AtFlags::empty()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        write_atomic(&self.path, b"")?;
+        Ok(removed)
+    }
+}
+
+/// Reads a journal: per path, the version with the longest run of segments from 0.
+fn read_partials(path: &Path) -> HashMap<RelPath, Partial> {
+    let text = match std::fs::metadata(path) {
+        Ok(m) if m.len() <= MAX_JOURNAL => std::fs::read(path).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    type Key = (Vec<u8>, u64, i64, Vec<u8>);
+    let mut runs: HashMap<Key, BTreeMap<u64, [u8; 32]>> = HashMap::new();
+    for l in text.split(|&b| b == b'\n') {
+        let Ok(line) = serde_json::from_slice::<Line>(l) else { continue };
+        if !valid_temp(&line.temp) || line.size == 0 {
+            continue;
+        }
+        let segments = line.size.div_ceil(ferry_core::SEGMENT_LEN as u64);
+        if line.index >= segments {
+            continue;
+        }
+        runs.entry((line.path, line.size, line.mtime_ns, line.temp))
+            .or_default()
+            .insert(line.index, line.cv);
+    }
+    let mut out: HashMap<RelPath, Partial> = HashMap::new();
+    for ((path, size, mtime_ns, temp), segs) in runs {
+        let Ok(path) = RelPath::new(path) else { continue };
+        let have: Vec<[u8; 32]> = segs
+            .iter()
+            .enumerate()
+            .take_while(|(i, (k, _))| *i as u64 == **k)
+            .map(|(_, (_, v))| *v)
+            .collect();
+        if have.is_empty() {
+            continue;
+        }
+        let better = out.get(&path).is_none_or(|o| o.have.len() < have.len());
+        if better {
+            out.insert(path, Partial { size, mtime_ns, temp, have });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s.as_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_reopened_journal_offers_the_contiguous_prefix_of_the_matching_version() {
+        let t = tempfile::tempdir().unwrap();
+        let j = Journal::open(t.path(), "m").unwrap();
+        let size = 5 * ferry_core::SEGMENT_LEN as u64;
+        for i in [0u64, 1, 3] {
+            j.record(&rel("d/f"), size, 7, b".~ferry.1.2", i, [i as u8; 32]);
+        }
+        j.record(&rel("g"), size, 7, b".~ferry.1.3", 0, [9; 32]);
+        drop(j);
+        // A torn line and hostile lines are skipped.
+        let p = t.path().join("journal/m.jsonl");
+        let mut text = std::fs::read(&p).unwrap();
+        text.extend_from_slice(
+            b"{\"path\":[47,101],\"size\":1,\"mtime_ns\":0,\"temp\":[46],\"index\":0,\"cv\":[",
+        );
+        std::fs::write(&p, &text).unwrap();
+        let j = Journal::open(t.path(), "m").unwrap();
+        assert!(j.temp_names().contains(b".~ferry.1.2".as_slice()));
+        assert_eq!(j.take(&rel("d/f"), size, 8), None, "another mtime: another version");
+        let got = j.take(&rel("d/f"), size, 7).unwrap();
+        assert_eq!(got.have, vec![[0; 32], [1; 32]], "segment 2 is missing, so 3 is not offered");
+        assert_eq!(j.take(&rel("d/f"), size, 7), None, "claimed once");
+        drop(j);
+        // The rewritten journal still holds both partial files for yet another round.
+        let j = Journal::open(t.path(), "m").unwrap();
+        assert_eq!(j.temp_names().len(), 2);
+    }
+
+    #[test]
+    fn hostile_lines_are_ignored() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("journal")).unwrap();
+        let mut text = Vec::new();
+        for (path, temp, index) in [
+            (&b"../etc/passwd"[..], &b".~ferry.1"[..], 0u64),
+            (b"ok", b"../../x", 0),
+            (b"ok", b".~ferry.1/x", 0),
+            (b"ok", b".~ferry.1", 99),
+        ] {
+            let l = Line {
+                path: path.to_vec(),
+                size: 1 << 24,
+                mtime_ns: 0,
+                temp: temp.to_vec(),
+                index,
+                cv: [0; 32],
+            };
+            serde_json::to_writer(&mut text, &l).unwrap();
+            text.push(b'\n');
+        }
+        std::fs::write(t.path().join("journal/m.jsonl"), &text).unwrap();
+        let j = Journal::open(t.path(), "m").unwrap();
+        assert!(j.temp_names().is_empty());
+    }
+}
