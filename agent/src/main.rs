@@ -122,14 +122,20 @@ enum Command {
         #[arg(long)]
         no_signature_cache: bool,
     },
-    /// Copy a snapshot into a directory (new inodes: writing there never changes the
-    /// snapshot), as a verified `ferry sync --delete` from the snapshot.
+    /// Copy a snapshot into a directory, with new inodes (writing there never changes the
+    /// snapshot): reflinked copies when DIR is new and on the snapshot's filesystem and it
+    /// can clone (btrfs, XFS), else a verified `ferry sync --delete` from the snapshot.
     Restore {
         #[command(flatten)]
         snap: SnapshotRef,
         /// Where to restore (created if missing; entries not in the snapshot are removed).
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
+        /// Restore as hard links to the snapshot's files (instant on any filesystem; DIR must
+        /// be new and on the snapshot's filesystem). Writing into the result changes the
+        /// snapshot too: for read-only use (inspection, a read-only mount).
+        #[arg(long)]
+        hardlinks: bool,
     },
     /// Fail over: make a snapshot the module's live data directory. The snapshot is copied
     /// (new inodes, verified) beside the data directory, the two are swapped atomically, and
@@ -701,8 +707,50 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Restore { snap: r, to } => {
+        Command::Restore { snap: r, to, hardlinks } => {
             let snaps = r.find()?;
+            let fresh = !to.exists();
+            if hardlinks && !fresh {
+                anyhow::bail!(RemoteError::Usage(format!(
+                    "--hardlinks restores into a new directory; {} exists",
+                    to.display()
+                )));
+            }
+            if hardlinks {
+                tracing::warn!(
+                    "restoring as hard links: {} shares its files' inodes with snapshot {}; \
+                     anything written there changes the snapshot too (use it read-only)",
+                    to.display(),
+                    r.snapshot
+                );
+            }
+            if fresh {
+                match snaps.restore_linked(&r.snapshot, &to, hardlinks) {
+                    Ok(v) if v.ok() => {
+                        println!(
+                            "restored snapshot {} of module {:?} to {} as {} ({} entries, {} bytes read back, root {} as recorded)",
+                            r.snapshot,
+                            r.module,
+                            to.display(),
+                            if hardlinks { "hard links" } else { "reflinked copies" },
+                            v.entries,
+                            v.bytes,
+                            &v.computed[..16.min(v.computed.len())]
+                        );
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    Ok(v) => anyhow::bail!(
+                        "restored {} from snapshot {}, but its root hash {} is not the recorded {}: \
+                         the snapshot was changed after it was taken (`ferry snapshots verify`)",
+                        to.display(),
+                        r.snapshot,
+                        v.computed,
+                        v.recorded
+                    ),
+                    Err(e) if hardlinks => return Err(e.into()),
+                    Err(e) => tracing::info!("no reflinks here ({e}); copying instead"),
+                }
+            }
             let opts = SyncOptions { delete: true, ..SyncOptions::default() };
             let report = sync_with_progress(&snaps.path(&r.snapshot), &to, &opts, false, true)
                 .with_context(|| {
@@ -710,7 +758,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 })?;
             print_summary(&report, false);
             println!(
-                "restored snapshot {} of module {:?} to {}",
+                "restored snapshot {} of module {:?} to {} as a verified copy",
                 r.snapshot,
                 r.module,
                 to.display()

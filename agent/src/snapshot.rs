@@ -643,6 +643,55 @@ impl Snapshots {
         })
     }
 
+    /// Restores snapshot `id` into `to`, which must not exist yet, as a tree of reflinked
+    /// copies (own inodes, shared blocks: cheap, and writing there never changes the
+    /// snapshot) or, with `hardlinks`, of hard links to the snapshot's inodes (cheap on any
+    /// filesystem, but writing there changes the snapshot too). The result is then read back
+    /// whole and its root hash compared with the snapshot's record. Returns that check.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Unsupported`] when the filesystem cannot clone (nothing is left
+    /// behind: copy instead), I/O errors otherwise.
+    pub fn restore_linked(
+        &self,
+        id: &str,
+        to: &Path,
+        hardlinks: bool,
+    ) -> Result<Verification, SnapshotError> {
+        let rec =
+            self.list()?.into_iter().find(|r| r.id == id).ok_or_else(|| SnapshotError::Io {
+                what: format!("snapshot {id}"),
+                source: io::Error::from(io::ErrorKind::NotFound),
+            })?;
+        let src = self.path(id);
+        if let Err(e) = walk_tree(&src, Some((to, !hardlinks)), None) {
+            let _ = std::fs::remove_dir_all(to);
+            let why = format!(
+                "{} into {}: {e}",
+                if hardlinks { "linking" } else { "cloning" },
+                to.display()
+            );
+            return Err(SnapshotError::Unsupported {
+                kind: if hardlinks { "hardlink" } else { "reflink" },
+                why,
+            });
+        }
+        let mut hasher = TreeHasher::default();
+        let (entries, _) = walk_tree(
+            to,
+            None,
+            Some((&mut hasher, &HashCache::default(), &mut HashCache::default())),
+        )
+        .map_err(io_err(format!("reading back {}", to.display())))?;
+        Ok(Verification {
+            id: id.to_string(),
+            recorded: rec.root_hash,
+            computed: hasher.finish(),
+            entries,
+            bytes: hasher.hashed_bytes,
+        })
+    }
+
     /// Deletes snapshot `id` (record first, so a half-deleted tree is never listed).
     ///
     /// # Errors

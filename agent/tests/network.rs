@@ -805,10 +805,29 @@ fn each_pushed_round_leaves_a_snapshot_of_that_round() {
         "--to",
         s(&restored),
     ];
-    check_ok(&ferry(&restore));
+    let out = ferry(&restore);
+    check_ok(&out);
+    // ext4 cannot clone: a verified copy.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("as a verified copy"));
     assert_same_tree(&ref2, &restored);
     std::fs::write(restored.join("a"), b"the app wrote here").unwrap();
     assert_same_tree(&ref2, &snap(&s3[0]));
+    // --hardlinks: instant, the snapshot's own inodes, with a warning; only into a new dir.
+    let linked = t.path().join("linked");
+    let mut hl = restore.to_vec();
+    hl[8] = s(&linked);
+    hl.push("--hardlinks");
+    let out = ferry(&hl);
+    check_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("as hard links"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("changes the snapshot too"));
+    assert_same_tree(&ref2, &linked);
+    {
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        assert_eq!(ino(&linked.join("a")), ino(&snap(&s3[0]).join("a")));
+    }
+    assert_eq!(ferry(&hl).status.code(), Some(2), "--hardlinks into an existing directory");
     // Delete it; an unknown id is a usage error.
     let del = ["snapshots", "delete", "--state-dir", s(&state), "--module", "m", "--snapshot", id2];
     check_ok(&ferry(&del));
@@ -1632,6 +1651,29 @@ fn reflink_and_btrfs_snapshotters() {
         std::fs::write(src.join("db/later"), kind).unwrap();
         push();
         let both = snapshots(&state, 2, 2);
+        assert_same_tree(&reference, &snap1);
+        // Restore on btrfs: reflinked copies (own inodes), read back against the root hash.
+        let restored = fs.mnt.join(format!("{kind}-restored"));
+        let out = ferry(&[
+            "restore",
+            "--state-dir",
+            s(&state),
+            "--module",
+            "m",
+            "--snapshot",
+            first[0]["id"].as_str().unwrap(),
+            "--to",
+            s(&restored),
+        ]);
+        check_ok(&out);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("as reflinked copies") && said.contains("as recorded"), "{said}");
+        assert_same_tree(&reference, &restored);
+        assert_ne!(
+            std::fs::metadata(restored.join("db/data.bin")).unwrap().ino(),
+            std::fs::metadata(snap1.join("db/data.bin")).unwrap().ino()
+        );
+        std::fs::write(restored.join("db/data.bin"), b"the app wrote here").unwrap();
         assert_same_tree(&reference, &snap1);
         let id2 = both[1]["id"].as_str().unwrap();
         let v = ferry(&[
