@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 use crate::fs::{write_atomic, Root};
 use crate::walk::TEMP_PREFIX;
 
-/// Largest journal read back (about 200,000 segments: 1.6 TB of partial files).
-const MAX_JOURNAL: u64 = 64 << 20;
+/// Longest journal line read back (a line is a few hundred bytes; longer is damage).
+const MAX_LINE: u64 = 16 << 10;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Line {
@@ -44,6 +44,10 @@ struct Line {
     temp: Vec<u8>,
     index: u64,
     cv: [u8; 32],
+    /// The file was committed: forget its partial file (a tombstone, so a long round that
+    /// fails late does not carry every file it finished into the next one).
+    #[serde(default)]
+    done: bool,
 }
 
 /// What an interrupted round left of one file.
@@ -97,6 +101,7 @@ impl Journal {
                     temp: part.temp.clone(),
                     index: i as u64,
                     cv: *cv,
+                    done: false,
                 };
                 serde_json::to_writer(&mut text, &line)?;
                 text.push(b'\n');
@@ -130,9 +135,34 @@ impl Journal {
         index: u64,
         cv: [u8; 32],
     ) {
-        let line =
-            Line { path: path.as_bytes().to_vec(), size, mtime_ns, temp: temp.to_vec(), index, cv };
-        let Ok(mut bytes) = serde_json::to_vec(&line) else { return };
+        let line = Line {
+            path: path.as_bytes().to_vec(),
+            size,
+            mtime_ns,
+            temp: temp.to_vec(),
+            index,
+            cv,
+            done: false,
+        };
+        self.append(&line);
+    }
+
+    /// Records that the file rebuilt in temp file `temp` was committed to `path`.
+    pub fn done(&self, path: &RelPath, temp: &[u8]) {
+        let line = Line {
+            path: path.as_bytes().to_vec(),
+            size: 0,
+            mtime_ns: 0,
+            temp: temp.to_vec(),
+            index: 0,
+            cv: [0; 32],
+            done: true,
+        };
+        self.append(&line);
+    }
+
+    fn append(&self, line: &Line) {
+        let Ok(mut bytes) = serde_json::to_vec(line) else { return };
         bytes.push(b'\n');
         // Losing a line only shortens what can resume; it never fails the round.
         if let Err(e) = lock(&self.log).write_all(&bytes) {
@@ -162,14 +192,37 @@ impl Journal {
 
 /// Reads a journal: per path, the version with the longest run of segments from 0.
 fn read_partials(path: &Path) -> HashMap<RelPath, Partial> {
-    let text = match std::fs::metadata(path) {
-        Ok(m) if m.len() <= MAX_JOURNAL => std::fs::read(path).unwrap_or_default(),
-        _ => Vec::new(),
-    };
+    use std::io::{BufRead, BufReader, Read};
     type Key = (Vec<u8>, u64, i64, Vec<u8>);
+    // Streaming: memory is bounded by the partial files still open (committed ones are
+    // dropped at their tombstone), not by the journal's length.
     let mut runs: HashMap<Key, BTreeMap<u64, [u8; 32]>> = HashMap::new();
-    for l in text.split(|&b| b == b'\n') {
-        let Ok(line) = serde_json::from_slice::<Line>(l) else { continue };
+    let Ok(f) = File::open(path) else { return HashMap::new() };
+    let mut r = BufReader::new(f);
+    let mut l = Vec::new();
+    loop {
+        l.clear();
+        match (&mut r).take(MAX_LINE).read_until(b'\n', &mut l) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if l.last() != Some(&b'\n') && l.len() as u64 >= MAX_LINE {
+            // Overlong: skip the rest of it, in bounded steps.
+            loop {
+                l.clear();
+                match (&mut r).take(MAX_LINE).read_until(b'\n', &mut l) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if l.last() == Some(&b'\n') => break,
+                    Ok(_) => {}
+                }
+            }
+            continue;
+        }
+        let Ok(line) = serde_json::from_slice::<Line>(&l) else { continue };
+        if line.done {
+            runs.retain(|k, _| !(k.0 == line.path && k.3 == line.temp));
+            continue;
+        }
         if !valid_temp(&line.temp) || line.size == 0 {
             continue;
         }
@@ -219,6 +272,9 @@ mod tests {
             j.record(&rel("d/f"), size, 7, b".~ferry.1.2", i, [i as u8; 32]);
         }
         j.record(&rel("g"), size, 7, b".~ferry.1.3", 0, [9; 32]);
+        j.record(&rel("h"), size, 7, b".~ferry.1.4", 0, [9; 32]);
+        // h was committed: its tombstone drops it.
+        j.done(&rel("h"), b".~ferry.1.4");
         drop(j);
         // A torn line and hostile lines are skipped.
         let p = t.path().join("journal/m.jsonl");
@@ -257,12 +313,27 @@ mod tests {
                 temp: temp.to_vec(),
                 index,
                 cv: [0; 32],
+                done: false,
             };
             serde_json::to_writer(&mut text, &l).unwrap();
             text.push(b'\n');
         }
+        // An overlong line is skipped without holding it, and the next line still counts.
+        text.extend(std::iter::repeat_n(b'x', 100_000));
+        text.push(b'\n');
+        let ok = Line {
+            path: b"ok".to_vec(),
+            size: 1 << 24,
+            mtime_ns: 0,
+            temp: b".~ferry.2".to_vec(),
+            index: 0,
+            cv: [0; 32],
+            done: false,
+        };
+        serde_json::to_writer(&mut text, &ok).unwrap();
+        text.push(b'\n');
         std::fs::write(t.path().join("journal/m.jsonl"), &text).unwrap();
         let j = Journal::open(t.path(), "m").unwrap();
-        assert!(j.temp_names().is_empty());
+        assert_eq!(j.temp_names(), HashSet::from([b".~ferry.2".to_vec()]));
     }
 }

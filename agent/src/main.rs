@@ -718,13 +718,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if hardlinks {
                 tracing::warn!(
-                    "restoring as hard links: {} shares its files' inodes with snapshot {}; \
-                     anything written there changes the snapshot too (use it read-only)",
+                    "restoring as hard links: {} shares its files' inodes with snapshot {} (and \
+                     with the live module where files did not change since); anything written \
+                     there changes the snapshot too (use it read-only)",
                     to.display(),
                     r.snapshot
                 );
             }
-            if fresh {
+            // Reflinked copies get their owners only as root; the root hash covers ownership,
+            // so without root the copy path (which says ownership was skipped) is used.
+            if fresh && (hardlinks || ferry_agent::fs::can_chown()) {
                 match snaps.restore_linked(&r.snapshot, &to, hardlinks) {
                     Ok(v) if v.ok() => {
                         println!(
@@ -740,15 +743,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         return Ok(ExitCode::SUCCESS);
                     }
                     Ok(v) => anyhow::bail!(
-                        "restored {} from snapshot {}, but its root hash {} is not the recorded {}: \
-                         the snapshot was changed after it was taken (`ferry snapshots verify`)",
-                        to.display(),
+                        "the tree restored from snapshot {} has root hash {}, not the recorded {}: \
+                         the snapshot was changed after it was taken (`ferry snapshots verify`); \
+                         nothing was left at {}",
                         r.snapshot,
                         v.computed,
-                        v.recorded
+                        v.recorded,
+                        to.display()
                     ),
-                    Err(e) if hardlinks => return Err(e.into()),
-                    Err(e) => tracing::info!("no reflinks here ({e}); copying instead"),
+                    Err(ferry_agent::snapshot::SnapshotError::Unsupported { why, .. })
+                        if !hardlinks =>
+                    {
+                        tracing::info!("no reflinks here ({why}); copying instead")
+                    }
+                    Err(e) => return Err(e.into()),
                 }
             }
             let opts = SyncOptions { delete: true, ..SyncOptions::default() };

@@ -42,6 +42,11 @@ use crate::fs::{file_type, mtime_ns, write_atomic, Root};
 /// Files smaller than this are not cached: reading and signing them costs little.
 pub const SIGNATURE_CACHE_MIN: u64 = 1 << 20;
 
+/// Largest signature kept (it is held in memory while its file is written): 16 MiB, the
+/// signature of a file of about 100 GiB at 128 KiB blocks. Larger files are signed when
+/// needed, as without a cache.
+pub const SIGNATURE_CACHE_MAX_BYTES: usize = 16 << 20;
+
 /// Largest index file read back (millions of entries).
 const MAX_INDEX_FILE: u64 = 256 << 20;
 

@@ -643,7 +643,8 @@ impl Snapshots {
         })
     }
 
-    /// Restores snapshot `id` into `to`, which must not exist yet, as a tree of reflinked
+    /// Restores snapshot `id` into `to`, which must not exist yet (it is built beside it and
+    /// renamed into place without replacing anything), as a tree of reflinked
     /// copies (own inodes, shared blocks: cheap, and writing there never changes the
     /// snapshot) or, with `hardlinks`, of hard links to the snapshot's inodes (cheap on any
     /// filesystem, but writing there changes the snapshot too). The result is then read back
@@ -663,33 +664,59 @@ impl Snapshots {
                 what: format!("snapshot {id}"),
                 source: io::Error::from(io::ErrorKind::NotFound),
             })?;
-        let src = self.path(id);
-        if let Err(e) = walk_tree(&src, Some((to, !hardlinks)), None) {
-            let _ = std::fs::remove_dir_all(to);
-            let why = format!(
-                "{} into {}: {e}",
-                if hardlinks { "linking" } else { "cloning" },
-                to.display()
-            );
+        let kind = if hardlinks { "hardlink" } else { "reflink" };
+        if !rec.has_tree() {
             return Err(SnapshotError::Unsupported {
-                kind: if hardlinks { "hardlink" } else { "reflink" },
-                why,
+                kind,
+                why: format!("snapshot {id} lives in your storage (--snapshot-command)"),
             });
         }
+        let src = self.path(id);
+        // Built under a name of our own beside `to`, checked, then renamed into place without
+        // replacing anything: a failure only ever removes what this call made.
+        let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let staged = to.with_file_name(format!(".{name}.ferry-restore-{}", std::process::id()));
+        if let Err(e) = walk_tree(&src, Some((&staged, !hardlinks)), None) {
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                let _ = std::fs::remove_dir_all(&staged);
+            }
+            let how = if hardlinks { "linking" } else { "cloning" };
+            let why = format!("{how} into {}: {e}", staged.display());
+            return Err(SnapshotError::Unsupported { kind, why });
+        }
         let mut hasher = TreeHasher::default();
-        let (entries, _) = walk_tree(
-            to,
+        let read_back = walk_tree(
+            &staged,
             None,
             Some((&mut hasher, &HashCache::default(), &mut HashCache::default())),
-        )
-        .map_err(io_err(format!("reading back {}", to.display())))?;
-        Ok(Verification {
+        );
+        let (entries, _) = match read_back {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staged);
+                return Err(io_err(format!("reading back {}", staged.display()))(e));
+            }
+        };
+        let v = Verification {
             id: id.to_string(),
             recorded: rec.root_hash,
             computed: hasher.finish(),
             entries,
             bytes: hasher.hashed_bytes,
-        })
+        };
+        if !v.ok() {
+            let _ = std::fs::remove_dir_all(&staged);
+            return Ok(v);
+        }
+        let placed =
+            rfs::renameat_with(rfs::CWD, &staged, rfs::CWD, to, rfs::RenameFlags::NOREPLACE);
+        if let Err(e) = placed {
+            let _ = std::fs::remove_dir_all(&staged);
+            return Err(io_err(format!("renaming the restored tree to {}", to.display()))(
+                e.into(),
+            ));
+        }
+        Ok(v)
     }
 
     /// Deletes snapshot `id` (record first, so a half-deleted tree is never listed).

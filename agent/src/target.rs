@@ -28,7 +28,7 @@ use crate::commit::ContentKey;
 use crate::fs::{apply_meta, apply_meta_at, file_type, make_node, remove_tree, Root};
 use crate::journal::Journal;
 use crate::mmap::Basis;
-use crate::sigcache::{SignatureCache, SIGNATURE_CACHE_MIN};
+use crate::sigcache::{SignatureCache, SIGNATURE_CACHE_MAX_BYTES, SIGNATURE_CACHE_MIN};
 use crate::walk::{WalkOptions, Walker, TEMP_PREFIX};
 
 /// Performs the target's work. A trait so tests can drive the destination directly, with
@@ -47,6 +47,9 @@ struct Staging {
     written: u64,
     /// The signature of the content written so far, for the signature cache.
     sig: Option<(BlockSize, Vec<u8>)>,
+    /// A temp file of an interrupted round: it holds old bytes, so nothing may be skipped
+    /// as a hole when writing into it.
+    adopted: bool,
 }
 
 /// A verified file waiting for its commit: staging, final path, content hash.
@@ -202,7 +205,7 @@ impl LocalDestination {
     ) -> io::Result<Staging> {
         let dir = self.root.parent_of(path)?;
         let (tmp, file) = self.create_temp(&dir)?;
-        Ok(Staging { dir, tmp, file, segs: Vec::new(), written: 0, sig })
+        Ok(Staging { dir, tmp, file, segs: Vec::new(), written: 0, sig, adopted: false })
     }
 
     fn mark_dirty(&self, path: &RelPath) {
@@ -317,14 +320,10 @@ impl LocalDestination {
         let (out, matched) = match payload {
             Payload::Literal => (raw, 0),
             Payload::Kept => {
-                // Held from an interrupted round: read it back (it is hashed below like any
-                // segment, so a chunk that did not survive on disk fails the file's check).
-                let mut buf = vec![0u8; len];
-                if let Err(e) = st.file.read_exact_at(&mut buf, st.written) {
-                    let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
-                    return fatal("reading back the kept part of", path, e);
-                }
-                (buf, 0)
+                // Held from an interrupted round: read it back. It is hashed below like any
+                // segment, so a chunk that did not survive on disk fails the file's check
+                // (and the file is sent again whole) instead of failing the round.
+                (read_kept(&st.file, st.written, len), 0)
             }
             Payload::Delta => {
                 let Some(basis) = lock(&self.bases).get(&file).cloned() else {
@@ -352,7 +351,13 @@ impl LocalDestination {
             sig.extend_from_slice(&delta::signature_blocks(&out, *bs));
         }
         if payload != Payload::Kept {
-            if let Err(e) = write_sparse(&st.file, &out, st.written) {
+            let written = if st.adopted {
+                // Zero blocks must overwrite whatever the interrupted round left there.
+                st.file.write_all_at(&out, st.written)
+            } else {
+                write_sparse(&st.file, &out, st.written)
+            };
+            if let Err(e) = written {
                 let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
                 return fatal("writing", path, e);
             }
@@ -436,6 +441,9 @@ impl LocalDestination {
                             (s.st_dev, s.st_ino, s.st_size as u64, crate::fs::meta_of(s).mtime_ns);
                         list.push((key, *hash));
                     }
+                    if let Some(j) = self.journal.get().filter(|_| st.segs.len() > 1) {
+                        j.done(path, &st.tmp);
+                    }
                     if let (Some(cache), Some((bs, sig)), Ok(s)) = (self.sigs.get(), &st.sig, &stat)
                     {
                         if let Err(e) = cache.store(path, s, *bs, sig) {
@@ -454,12 +462,18 @@ impl LocalDestination {
         TargetOutcome::Committed(counts)
     }
 
-    /// Signature-cache state for a new temp file of `file_len` bytes.
+    /// Signature-cache state for a new temp file of `file_len` bytes: none for small files,
+    /// and none for files whose signature would not fit the cap (it is held in memory while
+    /// the file is written; such files are signed when needed, as without a cache).
     fn new_signature(&self, file_len: u64) -> Option<(BlockSize, Vec<u8>)> {
+        let bs = BlockSize::for_basis(file_len, file_len);
+        let fits = SignatureHeader::new(bs, file_len)
+            .validate(&self.limits)
+            .is_ok_and(|n| n <= SIGNATURE_CACHE_MAX_BYTES);
         self.sigs
             .get()
-            .filter(|_| file_len >= SIGNATURE_CACHE_MIN)
-            .map(|_| (BlockSize::for_basis(file_len, file_len), Vec::new()))
+            .filter(|_| file_len >= SIGNATURE_CACHE_MIN && fits)
+            .map(|_| (bs, Vec::new()))
     }
 
     /// Claims what an interrupted round left of this file (see [`crate::journal`]) as the
@@ -490,6 +504,7 @@ impl LocalDestination {
                     segs: Vec::new(),
                     written: 0,
                     sig: self.new_signature(size),
+                    adopted: true,
                 };
                 lock(&self.staging).insert(file, st);
                 p.have
@@ -754,6 +769,27 @@ fn temp_prefix(nonce: u64) -> Vec<u8> {
 
 /// Writes `data` at `offset`, leaving all-zero 4 KiB blocks as holes (the file is new, so a
 /// hole reads as zeros).
+/// Reads `len` bytes of a kept segment at `offset`. Past the end of the file reads zeros:
+/// trailing zero blocks were never written (they are holes until `Finish` sets the length).
+/// A read error leaves a buffer that will not hash as the segment did.
+fn read_kept(f: &File, offset: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match f.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                // Unreadable: make sure it cannot pass for the kept bytes.
+                buf.iter_mut().for_each(|b| *b = 0xa5);
+                break;
+            }
+        }
+    }
+    buf
+}
+
 fn write_sparse(f: &File, data: &[u8], offset: u64) -> io::Result<()> {
     const B: usize = 4096;
     let mut i = 0;

@@ -259,3 +259,70 @@ fn stale_temp_files_are_removed_by_the_next_round() {
     assert_eq!(names(&dst), ["d"]);
     assert_eq!(names(&dst.join("d")), ["f"]);
 }
+
+/// A resumed file is rebuilt in the temp file an interrupted round left: segments the source
+/// sends again (here, all zeros) must overwrite the old bytes there, not skip zero blocks as
+/// holes, and a kept segment whose tail was a hole (never written) reads back as zeros.
+#[test]
+fn a_resumed_temp_file_never_keeps_old_bytes_under_new_zeros() {
+    use ferry_agent::journal::Journal;
+    use ferry_core::hash::hash_segment;
+    use ferry_core::SEGMENT_LEN;
+    let t = tempfile::tempdir().unwrap();
+    let (data, state) = (t.path().join("data"), t.path().join("state"));
+    std::fs::create_dir_all(&data).unwrap();
+    let seg = SEGMENT_LEN;
+    let size = 2 * seg as u64;
+    // Segment 0 ends in 1 MiB of zeros (a hole in the old temp file); the old segment 1 is
+    // garbage the new version replaces with zeros.
+    let mut seg0 = vec![7u8; seg];
+    seg0[seg - (1 << 20)..].fill(0);
+    let temp = ".~ferry.1.1";
+    std::fs::write(data.join(temp), &seg0[..seg - (1 << 20)]).unwrap();
+    let garbage = vec![0xeeu8; seg];
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(data.join(temp)).unwrap();
+        // Segment 0's zero tail stays a hole.
+        f.write_all_at(&garbage, seg as u64).unwrap();
+    }
+    let j = Journal::open(&state, "m").unwrap();
+    j.record(&p("f"), size, 5, temp.as_bytes(), 0, hash_segment(0, &seg0, size).0);
+    j.record(&p("f"), size, 5, temp.as_bytes(), 1, hash_segment(1, &garbage, size).0);
+    drop(j);
+    let d = dest(&data);
+    d.use_journal(Arc::new(Journal::open(&state, "m").unwrap()));
+    let have = match d.perform(TargetWork::Resume { file: 1, path: p("f"), size, mtime_ns: 5 }) {
+        TargetOutcome::Resumable(h) => h,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(have.len(), 2);
+    let write = |index: u64, payload, data: Vec<u8>| {
+        d.perform(TargetWork::Write {
+            file: 1,
+            path: p("f"),
+            index,
+            payload,
+            encoding: Encoding::Raw,
+            data,
+            len: seg,
+            file_len: size,
+            mtime_ns: 5,
+        })
+    };
+    assert!(matches!(write(0, Payload::Kept, vec![]), TargetOutcome::Written { .. }));
+    let zeros = vec![0u8; seg];
+    assert!(matches!(write(1, Payload::Literal, zeros.clone()), TargetOutcome::Written { .. }));
+    let mut want = seg0.clone();
+    want.extend_from_slice(&zeros);
+    let mut entry = file_entry("f", size);
+    entry.meta.mtime_ns = 5;
+    let out =
+        d.perform(TargetWork::Finish { file: 1, entry, hash: *blake3::hash(&want).as_bytes() });
+    assert!(matches!(out, TargetOutcome::Verified(_)), "{out:?}");
+    assert!(matches!(
+        d.perform(TargetWork::Commit { files: vec![1] }),
+        TargetOutcome::Committed(_)
+    ));
+    assert!(std::fs::read(data.join("f")).unwrap() == want, "old bytes survived");
+}

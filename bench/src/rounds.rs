@@ -104,16 +104,18 @@ fn serve(o: &Options, creds: &Path, dst: &Path, state: &Path, cache: bool) -> Re
     }
     let f = std::fs::File::create(&log)?;
     let child = cmd.stdout(f.try_clone()?).stderr(f).stdin(Stdio::null()).spawn()?;
+    // Owned from here on: any error below kills the server.
+    let mut srv = Serve { child, log, port: 0 };
     // stdout's plain `listening on 127.0.0.1:PORT` line (the log line says more).
-    let line = wait_log(&log, "listening on ", 1)?;
-    let port = line
+    let line = wait_log(&srv.log, "listening on ", 1)?;
+    srv.port = line
         .split("listening on ")
         .nth(1)
         .and_then(|a| a.split_whitespace().next())
         .and_then(|a| a.rsplit(':').next())
         .and_then(|p| p.parse().ok())
         .with_context(|| format!("no port in {line:?}"))?;
-    Ok(Serve { child, log, port })
+    Ok(srv)
 }
 
 fn push(o: &Options, creds: &Path, src: &Path, port: u16) -> Result<f64> {
