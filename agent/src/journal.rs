@@ -24,13 +24,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use ferry_core::RelPath;
 use rustix::fs::{self as rfs, AtFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::fs::{write_atomic, Root};
+use crate::lock;
 use crate::walk::TEMP_PREFIX;
 
 /// Longest journal line read back (a line is a few hundred bytes; longer is damage).
@@ -70,10 +71,6 @@ pub struct Journal {
     log: Mutex<File>,
     /// Partial files of earlier rounds, by path, not yet claimed by this round.
     partials: Mutex<HashMap<RelPath, Partial>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn valid_temp(name: &[u8]) -> bool {

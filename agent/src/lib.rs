@@ -32,3 +32,10 @@ pub mod sync;
 pub mod synth;
 pub mod target;
 pub mod walk;
+
+/// Locks `m`, taking the data even if another thread panicked while holding it: every mutex
+/// here guards bookkeeping that stays consistent between statements, and a panic elsewhere
+/// must not wedge a round's cleanup.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

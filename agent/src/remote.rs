@@ -756,14 +756,14 @@ pub struct Claim<'a>(&'a BusyHandle, String);
 
 impl BusyHandle {
     fn claim(&self, name: &str) -> Option<Claim<'_>> {
-        let mut set = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut set = crate::lock(&self.0);
         set.insert(name.to_string()).then(|| Claim(self, name.to_string()))
     }
 }
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        self.0 .0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.1);
+        crate::lock(&self.0 .0).remove(&self.1);
     }
 }
 
@@ -959,7 +959,7 @@ static AUTO_CHOICES: Mutex<Vec<(String, Via, std::time::Instant)>> = Mutex::new(
 async fn choose_transport(url: &Url, opts: &RemoteOptions, direction: Direction) -> Via {
     let key = format!("{}:{}", url.host, url.port);
     {
-        let choices = AUTO_CHOICES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let choices = crate::lock(&AUTO_CHOICES);
         if let Some((_, via, _)) =
             choices.iter().find(|(k, _, at)| *k == key && at.elapsed() < AUTO_REMEMBER)
         {
@@ -993,7 +993,7 @@ async fn choose_transport(url: &Url, opts: &RemoteOptions, direction: Direction)
         show(&tcp),
         if via == Via::Tcp { "TLS over TCP" } else { "QUIC" },
     );
-    let mut choices = AUTO_CHOICES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut choices = crate::lock(&AUTO_CHOICES);
     choices.retain(|(k, _, _)| *k != key);
     choices.push((key, via.clone(), std::time::Instant::now()));
     via

@@ -30,7 +30,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use ferry_core::delta::{BlockSize, SignatureHeader};
 use ferry_core::{Limits, RelPath};
@@ -38,6 +38,7 @@ use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::fs::{file_type, mtime_ns, write_atomic, Root};
+use crate::lock;
 
 /// Files smaller than this are not cached: reading and signing them costs little.
 pub const SIGNATURE_CACHE_MIN: u64 = 1 << 20;
@@ -122,10 +123,6 @@ pub struct SignatureCache {
     misses: AtomicU64,
     stored: AtomicU64,
     dropped: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Stats `rel` beneath `root` without following symlinks.

@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use ferry_core::compress;
 use ferry_core::delta::{self, DeltaCounts, SegmentHow};
@@ -43,7 +43,7 @@ impl LocalSource {
 
     /// Warnings from the walk (entries that could not be read).
     pub fn walk_warnings(&self) -> Vec<String> {
-        std::mem::take(&mut self.walker.lock().unwrap_or_else(PoisonError::into_inner).skipped)
+        std::mem::take(&mut crate::lock(&self.walker).skipped)
     }
 
     /// The source root's own metadata, or `None` if it cannot be read.
@@ -121,7 +121,7 @@ impl LocalSource {
     }
 
     fn scan(&self, max: usize) -> SourceOutcome {
-        let batch = self.walker.lock().unwrap_or_else(PoisonError::into_inner).next_batch(max);
+        let batch = crate::lock(&self.walker).next_batch(max);
         let (local, done) = match batch {
             Ok(b) => b,
             Err(e) => {

@@ -3,7 +3,7 @@
 //! manual trigger (`POST /trigger`, also SIGUSR1), served on `--http ADDR`.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use axum::extract::State;
@@ -21,6 +21,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::driver::{PhaseTimes, Progress};
+use crate::lock;
 use crate::sync::Report;
 
 /// Seconds since the Unix epoch.
@@ -280,10 +281,6 @@ pub struct Agent {
     trigger: Mutex<std::sync::mpsc::Sender<()>>,
     /// Whether this agent runs rounds itself (push/pull); a server only serves them.
     schedules: bool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Agent {

@@ -14,7 +14,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ferry_core::delta::{self, BlockSize, SignatureHeader};
 use ferry_core::entry::{Entry, LocalEntry};
@@ -27,6 +27,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 use crate::commit::ContentKey;
 use crate::fs::{apply_meta, apply_meta_at, file_type, make_node, remove_tree, Root};
 use crate::journal::Journal;
+use crate::lock;
 use crate::mmap::Basis;
 use crate::sigcache::{SignatureCache, SIGNATURE_CACHE_MAX_BYTES, SIGNATURE_CACHE_MIN};
 use crate::walk::{WalkOptions, Walker, TEMP_PREFIX};
@@ -82,11 +83,6 @@ impl std::fmt::Debug for LocalDestination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalDestination").field("root", &self.root.path()).finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic elsewhere must not wedge the round's cleanup.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn fatal(what: &str, path: &dyn std::fmt::Display, e: impl std::fmt::Display) -> TargetOutcome {
