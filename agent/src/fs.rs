@@ -127,6 +127,11 @@ pub fn mtime_ns(st: &rfs::Stat) -> i64 {
     st.st_mtime.saturating_mul(1_000_000_000).saturating_add(st.st_mtime_nsec as i64)
 }
 
+/// ctime of a stat in nanoseconds.
+pub fn ctime_ns(st: &rfs::Stat) -> i64 {
+    st.st_ctime.saturating_mul(1_000_000_000).saturating_add(st.st_ctime_nsec as i64)
+}
+
 /// The [`Meta`] of a stat.
 pub fn meta_of(st: &rfs::Stat) -> Meta {
     Meta { mode: st.st_mode & 0o7777, uid: st.st_uid, gid: st.st_gid, mtime_ns: mtime_ns(st) }

@@ -37,7 +37,7 @@ use ferry_core::{Limits, RelPath};
 use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
-use crate::fs::{file_type, mtime_ns, write_atomic, Root};
+use crate::fs::{ctime_ns, file_type, mtime_ns, write_atomic, Root};
 use crate::lock;
 
 /// Files smaller than this are not cached: reading and signing them costs little.
@@ -74,10 +74,7 @@ impl FileIdentity {
             ino: st.st_ino,
             size: st.st_size as u64,
             mtime_ns: mtime_ns(st),
-            ctime_ns: st
-                .st_ctime
-                .saturating_mul(1_000_000_000)
-                .saturating_add(st.st_ctime_nsec as i64),
+            ctime_ns: ctime_ns(st),
         }
     }
 

@@ -610,6 +610,14 @@ impl Snapshots {
     /// # Errors
     /// An unknown snapshot, or I/O errors walking it.
     pub fn verify(&self, id: &str) -> Result<Verification, SnapshotError> {
+        let rec = self.tree_record(id)?;
+        let path = self.path(id);
+        read_back(rec, &path).map_err(io_err(format!("reading snapshot {}", path.display())))
+    }
+
+    /// The record of snapshot `id`, which must be a tree Ferry can read (not a
+    /// `--snapshot-command` one).
+    fn tree_record(&self, id: &str) -> Result<SnapshotRecord, SnapshotError> {
         let rec =
             self.list()?.into_iter().find(|r| r.id == id).ok_or_else(|| SnapshotError::Io {
                 what: format!("snapshot {id}"),
@@ -625,22 +633,7 @@ impl Snapshots {
                 ),
             });
         }
-        let path = self.path(id);
-        // The same walk and hashing as a commit, with an empty cache: every file is read.
-        let mut hasher = TreeHasher::default();
-        let (entries, _) = walk_tree(
-            &path,
-            None,
-            Some((&mut hasher, &HashCache::default(), &mut HashCache::default())),
-        )
-        .map_err(io_err(format!("reading snapshot {}", path.display())))?;
-        Ok(Verification {
-            id: id.to_string(),
-            recorded: rec.root_hash,
-            computed: hasher.finish(),
-            entries,
-            bytes: hasher.hashed_bytes,
-        })
+        Ok(rec)
     }
 
     /// Restores snapshot `id` into `to`, which must not exist yet (it is built beside it and
@@ -659,18 +652,8 @@ impl Snapshots {
         to: &Path,
         hardlinks: bool,
     ) -> Result<Verification, SnapshotError> {
-        let rec =
-            self.list()?.into_iter().find(|r| r.id == id).ok_or_else(|| SnapshotError::Io {
-                what: format!("snapshot {id}"),
-                source: io::Error::from(io::ErrorKind::NotFound),
-            })?;
+        let rec = self.tree_record(id)?;
         let kind = if hardlinks { "hardlink" } else { "reflink" };
-        if !rec.has_tree() {
-            return Err(SnapshotError::Unsupported {
-                kind,
-                why: format!("snapshot {id} lives in your storage (--snapshot-command)"),
-            });
-        }
         let src = self.path(id);
         // Built under a name of our own beside `to`, checked, then renamed into place without
         // replacing anything: a failure only ever removes what this call made.
@@ -684,25 +667,12 @@ impl Snapshots {
             let why = format!("{how} into {}: {e}", staged.display());
             return Err(SnapshotError::Unsupported { kind, why });
         }
-        let mut hasher = TreeHasher::default();
-        let read_back = walk_tree(
-            &staged,
-            None,
-            Some((&mut hasher, &HashCache::default(), &mut HashCache::default())),
-        );
-        let (entries, _) = match read_back {
-            Ok(r) => r,
+        let v = match read_back(rec, &staged) {
+            Ok(v) => v,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&staged);
                 return Err(io_err(format!("reading back {}", staged.display()))(e));
             }
-        };
-        let v = Verification {
-            id: id.to_string(),
-            recorded: rec.root_hash,
-            computed: hasher.finish(),
-            entries,
-            bytes: hasher.hashed_bytes,
         };
         if !v.ok() {
             let _ = std::fs::remove_dir_all(&staged);
@@ -809,6 +779,24 @@ fn snapshot_walk() -> WalkOptions {
         max_xattr_value: 64 << 10,
         ..WalkOptions::default()
     }
+}
+
+/// Reads every file of the tree at `path` (the same walk and hashing as a commit, with an empty
+/// cache) and checks its root hash against `rec`'s.
+fn read_back(rec: SnapshotRecord, path: &Path) -> io::Result<Verification> {
+    let mut hasher = TreeHasher::default();
+    let (entries, _) = walk_tree(
+        path,
+        None,
+        Some((&mut hasher, &HashCache::default(), &mut HashCache::default())),
+    )?;
+    Ok(Verification {
+        id: rec.id,
+        recorded: rec.root_hash,
+        computed: hasher.finish(),
+        entries,
+        bytes: hasher.hashed_bytes,
+    })
 }
 
 /// Builds `dest` (which must not exist) as a hard-link image of `src`. Returns (entries,
