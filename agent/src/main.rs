@@ -893,6 +893,22 @@ fn run_init(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Serves `agent`'s status, metrics and trigger over HTTP on `addr` (`--http`).
+fn serve_status(
+    rt: &tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    agent: &std::sync::Arc<ferry_agent::status::Agent>,
+    also: &str,
+) -> anyhow::Result<()> {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .with_context(|| format!("--http {addr}: cannot listen"))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!("status on http://{bound}/status, metrics on /metrics{also}");
+    rt.spawn(ferry_agent::status::serve_http(listener, agent.clone()));
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_serve(
     listen: std::net::SocketAddr,
@@ -926,12 +942,7 @@ fn run_serve(
     let agent = match http {
         Some(addr) => {
             let (agent, _) = ferry_agent::status::Agent::new(false);
-            let listener = rt
-                .block_on(tokio::net::TcpListener::bind(addr))
-                .with_context(|| format!("--http {addr}: cannot listen"))?;
-            let bound = listener.local_addr().unwrap_or(addr);
-            tracing::info!("status on http://{bound}/status, metrics on /metrics");
-            rt.spawn(ferry_agent::status::serve_http(listener, agent.clone()));
+            serve_status(&rt, addr, &agent, "")?;
             Some(agent)
         }
         None => None,
@@ -1003,12 +1014,7 @@ fn run_net(
     let rt = runtime()?;
     let (agent, triggered) = ferry_agent::status::Agent::new(true);
     if let Some(addr) = when.http {
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind(addr))
-            .with_context(|| format!("--http {addr}: cannot listen"))?;
-        let bound = listener.local_addr().unwrap_or(addr);
-        tracing::info!("status on http://{bound}/status, metrics on /metrics, POST /trigger");
-        rt.spawn(ferry_agent::status::serve_http(listener, agent.clone()));
+        serve_status(&rt, addr, &agent, ", POST /trigger")?;
     }
     {
         let agent = agent.clone();

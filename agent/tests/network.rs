@@ -1492,32 +1492,26 @@ fn quic_survives_loss_delay_and_a_blackhole_longer_than_the_idle_timeout() {
     // Dark for 4 s after 4 MB from the client; the idle timeout is 1 s.
     let relay = udp_relay(srv.addr, 0, Duration::ZERO, Some((4 << 20, Duration::from_secs(4))));
     let url = format!("ferry://127.0.0.1:{}/cut", relay.addr.port());
-    let out = ferry(&[
-        "push",
-        s(&src),
-        &url,
-        "--identity",
-        s(&id),
-        "--transport",
-        "quic",
-        "--json",
-        "--idle-timeout",
-        "1",
-        "--retries",
-        "20",
-        "--retry-base",
-        "300ms",
-    ]);
-    check_ok(&out);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("retry 1"), "the cut attempt was not retried:\n{err}");
+    let r = push_through_a_cut(&src, &url, &id, &[]);
     assert_same_tree(&src, &cut);
     // The retried round sent only what the cut one had not committed.
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let total = 40 * 50_000 + (8u64 << 20);
     let literal = r["stats"]["literal_bytes"].as_u64().unwrap();
     assert!(literal < total, "the retry resent everything: {r}");
     eprintln!("after the cut the retry sent {literal} of {total} bytes");
+}
+
+/// A QUIC push through a relay that goes dark mid-round: a 1 s idle timeout and quick
+/// retries. Checks that it succeeded after at least one retry; returns its `--json` report.
+fn push_through_a_cut(src: &Path, url: &str, id: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["push", s(src), url, "--identity", s(id), "--transport", "quic"];
+    args.extend(["--json", "--idle-timeout", "1", "--retries", "20", "--retry-base", "300ms"]);
+    args.extend(extra);
+    let out = ferry(&args);
+    check_ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("retry 1"), "the cut attempt was not retried:\n{err}");
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// A btrfs filesystem on a loop device for the reflink and btrfs snapshotters (ext4 here has
@@ -1927,29 +1921,8 @@ fn a_large_file_cut_mid_way_resumes_from_its_last_journaled_segment() {
     );
     let relay = udp_relay(srv.addr, 0, Duration::ZERO, Some((20 << 20, Duration::from_secs(4))));
     let url = format!("ferry://127.0.0.1:{}/m", relay.addr.port());
-    let out = ferry(&[
-        "push",
-        s(&src),
-        &url,
-        "--identity",
-        s(&c.join("source")),
-        "--transport",
-        "quic",
-        "--json",
-        "--idle-timeout",
-        "1",
-        "--retries",
-        "20",
-        "--retry-base",
-        "300ms",
-        "--compress-level",
-        "0",
-    ]);
-    check_ok(&out);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("retry 1"), "the cut attempt was not retried:\n{err}");
+    let r = push_through_a_cut(&src, &url, &c.join("source"), &["--compress-level", "0"]);
     assert_same_tree(&src, &dst);
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let resumed = r["stats"]["resumed_bytes"].as_u64().unwrap();
     let literal = r["stats"]["literal_bytes"].as_u64().unwrap();
     let segment = 8u64 << 20;
