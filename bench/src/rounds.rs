@@ -4,7 +4,8 @@
 //! Per repetition and per mode (cache on, then `--no-signature-cache`), on a fresh destination
 //! and state directory (on the same filesystem, as hard-link snapshots need):
 //!
-//! 1. `ferry serve --listen 127.0.0.1:0 --module m=DST --state-dir STATE [--no-signature-cache]`;
+//! 1. `ferry serve --listen 127.0.0.1:0 --module ferrybench=DST --state-dir STATE
+//!    [--no-signature-cache]` (under the measuring wrapper, as `compare` runs it);
 //! 2. round 1: `ferry push --delete --json` of the `mixed` tree (initial);
 //! 3. round 2: the `mixed`-then-`mutate` tree (the incremental change), optionally after
 //!    dropping the page cache (`--drop-caches`, root), so every basis read comes from disk;
@@ -15,14 +16,16 @@
 //! snapshot's disk cost is what `du -sk DST SNAPSHOT` adds for the snapshot beyond the live
 //! tree (du counts each inode once per invocation, so shared file data is not counted twice).
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 
 use crate::gen::{self, Kind};
+use crate::tools::{read_log, Env, FerryServe, MODULE};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -58,28 +61,11 @@ pub struct RoundsRun {
     pub cache_line: String,
 }
 
-struct Serve {
-    child: Child,
-    log: PathBuf,
-    port: u16,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
-}
-
 /// Waits until the server's log has `n` lines containing `needle`; returns the last one.
 fn wait_log(log: &Path, needle: &str, n: usize) -> Result<String> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let text = read(log);
+        let text = read_log(log);
         let lines: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
         if lines.len() >= n {
             return Ok(lines[n - 1].to_string());
@@ -89,42 +75,22 @@ fn wait_log(log: &Path, needle: &str, n: usize) -> Result<String> {
     }
 }
 
-fn serve(o: &Options, creds: &Path, dst: &Path, state: &Path, cache: bool) -> Result<Serve> {
-    let log = o.work.join(format!("serve-{}.log", if cache { "cache" } else { "nocache" }));
-    let mut cmd = Command::new(&o.ferry);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--identity"])
-        .arg(creds.join("destination"))
-        .arg("--module")
-        .arg(format!("m={}", dst.display()))
-        .arg("--state-dir")
-        .arg(state)
-        .env("RUST_LOG", "info");
+fn serve(env: &Env, creds: &Path, dst: &Path, state: &Path, cache: bool) -> Result<FerryServe> {
+    std::fs::create_dir_all(dst)?;
+    let mut extra = vec![OsStr::new("--state-dir"), state.as_os_str()];
     if !cache {
-        cmd.arg("--no-signature-cache");
+        extra.push(OsStr::new("--no-signature-cache"));
     }
-    let f = std::fs::File::create(&log)?;
-    let child = cmd.stdout(f.try_clone()?).stderr(f).stdin(Stdio::null()).spawn()?;
-    // Owned from here on: any error below kills the server.
-    let mut srv = Serve { child, log, port: 0 };
-    // stdout's plain `listening on 127.0.0.1:PORT` line (the log line says more).
-    let line = wait_log(&srv.log, "listening on ", 1)?;
-    srv.port = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|a| a.split_whitespace().next())
-        .and_then(|a| a.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .with_context(|| format!("no port in {line:?}"))?;
-    Ok(srv)
+    FerryServe::start(env, creds, dst, &extra)
 }
 
-fn push(o: &Options, creds: &Path, src: &Path, port: u16) -> Result<f64> {
+fn push(o: &Options, creds: &Path, src: &Path, addr: &str) -> Result<f64> {
     let t = Instant::now();
     let out = Command::new(&o.ferry)
         .args(["push", "--delete", "--json", "--no-progress", "--transport", "quic", "--identity"])
         .arg(creds.join("source"))
         .arg(src)
-        .arg(format!("ferry://127.0.0.1:{port}/m"))
+        .arg(format!("ferry://{addr}/{MODULE}"))
         .output()?;
     let secs = t.elapsed().as_secs_f64();
     ensure!(out.status.success(), "ferry push failed:\n{}", String::from_utf8_lossy(&out.stderr));
@@ -162,6 +128,13 @@ pub fn run(o: &Options) -> Result<Vec<RoundsRun>> {
     gen::generate(Kind::Mixed, &mutated, o.scale, o.seed)?;
     gen::generate(Kind::Mutate, &mutated, o.scale, o.seed)?;
     let creds = crate::tools::init_credentials(&o.ferry, &o.work.join("creds"))?;
+    // The server runs under the measuring wrapper (this executable), as in `compare`.
+    let env = Env {
+        wrapper: std::env::current_exe().context("locating the ferry-bench executable")?,
+        ferry: o.ferry.clone(),
+        scratch: o.work.clone(),
+        creds: Some(creds.clone()),
+    };
     let mut runs = Vec::new();
     for _ in 0..o.reps {
         for cache in [true, false] {
@@ -171,8 +144,8 @@ pub fn run(o: &Options) -> Result<Vec<RoundsRun>> {
                     std::fs::remove_dir_all(d)?;
                 }
             }
-            let srv = serve(o, &creds, &dst, &state, cache)?;
-            let initial_secs = push(o, &creds, &mixed, srv.port)?;
+            let srv = serve(&env, &creds, &dst, &state, cache)?;
+            let initial_secs = push(o, &creds, &mixed, &srv.addr)?;
             wait_log(&srv.log, "committed (root", 1)?;
             if cache {
                 wait_log(&srv.log, "signature cache:", 1)?;
@@ -180,7 +153,7 @@ pub fn run(o: &Options) -> Result<Vec<RoundsRun>> {
             if o.drop_caches {
                 drop_caches()?;
             }
-            let incremental_secs = push(o, &creds, &mutated, srv.port)?;
+            let incremental_secs = push(o, &creds, &mutated, &srv.addr)?;
             let committed = wait_log(&srv.log, "committed (root", 2)?;
             let cache_line = if cache {
                 wait_log(&srv.log, "signature cache:", 2)?
@@ -198,7 +171,7 @@ pub fn run(o: &Options) -> Result<Vec<RoundsRun>> {
                 .nth(1)
                 .and_then(|r| r.split_whitespace().next())
                 .with_context(|| format!("no snapshot id in {committed:?}"))?;
-            let snapshot_kib = du_beyond(&dst, &state.join("snapshots/m").join(id))?;
+            let snapshot_kib = du_beyond(&dst, &state.join("snapshots").join(MODULE).join(id))?;
             drop(srv);
             let run = RoundsRun {
                 signature_cache: cache,

@@ -397,7 +397,7 @@ pub fn run(env: &Env, tool: Tool, src: &Path, dst: &Path) -> Result<ToolRun> {
         Tool::FerryPushQuic | Tool::FerryPushTcp => {
             let (flag, kind) = tool.transport().context("a push tool has a transport")?;
             let creds = env.creds.as_deref().context("the push tools need Env::creds")?;
-            let server = FerryServe::start(env, creds, dst)?;
+            let server = FerryServe::start(env, creds, dst, &[])?;
             let url = format!("ferry://{}/{MODULE}", server.addr);
             let a = args([
                 o("push"),
@@ -441,30 +441,36 @@ pub fn run(env: &Env, tool: Tool, src: &Path, dst: &Path) -> Result<ToolRun> {
 }
 
 /// Reads a server's log (empty when it cannot).
-fn read_log(path: &Path) -> String {
+pub(crate) fn read_log(path: &Path) -> String {
     fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
 /// A `ferry serve` on 127.0.0.1 (QUIC and TLS over TCP on one port the system picks) serving
 /// one module, the destination, under the measuring wrapper in hold mode: its account is the
 /// server side's CPU time and peak RSS.
-struct FerryServe {
+pub(crate) struct FerryServe {
     held: Held,
     /// `127.0.0.1:PORT`, from its `listening on` line.
-    addr: String,
+    pub(crate) addr: String,
     /// Its stdout and stderr.
-    log: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 impl FerryServe {
     /// How long the server may take to start, and to log the end of a round the client saw end.
     const WAIT: Duration = Duration::from_secs(30);
 
-    fn start(env: &Env, creds: &Path, module_path: &Path) -> Result<FerryServe> {
+    /// Starts the server on `module_path` as module [`MODULE`], with `extra` flags.
+    pub(crate) fn start(
+        env: &Env,
+        creds: &Path,
+        module_path: &Path,
+        extra: &[&OsStr],
+    ) -> Result<FerryServe> {
         let mut module = OsString::from(format!("{MODULE}="));
         module.push(fs::canonicalize(module_path)?);
         let log = env.scratch.join(format!("ferry-serve-{}-{}.log", std::process::id(), unique()));
-        let a = args([
+        let mut a = args([
             OsStr::new("serve"),
             OsStr::new("--listen"),
             OsStr::new("127.0.0.1:0"),
@@ -473,6 +479,7 @@ impl FerryServe {
             OsStr::new("--module"),
             &module,
         ]);
+        a.extend(extra.iter().map(|s| s.to_os_string()));
         // At info level the server logs "round complete" for every round, which `finish` waits
         // for; RUST_LOG from the environment could hide it.
         let mut held =
@@ -521,7 +528,7 @@ impl FerryServe {
 }
 
 /// The module name, of the rsync daemon and of `ferry serve`.
-const MODULE: &str = "ferrybench";
+pub(crate) const MODULE: &str = "ferrybench";
 
 /// An `rsync --daemon --no-detach` on 127.0.0.1 serving one module (the destination), run
 /// under the measuring wrapper in hold mode, so its account (the daemon plus every connection
