@@ -245,8 +245,13 @@ impl SignatureCache {
                 .map(|st| FileIdentity::of(&st));
             match now {
                 Some(now) if now.same_version(&e.id) => {
-                    let _ =
-                        std::fs::rename(blob_path(&self.dir, &e.id), blob_path(&self.dir, &now));
+                    if now != e.id {
+                        // Only the ctime moved (a snapshot, retention): the blob follows it.
+                        let _ = std::fs::rename(
+                            blob_path(&self.dir, &e.id),
+                            blob_path(&self.dir, &now),
+                        );
+                    }
                     e.id = now;
                     keep.push(e);
                 }
