@@ -1,37 +1,34 @@
-//! The `ferry` agent: the command line, the driver that runs a round's sessions, and the
-//! filesystem code that reads a source and safely rebuilds a destination.
+//! The `ferry` agent: the command line, the rounds it runs, and the filesystem code that reads
+//! a source and safely rebuilds a destination. Each directory is one room of the house:
 //!
 //! ```text
-//!   main.rs (flags → config → run)
-//!      │
-//!   sync.rs ── driver.rs ── ferry-core sessions (sans-IO)
-//!                 │  work
-//!      ┌──────────┴──────────┐
-//!   source.rs             target.rs (Destination trait)
-//!   walk.rs               walk.rs, fs.rs (openat2 beneath the root), mmap.rs
+//!   cli/         flags → validated config → commands; exit codes; what a person sees
+//!    │
+//!   unattended/  schedule, retries, hooks, status file, HTTP (push/pull and serve)
+//!    │
+//!   net/         handshake, client, server, a round over a link, the link benchmark
+//!    │      └──▶ state/   what a destination keeps between rounds: commit records, journal,
+//!    │                    signature cache, snapshots (kinds, retention, verify, restore),
+//!    │                    promote; ModuleState owns the layout and a round's lifecycle
+//!   round/       RoundOptions (once), the driver of a round's two sessions, `ferry sync`
+//!    │
+//!   fs/          beneath-the-root access, walk, excludes, mmap, the source, the destination
+//!                (dest/, which asks state only through the seam traits in dest/memory.rs), whole-tree
+//!                copies, source images
 //! ```
 //!
-//! All unsafe code of the workspace is the one audited `mmap` call in [`mmap`].
+//! Arrows point to what a room uses; `fs/` uses nothing above it. The sans-IO sessions live
+//! in `ferry-core`, the sockets in `ferry-transport`.
+//!
+//! All unsafe code of the workspace is the one audited `mmap` call in [`fs::mmap`].
 #![deny(unsafe_code)]
 
-pub mod commit;
-pub mod demo;
-pub mod driver;
-pub mod exclude;
+pub mod cli;
 pub mod fs;
-pub mod init;
-pub mod journal;
-pub mod mmap;
-pub mod remote;
-pub mod schedule;
-pub mod sigcache;
-pub mod snapshot;
-pub mod source;
-pub mod status;
-pub mod sync;
-pub mod synth;
-pub mod target;
-pub mod walk;
+pub mod net;
+pub mod round;
+pub mod state;
+pub mod unattended;
 
 /// Locks `m`, taking the data even if another thread panicked while holding it: every mutex
 /// here guards bookkeeping that stays consistent between statements, and a panic elsewhere

@@ -10,8 +10,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_agent::init;
-use ferry_agent::remote::{Direction, Request, Response, WireOptions};
+use ferry_agent::net::credentials as init;
+use ferry_agent::net::{Direction, Request, Response};
+use ferry_agent::round::RoundOptions;
 use ferry_core::entry::{Entry, EntryKind, Meta};
 use ferry_core::Message;
 use ferry_transport::frame::{read_message, read_value, write_message, write_value};
@@ -327,7 +328,7 @@ fn request(module: &str, direction: Direction) -> Request {
         version_max: ferry_core::message::PROTOCOL_VERSION,
         module: module.into(),
         direction,
-        options: WireOptions {
+        options: RoundOptions {
             delete: true,
             checksum: false,
             dry_run: false,
@@ -374,7 +375,7 @@ fn unknown_protocol_version_is_named() {
     });
     match resp {
         Response::Refused { code, reason, .. } => {
-            assert_eq!(code, ferry_agent::remote::Refusal::Version);
+            assert_eq!(code, ferry_agent::net::Refusal::Version);
             assert!(reason.contains("client 1..=1") && reason.contains("3..=3"), "{reason}");
         }
         other => panic!("{other:?}"),
@@ -459,7 +460,7 @@ fn an_authenticated_but_hostile_client_changes_nothing() {
                         link = Some(l);
                         break;
                     }
-                    Response::Refused { code: ferry_agent::remote::Refusal::Busy, .. } => {
+                    Response::Refused { code: ferry_agent::net::Refusal::Busy, .. } => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     other => panic!("{name}: {other:?}"),
@@ -984,7 +985,7 @@ fn hostile_data_streams_end_the_round_and_change_nothing() {
                         link = Some(l);
                         break;
                     }
-                    Response::Refused { code: ferry_agent::remote::Refusal::Busy, .. } => {
+                    Response::Refused { code: ferry_agent::net::Refusal::Busy, .. } => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     other => panic!("{case}: {other:?}"),

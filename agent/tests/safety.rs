@@ -6,10 +6,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
+use ferry_agent::fs::dest::ResumeJournal;
+use ferry_agent::fs::dest::{Destination, LocalDestination};
+use ferry_agent::fs::walk::WalkOptions;
 use ferry_agent::fs::Root;
-use ferry_agent::sync::{self, SyncOptions};
-use ferry_agent::target::{Destination, LocalDestination};
-use ferry_agent::walk::WalkOptions;
+use ferry_agent::round::{self as sync, SyncOptions};
 use ferry_core::delta::{BlockSize, SignatureHeader};
 use ferry_core::entry::{Entry, EntryKind, Meta};
 use ferry_core::message::{Encoding, Payload};
@@ -265,7 +266,7 @@ fn stale_temp_files_are_removed_by_the_next_round() {
 /// holes, and a kept segment whose tail was a hole (never written) reads back as zeros.
 #[test]
 fn a_resumed_temp_file_never_keeps_old_bytes_under_new_zeros() {
-    use ferry_agent::journal::Journal;
+    use ferry_agent::state::ModuleState;
     use ferry_core::hash::hash_segment;
     use ferry_core::SEGMENT_LEN;
     let t = tempfile::tempdir().unwrap();
@@ -286,12 +287,12 @@ fn a_resumed_temp_file_never_keeps_old_bytes_under_new_zeros() {
         // Segment 0's zero tail stays a hole.
         f.write_all_at(&garbage, seg as u64).unwrap();
     }
-    let j = Journal::open(&state, "m").unwrap();
+    let j = ModuleState::new(&state, "m").journal().unwrap();
     j.record(&p("f"), size, 5, temp.as_bytes(), 0, hash_segment(0, &seg0, size).0);
     j.record(&p("f"), size, 5, temp.as_bytes(), 1, hash_segment(1, &garbage, size).0);
     drop(j);
     let d = dest(&data);
-    d.use_journal(Arc::new(Journal::open(&state, "m").unwrap()));
+    d.use_journal(Arc::new(ModuleState::new(&state, "m").journal().unwrap()));
     let have = match d.perform(TargetWork::Resume { file: 1, path: p("f"), size, mtime_ns: 5 }) {
         TargetOutcome::Resumable(h) => h,
         o => panic!("{o:?}"),

@@ -14,7 +14,7 @@
 //! (1 GiB by default) and a new version of it with 200 scattered 4 KiB overwrites and 10 short
 //! inserts that shift everything after them. For each thread count it
 //!
-//! 1. syncs the old version to the new one end to end through `ferry_agent::sync::run`, on
+//! 1. syncs the old version to the new one end to end through `ferry_agent::round::run`, on
 //!    disk, and verifies the destination's blake3; and
 //! 2. times the core pipeline in memory, stage by stage: signature, index, segment-parallel
 //!    delta, segment-parallel patch (into pre-touched buffers), segment-parallel blake3
@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use ferry_agent::sync::{self, Report, SyncOptions};
+use ferry_agent::round::{self as sync, Report, SyncOptions};
 use ferry_bench::compare::{self, Scenario};
 use ferry_bench::gen::{self, Kind};
 use ferry_bench::tools::Tool;
@@ -736,7 +736,7 @@ fn core_run(w: &Workload, threads: usize, expected: &[u8; 32]) -> Result<CoreRun
 
 fn print_sync(runs: &[SyncRun], changed: u64) {
     println!(
-        "end to end: ferry_agent::sync::run (local round, src and dst pools of N threads each)"
+        "end to end: ferry_agent::round::run (local round, src and dst pools of N threads each)"
     );
     println!(
         "{:>7} {:>9} {:>7} {:>12} {:>14} {:>11} {:>11} {:>11} {:>11} {:>8} {:>8}",

@@ -39,7 +39,7 @@ const CHUNK: usize = 1 << 20;
 pub fn run(bytes: u64, reps: usize) -> Result<Vec<TransportRun>> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
-        let pair = ferry_agent::init::generate_for_days(&["localhost".into()], 1)?;
+        let pair = ferry_agent::net::credentials::generate_for_days(&["localhost".into()], 1)?;
         let server_id = Identity::from_pem(
             &pair.destination.ca,
             &pair.destination.cert,

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use ferry_agent::sync::{self, SyncOptions};
+use ferry_agent::round::{self as sync, RoundOptions, SyncOptions};
 
 /// What to ask of a sync; mirrors the agent's `SyncOptions`.
 #[derive(Clone, Debug, Default)]
@@ -45,10 +45,13 @@ pub struct Stats {
 /// rendered as text.
 pub fn sync(src: &Path, dst: &Path, opts: &Options) -> Result<Stats, String> {
     let agent_opts = SyncOptions {
-        delete: opts.delete,
-        checksum: opts.checksum,
-        dry_run: opts.dry_run,
-        excludes: opts.excludes.clone(),
+        round: RoundOptions {
+            delete: opts.delete,
+            checksum: opts.checksum,
+            dry_run: opts.dry_run,
+            excludes: opts.excludes.clone(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let report = sync::run(src, dst, &agent_opts)

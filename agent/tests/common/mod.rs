@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use ferry_agent::init;
+use ferry_agent::net::credentials as init;
 
 /// The `ferry` binary of this workspace.
 pub(crate) const FERRY: &str = env!("CARGO_BIN_EXE_ferry");

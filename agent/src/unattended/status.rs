@@ -1,16 +1,11 @@
 //! What an unattended agent reports: the status record (`--status-file`, `ferry status`,
 //! `GET /status`), Prometheus metrics (`GET /metrics`), probes (`/healthz`, `/readyz`) and the
-//! manual trigger (`POST /trigger`, also SIGUSR1), served on `--http ADDR`.
+//! manual trigger (`POST /trigger`, also SIGUSR1), served on `--http ADDR` by [`super::http`].
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use ferry_core::Stats;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -20,9 +15,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
-use crate::driver::{PhaseTimes, Progress};
 use crate::lock;
-use crate::sync::Report;
+use crate::round::driver::{PhaseTimes, Progress};
+use crate::round::Report;
 
 /// Seconds since the Unix epoch.
 pub fn unix(t: SystemTime) -> f64 {
@@ -301,6 +296,11 @@ impl Agent {
         lock(&self.status).clone()
     }
 
+    /// Whether this agent runs rounds of its own (push/pull), so that a trigger means something.
+    pub fn schedules(&self) -> bool {
+        self.schedules
+    }
+
     /// Asks for a round now (the round loop wakes up).
     pub fn trigger(&self) {
         let _ = lock(&self.trigger).send(());
@@ -346,7 +346,7 @@ impl Agent {
     }
 
     /// Records what the signature cache did in a round.
-    pub fn signature_cache(&self, c: &crate::sigcache::CacheCounts) {
+    pub fn signature_cache(&self, c: &crate::state::sigcache::CacheCounts) {
         let m = &self.metrics;
         for (k, v) in
             [("hit", c.hits), ("miss", c.misses), ("stored", c.stored), ("dropped", c.dropped)]
@@ -381,57 +381,6 @@ impl Agent {
         let s = lock(&self.status);
         s.last_success_unix.is_some() && s.last_result == "ok"
     }
-}
-
-/// Serves `/status`, `/healthz`, `/readyz`, `/metrics` and `POST /trigger` on `listener`
-/// until the process ends.
-///
-/// # Errors
-/// When serving fails.
-pub async fn serve_http(
-    listener: tokio::net::TcpListener,
-    agent: Arc<Agent>,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/status", get(|State(a): State<Arc<Agent>>| async move { Json(a.status()) }))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            get(|State(a): State<Arc<Agent>>| async move {
-                if a.ready() {
-                    (StatusCode::OK, "ready: the last round succeeded\n")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready: no successful last round\n")
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(|State(a): State<Arc<Agent>>| async move {
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    a.metrics_text(),
-                )
-            }),
-        )
-        .route(
-            "/trigger",
-            post(|State(a): State<Arc<Agent>>| async move {
-                if a.schedules {
-                    a.trigger();
-                    (StatusCode::ACCEPTED, "a round starts now (or right after the current one)\n")
-                        .into_response()
-                } else {
-                    (StatusCode::CONFLICT, "this agent serves rounds; trigger the source's agent\n")
-                        .into_response()
-                }
-            }),
-        )
-        .with_state(agent);
-    axum::serve(listener, app).await
 }
 
 #[cfg(test)]

@@ -8,10 +8,13 @@
 //!   the live tree, so a change always goes to a new inode that replaces the name;
 //! - deletes never cross into another filesystem.
 
+mod file;
+mod memory;
+
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -24,13 +27,15 @@ use ferry_core::session::{TargetOutcome, TargetWork, WorkCounts};
 use ferry_core::{compress, Limits, RelPath};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
-use crate::commit::ContentKey;
+use self::file::{copy_content, read_kept, temp_prefix, write_sparse};
+pub use self::memory::{
+    ContentKey, FreshHash, Partial, ResumeJournal, SignatureStore, SIGNATURE_CACHE_MAX_BYTES,
+    SIGNATURE_CACHE_MIN,
+};
+use crate::fs::mmap::Basis;
+use crate::fs::walk::{WalkOptions, Walker};
 use crate::fs::{apply_meta, apply_meta_at, file_type, make_node, remove_tree, Root};
-use crate::journal::Journal;
 use crate::lock;
-use crate::mmap::Basis;
-use crate::sigcache::{SignatureCache, SIGNATURE_CACHE_MAX_BYTES, SIGNATURE_CACHE_MIN};
-use crate::walk::{WalkOptions, Walker, TEMP_PREFIX};
 
 /// Performs the target's work. A trait so tests can drive the destination directly, with
 /// work a hostile peer could cause, and check nothing escapes the root.
@@ -56,9 +61,6 @@ struct Staging {
 /// A verified file waiting for its commit: staging, final path, content hash.
 type Verified = (Staging, RelPath, [u8; 32]);
 
-/// A committed file's content hash, by (device, inode, size, mtime).
-pub type FreshHash = (ContentKey, [u8; 32]);
-
 /// A destination directory on the local filesystem.
 pub struct LocalDestination {
     root: Arc<Root>,
@@ -74,9 +76,9 @@ pub struct LocalDestination {
     dirty: Mutex<HashSet<Option<RelPath>>>,
     temp_counter: AtomicU64,
     /// Signatures kept between rounds (`ferry serve --state-dir`).
-    sigs: OnceLock<Arc<SignatureCache>>,
+    sigs: OnceLock<Arc<dyn SignatureStore>>,
     /// The resume journal (`ferry serve --state-dir`).
-    journal: OnceLock<Arc<Journal>>,
+    journal: OnceLock<Arc<dyn ResumeJournal>>,
 }
 
 impl std::fmt::Debug for LocalDestination {
@@ -90,8 +92,8 @@ fn fatal(what: &str, path: &dyn std::fmt::Display, e: impl std::fmt::Display) ->
 }
 
 impl LocalDestination {
-    /// Starts keeping the content hash of every file committed (for the state directory's
-    /// hash cache: [`crate::commit`]).
+    /// Starts keeping the content hash of every file committed (for what the state directory keeps:
+    /// [`FreshHash`]).
     pub fn record_hashes(&self) {
         *lock(&self.fresh) = Some(Vec::new());
     }
@@ -115,15 +117,15 @@ impl LocalDestination {
     }
 
     /// Uses `cache` for basis signatures and stores the signatures of the large files this
-    /// round rebuilds in it (see [`crate::sigcache`]). Set before the round starts.
-    pub fn use_signature_cache(&self, cache: Arc<SignatureCache>) {
+    /// round rebuilds in it (see [`SignatureStore`]). Set before the round starts.
+    pub fn use_signature_cache(&self, cache: Arc<dyn SignatureStore>) {
         let _ = self.sigs.set(cache);
     }
 
     /// Journals the segments of large files as they are written and offers what an
-    /// interrupted round left to the session (see [`crate::journal`]). Set before the round
+    /// interrupted round left to the session (see [`ResumeJournal`]). Set before the round
     /// starts: the walk must spare the journal's partial files.
-    pub fn use_journal(&self, journal: Arc<Journal>) {
+    pub fn use_journal(&self, journal: Arc<dyn ResumeJournal>) {
         lock(&self.walker).keep_temps(journal.temp_names());
         let _ = self.journal.set(journal);
     }
@@ -472,7 +474,7 @@ impl LocalDestination {
             .map(|_| (bs, Vec::new()))
     }
 
-    /// Claims what an interrupted round left of this file (see [`crate::journal`]) as the
+    /// Claims what an interrupted round left of this file (see [`ResumeJournal`]) as the
     /// file's temp file; returns the chaining values of the segments it holds.
     fn resume(&self, file: FileId, path: &RelPath, size: u64, mtime_ns: i64) -> Vec<[u8; 32]> {
         let Some(p) = self.journal.get().and_then(|j| j.take(path, size, mtime_ns)) else {
@@ -754,92 +756,4 @@ impl Drop for LocalDestination {
             let _ = rfs::unlinkat(&st.dir, st.tmp.as_slice(), AtFlags::empty());
         }
     }
-}
-
-/// `.~ferry.<nonce>.`: the prefix of every temp file of the round with this nonce.
-fn temp_prefix(nonce: u64) -> Vec<u8> {
-    let mut v = TEMP_PREFIX.to_vec();
-    v.extend_from_slice(format!("{nonce:x}.").as_bytes());
-    v
-}
-
-/// Writes `data` at `offset`, leaving all-zero 4 KiB blocks as holes (the file is new, so a
-/// hole reads as zeros).
-/// Reads `len` bytes of a kept segment at `offset`. Past the end of the file reads zeros:
-/// trailing zero blocks were never written (they are holes until `Finish` sets the length).
-/// A read error leaves a buffer that will not hash as the segment did.
-fn read_kept(f: &File, offset: u64, len: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; len];
-    let mut got = 0;
-    while got < len {
-        match f.read_at(&mut buf[got..], offset + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => {
-                // Unreadable: make sure it cannot pass for the kept bytes.
-                buf.iter_mut().for_each(|b| *b = 0xa5);
-                break;
-            }
-        }
-    }
-    buf
-}
-
-fn write_sparse(f: &File, data: &[u8], offset: u64) -> io::Result<()> {
-    const B: usize = 4096;
-    let mut i = 0;
-    while i < data.len() {
-        let end = (i + B).min(data.len());
-        if data[i..end].iter().all(|&b| b == 0) {
-            i = end;
-            continue;
-        }
-        let mut j = end;
-        while j < data.len() {
-            let e = (j + B).min(data.len());
-            if data[j..e].iter().all(|&b| b == 0) {
-                break;
-            }
-            j = e;
-        }
-        f.write_all_at(&data[i..j], offset + i as u64)?;
-        i = j;
-    }
-    Ok(())
-}
-
-/// Copies `from` into the new, empty `to`: a reflink where the filesystem shares extents,
-/// else the data regions only (holes stay holes).
-fn copy_content(from: &File, to: &File) -> io::Result<()> {
-    if rfs::ioctl_ficlone(to, from).is_ok() {
-        return Ok(());
-    }
-    let len = from.metadata()?.len();
-    let mut pos = 0u64;
-    while pos < len {
-        let data = match rfs::seek(from, rfs::SeekFrom::Data(pos)) {
-            Ok(d) => d,
-            Err(rustix::io::Errno::NXIO) => break,
-            Err(_) => pos,
-        };
-        let hole = rfs::seek(from, rfs::SeekFrom::Hole(data)).unwrap_or(len);
-        let mut off_in = data;
-        let mut off_out = data;
-        while off_in < hole {
-            let want = (hole - off_in) as usize;
-            let n = rfs::copy_file_range(
-                from.as_fd(),
-                Some(&mut off_in),
-                to.as_fd(),
-                Some(&mut off_out),
-                want,
-            )?;
-            if n == 0 {
-                break;
-            }
-        }
-        pos = hole;
-    }
-    to.set_len(len)
 }

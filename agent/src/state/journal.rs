@@ -30,9 +30,10 @@ use ferry_core::RelPath;
 use rustix::fs::{self as rfs, AtFlags};
 use serde::{Deserialize, Serialize};
 
+use crate::fs::dest::{Partial, ResumeJournal};
+use crate::fs::walk::TEMP_PREFIX;
 use crate::fs::{write_atomic, Root};
 use crate::lock;
-use crate::walk::TEMP_PREFIX;
 
 /// Longest journal line read back (a line is a few hundred bytes; longer is damage).
 const MAX_LINE: u64 = 16 << 10;
@@ -51,19 +52,6 @@ struct Line {
     done: bool,
 }
 
-/// What an interrupted round left of one file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Partial {
-    /// Size of the version being rebuilt (the source's).
-    pub size: u64,
-    /// Its mtime.
-    pub mtime_ns: i64,
-    /// The temp file's name, in the file's directory.
-    pub temp: Vec<u8>,
-    /// Chaining values of segments 0, 1, ... held in the temp file.
-    pub have: Vec<[u8; 32]>,
-}
-
 /// The resume journal of one module.
 #[derive(Debug)]
 pub struct Journal {
@@ -78,15 +66,17 @@ fn valid_temp(name: &[u8]) -> bool {
 }
 
 impl Journal {
-    /// Opens the journal of `module` under `state`: reads what earlier rounds left, and starts
-    /// this round's log with it (so a partial file survives another interrupted round).
+    /// Opens the journal at `path` (laid out by [`crate::state::ModuleState`]): reads what
+    /// earlier rounds left, and starts this round's log with it (so a partial file survives
+    /// another interrupted round).
     ///
     /// # Errors
     /// I/O errors creating the journal.
-    pub fn open(state: &Path, module: &str) -> io::Result<Journal> {
-        let dir = state.join("journal");
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join(format!("{module}.jsonl"));
+    pub fn open(path: &Path) -> io::Result<Journal> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let path = path.to_path_buf();
         let partials = read_partials(&path);
         let mut text = Vec::new();
         for (p, part) in &partials {
@@ -107,55 +97,6 @@ impl Journal {
         write_atomic(&path, &text)?;
         let log = std::fs::OpenOptions::new().append(true).open(&path)?;
         Ok(Journal { path, log: Mutex::new(log), partials: Mutex::new(partials) })
-    }
-
-    /// Names of the temp files the journal holds partial files in: the walk must keep them.
-    pub fn temp_names(&self) -> HashSet<Vec<u8>> {
-        lock(&self.partials).values().map(|p| p.temp.clone()).collect()
-    }
-
-    /// Claims the partial file of `path` if it is of this version (`size`, `mtime_ns`).
-    pub fn take(&self, path: &RelPath, size: u64, mtime_ns: i64) -> Option<Partial> {
-        let mut partials = lock(&self.partials);
-        let p = partials.get(path)?;
-        (p.size == size && p.mtime_ns == mtime_ns).then(|| partials.remove(path)).flatten()
-    }
-
-    /// Records that segment `index` (chaining value `cv`) of `path`'s version (`size`,
-    /// `mtime_ns`) is written in temp file `temp`.
-    pub fn record(
-        &self,
-        path: &RelPath,
-        size: u64,
-        mtime_ns: i64,
-        temp: &[u8],
-        index: u64,
-        cv: [u8; 32],
-    ) {
-        let line = Line {
-            path: path.as_bytes().to_vec(),
-            size,
-            mtime_ns,
-            temp: temp.to_vec(),
-            index,
-            cv,
-            done: false,
-        };
-        self.append(&line);
-    }
-
-    /// Records that the file rebuilt in temp file `temp` was committed to `path`.
-    pub fn done(&self, path: &RelPath, temp: &[u8]) {
-        let line = Line {
-            path: path.as_bytes().to_vec(),
-            size: 0,
-            mtime_ns: 0,
-            temp: temp.to_vec(),
-            index: 0,
-            cv: [0; 32],
-            done: true,
-        };
-        self.append(&line);
     }
 
     fn append(&self, line: &Line) {
@@ -184,6 +125,57 @@ impl Journal {
         }
         write_atomic(&self.path, b"")?;
         Ok(removed)
+    }
+}
+
+impl ResumeJournal for Journal {
+    /// Names of the temp files the journal holds partial files in: the walk must keep them.
+    fn temp_names(&self) -> HashSet<Vec<u8>> {
+        lock(&self.partials).values().map(|p| p.temp.clone()).collect()
+    }
+
+    /// Claims the partial file of `path` if it is of this version (`size`, `mtime_ns`).
+    fn take(&self, path: &RelPath, size: u64, mtime_ns: i64) -> Option<Partial> {
+        let mut partials = lock(&self.partials);
+        let p = partials.get(path)?;
+        (p.size == size && p.mtime_ns == mtime_ns).then(|| partials.remove(path)).flatten()
+    }
+
+    /// Records that segment `index` (chaining value `cv`) of `path`'s version (`size`,
+    /// `mtime_ns`) is written in temp file `temp`.
+    fn record(
+        &self,
+        path: &RelPath,
+        size: u64,
+        mtime_ns: i64,
+        temp: &[u8],
+        index: u64,
+        cv: [u8; 32],
+    ) {
+        let line = Line {
+            path: path.as_bytes().to_vec(),
+            size,
+            mtime_ns,
+            temp: temp.to_vec(),
+            index,
+            cv,
+            done: false,
+        };
+        self.append(&line);
+    }
+
+    /// Records that the file rebuilt in temp file `temp` was committed to `path`.
+    fn done(&self, path: &RelPath, temp: &[u8]) {
+        let line = Line {
+            path: path.as_bytes().to_vec(),
+            size: 0,
+            mtime_ns: 0,
+            temp: temp.to_vec(),
+            index: 0,
+            cv: [0; 32],
+            done: true,
+        };
+        self.append(&line);
     }
 }
 
@@ -263,7 +255,7 @@ mod tests {
     #[test]
     fn a_reopened_journal_offers_the_contiguous_prefix_of_the_matching_version() {
         let t = tempfile::tempdir().unwrap();
-        let j = Journal::open(t.path(), "m").unwrap();
+        let j = crate::state::ModuleState::new(t.path(), "m").journal().unwrap();
         let size = 5 * ferry_core::SEGMENT_LEN as u64;
         for i in [0u64, 1, 3] {
             j.record(&rel("d/f"), size, 7, b".~ferry.1.2", i, [i as u8; 32]);
@@ -280,7 +272,7 @@ mod tests {
             b"{\"path\":[47,101],\"size\":1,\"mtime_ns\":0,\"temp\":[46],\"index\":0,\"cv\":[",
         );
         std::fs::write(&p, &text).unwrap();
-        let j = Journal::open(t.path(), "m").unwrap();
+        let j = crate::state::ModuleState::new(t.path(), "m").journal().unwrap();
         assert!(j.temp_names().contains(b".~ferry.1.2".as_slice()));
         assert_eq!(j.take(&rel("d/f"), size, 8), None, "another mtime: another version");
         let got = j.take(&rel("d/f"), size, 7).unwrap();
@@ -288,7 +280,7 @@ mod tests {
         assert_eq!(j.take(&rel("d/f"), size, 7), None, "claimed once");
         drop(j);
         // The rewritten journal still holds both partial files for yet another round.
-        let j = Journal::open(t.path(), "m").unwrap();
+        let j = crate::state::ModuleState::new(t.path(), "m").journal().unwrap();
         assert_eq!(j.temp_names().len(), 2);
     }
 
@@ -330,7 +322,7 @@ mod tests {
         serde_json::to_writer(&mut text, &ok).unwrap();
         text.push(b'\n');
         std::fs::write(t.path().join("journal/m.jsonl"), &text).unwrap();
-        let j = Journal::open(t.path(), "m").unwrap();
+        let j = crate::state::ModuleState::new(t.path(), "m").journal().unwrap();
         assert_eq!(j.temp_names(), HashSet::from([b".~ferry.2".to_vec()]));
     }
 }

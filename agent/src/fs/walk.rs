@@ -9,7 +9,7 @@ use std::sync::Arc;
 use ferry_core::{Entry, EntryKind, LocalEntry, RelPath};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
-use crate::exclude::Excludes;
+use crate::fs::exclude::Excludes;
 use crate::fs::{file_type, list_dir, meta_of, read_xattrs, Root};
 
 /// Prefix of the temp files a destination writes; the walk hides them.

@@ -1,5 +1,9 @@
-//! `ferry sync`: one round from a local source directory into a local destination directory,
-//! through the same sessions and messages a network round uses.
+//! A round and its options: [`RoundOptions`] (defined once, from the flags to the wire to the
+//! sessions), the [`driver`] that runs a round's two sessions, and `ferry sync`: one round from
+//! a local source directory into a local destination directory, through the same sessions and
+//! messages a network round uses.
+
+pub mod driver;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,49 +11,71 @@ use std::time::Duration;
 
 use ferry_core::session::Itemized;
 use ferry_core::{Limits, SessionOptions, Stats};
+use serde::{Deserialize, Serialize};
 
-use crate::driver::{run_local, PhaseTimes, Progress, RoundError};
-use crate::exclude::Excludes;
+use self::driver::{run_local, PhaseTimes, Progress, RoundError};
+use crate::fs::dest::LocalDestination;
+use crate::fs::exclude::Excludes;
+use crate::fs::source::LocalSource;
+use crate::fs::walk::WalkOptions;
 use crate::fs::Root;
-use crate::source::LocalSource;
-use crate::target::LocalDestination;
-use crate::walk::WalkOptions;
 
-/// Options of a local sync.
-#[derive(Debug, Clone)]
-pub struct SyncOptions {
-    /// Remove destination entries the source does not have.
+/// The options of one round as the user chose them: parsed once from the flags, sent as they
+/// are in a network client's request (so both sides plan the same round), and turned into
+/// each side's [`SessionOptions`]. The one definition of `--delete` and its siblings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundOptions {
+    /// `--delete`: remove destination entries the source does not have.
     pub delete: bool,
-    /// Compare by blake3 instead of size + mtime.
+    /// `--checksum`: compare by blake3 instead of size + mtime.
     pub checksum: bool,
-    /// Itemize the plan; write nothing.
+    /// `--dry-run`: itemize the plan; write nothing.
     pub dry_run: bool,
-    /// rsync-style exclude patterns.
+    /// `--exclude`: rsync-style patterns.
     pub excludes: Vec<String>,
-    /// zstd level for literal data (0: off).
+    /// `--compress-level`: zstd level for literal data (0: off).
     pub compress_level: i32,
-    /// Worker threads per side (0: one per core).
-    pub threads: usize,
-    /// Include fifos and device nodes.
-    pub specials: bool,
-    /// Do not descend into other filesystems on the source.
-    pub one_file_system: bool,
 }
 
-impl Default for SyncOptions {
+impl Default for RoundOptions {
     fn default() -> Self {
-        SyncOptions {
+        RoundOptions {
             delete: false,
             checksum: false,
             dry_run: false,
             excludes: Vec::new(),
             // Local rounds have no wire to save: compress lightly.
             compress_level: 1,
-            threads: 0,
-            specials: false,
-            one_file_system: false,
         }
     }
+}
+
+impl RoundOptions {
+    /// The session options these flags mean.
+    pub fn session(&self) -> SessionOptions {
+        SessionOptions {
+            delete: self.delete,
+            checksum: self.checksum,
+            dry_run: self.dry_run,
+            compress_level: self.compress_level,
+            limits: Limits::default(),
+            ..SessionOptions::default()
+        }
+    }
+}
+
+/// The options of a round on this machine: the [`RoundOptions`] plus what only the local
+/// side decides (its threads, what its walk includes).
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// What both sides of the round agree on.
+    pub round: RoundOptions,
+    /// Worker threads per side (0: one per core).
+    pub threads: usize,
+    /// Include fifos and device nodes.
+    pub specials: bool,
+    /// Do not descend into other filesystems on the source.
+    pub one_file_system: bool,
 }
 
 /// What a sync did.
@@ -139,14 +165,7 @@ pub fn run_with(
 impl SyncOptions {
     /// The session options these flags mean.
     pub fn session(&self) -> SessionOptions {
-        SessionOptions {
-            delete: self.delete,
-            checksum: self.checksum,
-            dry_run: self.dry_run,
-            compress_level: self.compress_level,
-            limits: Limits::default(),
-            ..SessionOptions::default()
-        }
+        self.round.session()
     }
 
     /// Worker threads per side (one per core when 0).
@@ -160,7 +179,7 @@ impl SyncOptions {
 
     fn walk(&self) -> Result<WalkOptions, SyncError> {
         Ok(WalkOptions {
-            excludes: Excludes::new(&self.excludes)?,
+            excludes: Excludes::new(&self.round.excludes)?,
             specials: self.specials,
             one_file_system: self.one_file_system,
             max_xattr_value: Limits::default().max_xattr_value,
@@ -171,7 +190,7 @@ impl SyncOptions {
 
 impl Report {
     /// A report of `out`.
-    pub fn new(out: &crate::driver::RoundOutcome, warnings: Vec<String>) -> Report {
+    pub fn new(out: &driver::RoundOutcome, warnings: Vec<String>) -> Report {
         Report {
             stats: out.target,
             phases: out.phases,
@@ -192,7 +211,7 @@ impl Report {
 pub fn open_source(src: &Path, opts: &SyncOptions) -> Result<Arc<LocalSource>, SyncError> {
     let walk = opts.walk()?;
     let root = Root::open(src).map_err(|source| SyncError::Source { path: src.into(), source })?;
-    Ok(Arc::new(LocalSource::new(Arc::new(root), walk, opts.checksum)))
+    Ok(Arc::new(LocalSource::new(Arc::new(root), walk, opts.round.checksum)))
 }
 
 /// Opens (creating it unless dry-running) `dst` as the destination of a round.
@@ -204,13 +223,13 @@ pub fn open_destination(
     opts: &SyncOptions,
 ) -> Result<Arc<LocalDestination>, SyncError> {
     let walk = opts.walk()?;
-    if !opts.dry_run {
+    if !opts.round.dry_run {
         std::fs::create_dir_all(dst)
             .map_err(|source| SyncError::Destination { path: dst.into(), source })?;
     }
     let root = match Root::open(dst) {
         Ok(r) => r,
-        Err(e) if opts.dry_run && e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if opts.round.dry_run && e.kind() == std::io::ErrorKind::NotFound => {
             // Dry run into a directory that does not exist yet: plan against an empty tree.
             let empty = tempfile_dir()?;
             Root::open(&empty)

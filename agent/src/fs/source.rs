@@ -19,8 +19,8 @@ use ferry_core::RelPath;
 use rayon::prelude::*;
 use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 
+use crate::fs::walk::{WalkOptions, Walker};
 use crate::fs::{file_type, mtime_ns, Root};
-use crate::walk::{WalkOptions, Walker};
 
 /// A source directory on the local filesystem.
 pub struct LocalSource {

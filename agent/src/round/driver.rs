@@ -20,8 +20,8 @@ use ferry_core::{
 use ferry_transport::MemoryPipe;
 use serde::Serialize;
 
-use crate::source::LocalSource;
-use crate::target::Destination;
+use crate::fs::dest::Destination;
+use crate::fs::source::LocalSource;
 
 /// Thread-seconds spent per phase, summed over the worker threads.
 #[derive(Debug, Clone, Copy, Default, Serialize)]

@@ -37,16 +37,11 @@ use ferry_core::{Limits, RelPath};
 use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
+use crate::fs::dest::SignatureStore;
 use crate::fs::{ctime_ns, file_type, mtime_ns, write_atomic, Root};
 use crate::lock;
 
-/// Files smaller than this are not cached: reading and signing them costs little.
-pub const SIGNATURE_CACHE_MIN: u64 = 1 << 20;
-
-/// Largest signature kept (it is held in memory while its file is written): 16 MiB, the
-/// signature of a file of about 100 GiB at 128 KiB blocks. Larger files are signed when
-/// needed, as without a cache.
-pub const SIGNATURE_CACHE_MAX_BYTES: usize = 16 << 20;
+pub use crate::fs::dest::{SIGNATURE_CACHE_MAX_BYTES, SIGNATURE_CACHE_MIN};
 
 /// Largest index file read back (millions of entries).
 const MAX_INDEX_FILE: u64 = 256 << 20;
@@ -129,11 +124,11 @@ fn stat_beneath(root: &Root, rel: &[u8]) -> io::Result<rfs::Stat> {
 }
 
 impl SignatureCache {
-    /// Opens the cache of `module` under `state` and drops every entry whose file beneath
-    /// `root` no longer has the identity it was stamped with. A missing or unreadable index
-    /// is an empty cache (it is only a cache).
-    pub fn open(state: &Path, module: &str, root: &Root) -> SignatureCache {
-        let dir = state.join("signatures").join(module);
+    /// Opens the cache in `dir` (laid out by [`crate::state::ModuleState`]) and drops every
+    /// entry whose file beneath `root` no longer has the identity it was stamped with. A
+    /// missing or unreadable index is an empty cache (it is only a cache).
+    pub fn open(dir: &Path, root: &Root) -> SignatureCache {
+        let dir = dir.to_path_buf();
         let list: Vec<CacheEntry> = match std::fs::metadata(dir.join("index.bin")) {
             Ok(m) if m.len() <= MAX_INDEX_FILE => std::fs::read(dir.join("index.bin"))
                 .ok()
@@ -163,24 +158,6 @@ impl SignatureCache {
         }
     }
 
-    /// The signature blocks of the file `st` describes at `block_size`, if cached and intact.
-    pub fn lookup(
-        &self,
-        st: &rfs::Stat,
-        block_size: BlockSize,
-        limits: &Limits,
-    ) -> Option<Vec<u8>> {
-        let id = FileIdentity::of(st);
-        let found = self.read_entry(&id, block_size, limits);
-        if found.is_some() {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            self.hit_bytes.fetch_add(id.size, Ordering::Relaxed);
-        } else {
-            self.misses.fetch_add(1, Ordering::Relaxed);
-        }
-        found
-    }
-
     fn read_entry(&self, id: &FileIdentity, bs: BlockSize, limits: &Limits) -> Option<Vec<u8>> {
         let entry = lock(&self.entries).get(&(id.dev, id.ino)).cloned()?;
         if entry.id != *id || entry.block_size != bs.get() {
@@ -197,36 +174,6 @@ impl SignatureCache {
             return None;
         }
         Some(blocks)
-    }
-
-    /// Stores the signature of a file this round rebuilt and put in place at `path`; `st` is
-    /// its stat after the rename. Its ctime is stamped when the round is finished.
-    ///
-    /// # Errors
-    /// I/O errors writing the signature (the caller logs them: the round does not fail).
-    pub fn store(
-        &self,
-        path: &RelPath,
-        st: &rfs::Stat,
-        block_size: BlockSize,
-        blocks: &[u8],
-    ) -> io::Result<()> {
-        let id = FileIdentity::of(st);
-        std::fs::create_dir_all(self.dir.join("blobs"))?;
-        let blob = blob_path(&self.dir, &id);
-        // Not fsynced: a signature lost in a crash fails its hash check and is a miss.
-        let tmp = blob.with_extension("tmp");
-        std::fs::write(&tmp, blocks)?;
-        std::fs::rename(&tmp, &blob)?;
-        let entry = CacheEntry {
-            path: path.as_bytes().to_vec(),
-            id,
-            block_size: block_size.get(),
-            blocks_hash: *blake3::hash(blocks).as_bytes(),
-        };
-        lock(&self.entries).insert((id.dev, id.ino), entry);
-        self.stored.fetch_add(1, Ordering::Relaxed);
-        Ok(())
     }
 
     /// Ends the round: stamps every entry whose file still is the version it signed with the
@@ -295,6 +242,51 @@ impl SignatureCache {
     }
 }
 
+impl SignatureStore for SignatureCache {
+    /// The signature blocks of the file `st` describes at `block_size`, if cached and intact.
+    fn lookup(&self, st: &rfs::Stat, block_size: BlockSize, limits: &Limits) -> Option<Vec<u8>> {
+        let id = FileIdentity::of(st);
+        let found = self.read_entry(&id, block_size, limits);
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.hit_bytes.fetch_add(id.size, Ordering::Relaxed);
+        } else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// Stores the signature of a file this round rebuilt and put in place at `path`; `st` is
+    /// its stat after the rename. Its ctime is stamped when the round is finished.
+    ///
+    /// # Errors
+    /// I/O errors writing the signature (the caller logs them: the round does not fail).
+    fn store(
+        &self,
+        path: &RelPath,
+        st: &rfs::Stat,
+        block_size: BlockSize,
+        blocks: &[u8],
+    ) -> io::Result<()> {
+        let id = FileIdentity::of(st);
+        std::fs::create_dir_all(self.dir.join("blobs"))?;
+        let blob = blob_path(&self.dir, &id);
+        // Not fsynced: a signature lost in a crash fails its hash check and is a miss.
+        let tmp = blob.with_extension("tmp");
+        std::fs::write(&tmp, blocks)?;
+        std::fs::rename(&tmp, &blob)?;
+        let entry = CacheEntry {
+            path: path.as_bytes().to_vec(),
+            id,
+            block_size: block_size.get(),
+            blocks_hash: *blake3::hash(blocks).as_bytes(),
+        };
+        lock(&self.entries).insert((id.dev, id.ino), entry);
+        self.stored.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 /// A signature's file, named by the whole identity so a re-stamped entry never reads another
 /// version's blocks.
 fn blob_path(dir: &Path, id: &FileIdentity) -> PathBuf {
@@ -331,13 +323,13 @@ mod tests {
         let blocks = signature_blocks(&content, bs);
         let limits = Limits::default();
 
-        let c = SignatureCache::open(state.path(), "m", &root);
+        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root);
         c.store(&RelPath::new(b"big".to_vec()).unwrap(), &stat(&f), bs, &blocks).unwrap();
         // A hard link (what a snapshot does) changes the ctime; finish stamps the new one.
         std::fs::hard_link(&f, data.path().join("snap")).unwrap();
         assert_eq!(c.finish(&root).unwrap().stored, 1);
 
-        let c = SignatureCache::open(state.path(), "m", &root);
+        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root);
         assert_eq!(c.lookup(&stat(&f), bs, &limits), Some(blocks.clone()));
         let other = BlockSize::new(bs.get() / 2).unwrap();
         assert_eq!(c.lookup(&stat(&f), other, &limits), None, "another block size");
@@ -346,7 +338,7 @@ mod tests {
 
         // A chmod between rounds changes only the ctime: the entry is dropped on open.
         std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        let c = SignatureCache::open(state.path(), "m", &root);
+        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root);
         assert_eq!(c.lookup(&stat(&f), bs, &limits), None);
         assert_eq!(c.counts().dropped, 1);
         c.finish(&root).unwrap();
@@ -361,7 +353,7 @@ mod tests {
         std::fs::write(&f, &content).unwrap();
         let bs = BlockSize::for_basis(content.len() as u64, content.len() as u64);
         let blocks = signature_blocks(&content, bs);
-        let c = SignatureCache::open(state.path(), "m", &root);
+        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root);
         c.store(&RelPath::new(b"f".to_vec()).unwrap(), &stat(&f), bs, &blocks).unwrap();
         c.finish(&root).unwrap();
         let blob = std::fs::read_dir(state.path().join("signatures/m/blobs"))
@@ -373,12 +365,12 @@ mod tests {
         let mut bad = blocks.clone();
         bad[7] ^= 1;
         std::fs::write(&blob, &bad).unwrap();
-        let c = SignatureCache::open(state.path(), "m", &root);
+        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root);
         assert_eq!(c.lookup(&stat(&f), bs, &Limits::default()), None, "flipped bit");
         std::fs::write(&blob, &blocks[..blocks.len() - 1]).unwrap();
         assert_eq!(c.lookup(&stat(&f), bs, &Limits::default()), None, "short");
         std::fs::write(state.path().join("signatures/m/index.bin"), b"\xff\xff\xff").unwrap();
-        let c = SignatureCache::open(state.path(), "m", &root);
+        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root);
         assert_eq!(c.lookup(&stat(&f), bs, &Limits::default()), None, "garbage index");
     }
 
@@ -388,13 +380,13 @@ mod tests {
         let f = data.path().join("f");
         std::fs::write(&f, vec![1u8; 2 << 20]).unwrap();
         let bs = BlockSize::for_len(2 << 20);
-        let c = SignatureCache::open(state.path(), "m", &root);
+        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root);
         c.store(&RelPath::new(b"f".to_vec()).unwrap(), &stat(&f), bs, &[0; 20]).unwrap();
         std::fs::remove_file(&f).unwrap();
         std::fs::write(&f, vec![2u8; 2 << 20]).unwrap();
         let counts = c.finish(&root).unwrap();
         assert_eq!(counts.dropped, 1);
-        let c = SignatureCache::open(state.path(), "m", &root);
+        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root);
         assert_eq!(c.lookup(&stat(&f), bs, &Limits::default()), None);
     }
 }

@@ -21,14 +21,13 @@ use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use ferry_core::{Entry, Stats};
+use ferry_core::{Entry, EntryKind, LocalEntry, Stats};
 use rustix::fs::{Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::fs::{write_atomic, Root};
 
-/// Identity of one version of a file's content: device, inode, size, mtime (ns).
-pub type ContentKey = (u64, u64, u64, i64);
+pub use crate::fs::dest::ContentKey;
 
 /// Content hashes by [`ContentKey`].
 #[derive(Debug, Default)]
@@ -128,6 +127,32 @@ impl TreeHasher {
         Ok(h)
     }
 
+    /// Adds one walked entry: a regular file's content hash comes from `cache` or is read
+    /// beneath `root`, and is entered in `kept` (so the next cache holds only the tree's files).
+    ///
+    /// # Errors
+    /// I/O errors reading a file the cache did not know.
+    pub fn visit(
+        &mut self,
+        root: &Root,
+        l: &LocalEntry,
+        cache: &HashCache,
+        kept: &mut HashCache,
+    ) -> io::Result<()> {
+        if l.entry.kind != EntryKind::File {
+            self.add(&l.entry, None);
+            return Ok(());
+        }
+        let key = (l.dev, l.ino, l.entry.size, l.entry.meta.mtime_ns);
+        let h = match cache.get(key) {
+            Some(h) => h,
+            None => self.read_content(root, &l.entry, key)?,
+        };
+        kept.insert(key, h);
+        self.add(&l.entry, Some(h));
+        Ok(())
+    }
+
     /// The root hash, hex.
     pub fn finish(&self) -> String {
         self.h.finalize().to_hex().to_string()
@@ -192,9 +217,10 @@ pub struct CommitLog {
 }
 
 impl CommitLog {
-    /// The commit state of `module` under `state` (created on first write).
-    pub fn at(state: &Path, module: &str) -> CommitLog {
-        CommitLog { dir: state.join("commits").join(module) }
+    /// The commit state kept in `dir` (laid out by [`crate::state::ModuleState`]; created on
+    /// first write).
+    pub fn at(dir: PathBuf) -> CommitLog {
+        CommitLog { dir }
     }
 
     /// The last committed round, if any.

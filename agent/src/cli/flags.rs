@@ -1,0 +1,505 @@
+//! The command line's syntax: clap types only. Each flag is parsed into its type here (rates,
+//! durations, schedules, enums); what needs more than one flag to check is validated in
+//! [`super::config`], once, before anything starts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::unattended::schedule::{Retries, Schedule};
+
+/// `ferry`: flags of every command.
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Fast, safe replication of a directory tree (a Kubernetes volume) to another place, round after round."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// More logging on stderr (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The commands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Sync SRC into DST on this machine (one round, same protocol as over the network).
+    Sync(SyncArgs),
+    /// Create the credentials of a replication pair: a private CA, a destination identity and a
+    /// source identity, as two directories to copy to each side.
+    Init(InitFlags),
+    /// Serve modules to peers: receive pushes into them, serve pulls from them.
+    Serve(ServeFlags),
+    /// Copy a snapshot into a directory, with new inodes (writing there never changes the
+    /// snapshot): reflinked copies when DIR is new and on the snapshot's filesystem and it
+    /// can clone (btrfs, XFS), else a verified `ferry sync --delete` from the snapshot.
+    Restore {
+        /// The snapshot.
+        #[command(flatten)]
+        snap: SnapshotRef,
+        /// Where to restore (created if missing; entries not in the snapshot are removed).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Restore as hard links to the snapshot's files (instant on any filesystem; DIR must
+        /// be new and on the snapshot's filesystem). Writing into the result changes the
+        /// snapshot too: for read-only use (inspection, a read-only mount).
+        #[arg(long)]
+        hardlinks: bool,
+    },
+    /// Fail over: make a snapshot the module's live data directory. The snapshot is copied
+    /// (new inodes, verified) beside the data directory, the two are swapped atomically, and
+    /// the replaced tree is kept beside it under a name printed at the end. Stop `ferry serve`
+    /// for the module first, so no round writes into it meanwhile.
+    Promote {
+        /// The snapshot.
+        #[command(flatten)]
+        snap: SnapshotRef,
+        /// The module's data directory (default: where `ferry serve` last served it from).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+    },
+    /// Show where unattended replication stands, from a `--status-file`.
+    Status {
+        /// The file given to `ferry push|pull --status-file`.
+        #[arg(long, value_name = "PATH")]
+        status_file: PathBuf,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Snapshots of a module taken by `ferry serve --state-dir`.
+    Snapshots {
+        /// What to do.
+        #[command(subcommand)]
+        action: SnapshotAction,
+    },
+    /// Push SRC into a module of a `ferry serve`: ferry://HOST:PORT/MODULE.
+    Push {
+        /// Source directory.
+        src: PathBuf,
+        /// ferry://HOST[:PORT]/MODULE
+        #[arg(value_parser = crate::net::Url::parse)]
+        url: crate::net::Url,
+        /// How to reach the server.
+        #[command(flatten)]
+        net: NetFlags,
+        /// The round's options.
+        #[command(flatten)]
+        round: RoundFlags,
+        /// When rounds run.
+        #[command(flatten)]
+        when: ScheduleFlags,
+        /// What the push reads.
+        #[command(flatten)]
+        image: SourceImageFlags,
+    },
+    /// Pull a module of a `ferry serve` into DST.
+    Pull {
+        /// ferry://HOST[:PORT]/MODULE
+        #[arg(value_parser = crate::net::Url::parse)]
+        url: crate::net::Url,
+        /// Destination directory (created if missing).
+        dst: PathBuf,
+        /// How to reach the server.
+        #[command(flatten)]
+        net: NetFlags,
+        /// The round's options.
+        #[command(flatten)]
+        round: RoundFlags,
+        /// When rounds run.
+        #[command(flatten)]
+        when: ScheduleFlags,
+    },
+    /// Measure the link to a `ferry serve` (like iperf for volume replication): round-trip
+    /// time and raw throughput each way (no disk), then a synthetic sync round: a generated
+    /// tree pushed with the real sessions into a scratch directory on the server (tmpfs when
+    /// /dev/shm has room, else the temp dir; removed afterwards). Run it before turning on
+    /// replication.
+    Bench {
+        /// ferry://HOST[:PORT]/MODULE (any module the server offers; the module itself is never
+        /// read or written).
+        #[arg(long, value_parser = crate::net::Url::parse)]
+        peer: crate::net::Url,
+        /// MiB to move each way.
+        #[arg(long, default_value_t = 256)]
+        size_mib: u64,
+        /// MiB of generated data in the synthetic round (half one large file, half files of
+        /// 4-64 KiB, half of those compressible text); 0 skips the round.
+        #[arg(long, default_value_t = 256)]
+        sync_mib: u64,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// How to reach the server.
+        #[command(flatten)]
+        net: NetFlags,
+    },
+    /// Show Ferry work with no setup: generate a sample tree, start a destination agent and a
+    /// source agent on loopback with fresh credentials, push three rounds (initial,
+    /// incremental, unchanged) over QUIC, snapshot after each, and list the snapshots.
+    Demo {
+        /// Where to put the sample source and destination.
+        #[arg(default_value = "ferry-demo")]
+        dir: PathBuf,
+        /// Number of small files in the sample.
+        #[arg(long, default_value_t = 2000)]
+        files: usize,
+        /// Size of the sample's large file, in MiB.
+        #[arg(long, default_value_t = 64)]
+        big_mib: usize,
+    },
+}
+
+/// `ferry init`.
+#[derive(clap::Args)]
+pub struct InitFlags {
+    /// Where to write `destination/` and `source/`.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Name(s) the destination is reached by (DNS name or IP); its certificate lists them
+    /// and clients check the one they dial.
+    #[arg(long = "name", value_name = "DNS_OR_IP", required = true)]
+    pub names: Vec<String>,
+    /// Validity of the certificates, in days.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+    /// Also write Kubernetes Secrets (NAMESPACE/NAME): NAME-destination and NAME-source.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_secret)]
+    pub k8s_secret: Option<(String, String)>,
+}
+
+/// `ferry serve`.
+#[derive(clap::Args)]
+pub struct ServeFlags {
+    /// Address for QUIC (UDP) and TLS over TCP, on the same port.
+    #[arg(long, default_value = "0.0.0.0:7873")]
+    pub listen: std::net::SocketAddr,
+    /// NAME=DIR[:ro|:wo]: a directory peers may push into (wo), pull from (ro), or both.
+    #[arg(long = "module", value_name = "NAME=DIR[:ro|:wo]", required = true,
+          value_parser = crate::net::Module::parse)]
+    pub modules: Vec<crate::net::Module>,
+    /// Directory with the destination's credentials (from `ferry init`).
+    #[arg(long, value_name = "DIR", required_unless_present = "stdio")]
+    pub identity: Option<PathBuf>,
+    /// Serve one round on stdin/stdout instead of listening (for --rsh).
+    #[arg(long)]
+    pub stdio: bool,
+    /// `--threads`.
+    #[command(flatten)]
+    pub threads: ThreadsFlag,
+    /// `--bwlimit`.
+    #[command(flatten)]
+    pub bwlimit: BwlimitFlag,
+    /// Keep state between rounds under DIR (on the module's filesystem, outside it): commit
+    /// records, a snapshot of the module after each committed push (under
+    /// DIR/snapshots/MODULE/, of the --snapshot kind), the resume journal and the signature
+    /// cache.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Keep the newest N snapshots per module. A snapshot is kept when any --keep-* rule
+    /// keeps it; with none given, all are kept.
+    #[arg(long, default_value_t = 0)]
+    pub keep_last: usize,
+    /// Keep the newest snapshot of each of the last N hours that have one (UTC).
+    #[arg(long, default_value_t = 0)]
+    pub keep_hourly: usize,
+    /// Keep the newest snapshot of each of the last N days that have one (UTC).
+    #[arg(long, default_value_t = 0)]
+    pub keep_daily: usize,
+    /// `--http`.
+    #[command(flatten)]
+    pub http: HttpFlag,
+    /// How snapshots are taken: hardlink (any filesystem; metadata cost only), reflink
+    /// (FICLONE copies; btrfs, XFS with reflink=1), btrfs (a read-only snapshot of the module,
+    /// which must be a subvolume) or command (--snapshot-command).
+    #[arg(long, value_enum, default_value_t = SnapshotKind::Hardlink, value_name = "KIND")]
+    pub snapshot: SnapshotKind,
+    /// With --snapshot command: run CMD with sh -c after each commit, with FERRY_ROUND,
+    /// FERRY_ROOT (the module's directory), FERRY_SNAPSHOT_NAME and FERRY_ROOT_HASH set.
+    #[arg(long, value_name = "CMD")]
+    pub snapshot_command: Option<String>,
+    /// Do not keep rsync signatures of large files in the state directory between rounds
+    /// (then every changed file's basis is read and signed again; see README).
+    #[arg(long)]
+    pub no_signature_cache: bool,
+}
+
+/// `--snapshot KIND`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SnapshotKind {
+    /// Hard links on the module's filesystem.
+    Hardlink,
+    /// Reflinked copies (FICLONE).
+    Reflink,
+    /// A read-only btrfs subvolume snapshot.
+    Btrfs,
+    /// The user's command (--snapshot-command).
+    Command,
+}
+
+/// `--source-snapshot KIND`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceImageKind {
+    /// A reflinked copy of the source tree.
+    Reflink,
+    /// A read-only btrfs snapshot of the source subvolume.
+    Btrfs,
+    /// The user's command (--source-snapshot-command).
+    Command,
+}
+
+/// `--transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// QUIC only.
+    Quic,
+    /// TLS 1.3 over TCP only.
+    Tcp,
+    /// Probe both and use the faster; TCP where UDP is blocked.
+    Auto,
+}
+
+/// `--threads`, for `sync`, `push`, `pull` and `serve`.
+#[derive(clap::Args, Clone, Copy)]
+pub struct ThreadsFlag {
+    /// Worker threads per side of a round (default: one per core).
+    #[arg(id = "threads", long = "threads", value_name = "N", default_value_t = 0)]
+    pub get: usize,
+}
+
+/// `--bwlimit`, for `push`, `pull`, `bench` and `serve`.
+#[derive(clap::Args, Clone, Copy)]
+pub struct BwlimitFlag {
+    /// Cap what this side sends (per connection): bytes per second with K/M/G suffix (powers
+    /// of 1024); a bare number is KiB/s, as with rsync.
+    #[arg(id = "bwlimit", long = "bwlimit", value_name = "RATE", value_parser = parse_rate)]
+    pub get: Option<u64>,
+}
+
+/// `--http`, for `serve`, `push` and `pull`.
+#[derive(clap::Args, Clone, Copy)]
+pub struct HttpFlag {
+    /// Serve GET /status (JSON: last round, next run, the current round's progress and ETA),
+    /// /healthz, /readyz (200 once the last round succeeded) and /metrics (Prometheus) on
+    /// ADDR, e.g. 0.0.0.0:9873. For push and pull also POST /trigger (a round now; SIGUSR1
+    /// does the same).
+    #[arg(id = "http", long = "http", value_name = "ADDR")]
+    pub get: Option<std::net::SocketAddr>,
+}
+
+/// One snapshot of one module.
+#[derive(clap::Args)]
+pub struct SnapshotRef {
+    /// The state directory given to `ferry serve`.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// The module.
+    #[arg(long)]
+    pub module: String,
+    /// The snapshot id (see `ferry snapshots list`).
+    #[arg(long)]
+    pub snapshot: String,
+}
+
+/// `ferry snapshots ...`.
+#[derive(Subcommand)]
+pub enum SnapshotAction {
+    /// Delete one snapshot (its record first, then its tree).
+    Delete(SnapshotRef),
+    /// Re-read every file of one snapshot and check the tree against the root hash recorded
+    /// when its round committed. Exit code 1 when it does not match.
+    Verify {
+        /// The snapshot.
+        #[command(flatten)]
+        snap: SnapshotRef,
+        /// JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a module's snapshots, oldest first.
+    List {
+        /// The state directory given to `ferry serve`.
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+        /// The module.
+        #[arg(long)]
+        module: String,
+        /// JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ferry sync`.
+#[derive(clap::Args)]
+pub struct SyncArgs {
+    /// Source directory.
+    pub src: PathBuf,
+    /// Destination directory (created if missing).
+    pub dst: PathBuf,
+    /// The round's options.
+    #[command(flatten)]
+    pub round: RoundFlags,
+}
+
+/// Flags every round takes, local or over the network.
+#[derive(clap::Args, Clone)]
+pub struct RoundFlags {
+    /// Delete destination entries that are not in the source.
+    #[arg(long)]
+    pub delete: bool,
+    /// Compare files by blake3 instead of size and mtime.
+    #[arg(short = 'c', long)]
+    pub checksum: bool,
+    /// Show what would change (itemized); write nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Leave out paths matching PATTERN (rsync rules; repeatable).
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// Print the statistics as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Print every created, changed or deleted path (always on with --dry-run).
+    #[arg(short = 'i', long)]
+    pub itemize: bool,
+    /// zstd level for literal data (0 turns compression off; default 1 locally, 3 over a network).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub compress_level: Option<i32>,
+    /// `--threads`.
+    #[command(flatten)]
+    pub threads: ThreadsFlag,
+    /// Also copy fifos and device nodes.
+    #[arg(long)]
+    pub specials: bool,
+    /// Do not cross filesystem boundaries on the source.
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+    /// Never draw a progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Unattended operation of `ferry push` / `ferry pull`.
+#[derive(clap::Args)]
+pub struct ScheduleFlags {
+    /// Run a round every DURATION (e.g. 30s, 5m, 1h), the first one at once.
+    #[arg(long, value_name = "DURATION", conflicts_with = "schedule", value_parser = Schedule::every)]
+    pub every: Option<Schedule>,
+    /// Run rounds at the times of a cron expression, in UTC (e.g. '*/15 * * * *').
+    #[arg(long, value_name = "CRON", value_parser = Schedule::cron)]
+    pub schedule: Option<Schedule>,
+    /// Delay each scheduled round by a random amount up to DURATION (spreads many agents).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub jitter: Option<Duration>,
+    /// One round, then exit (for a Kubernetes Job or CronJob); the default without a schedule.
+    #[arg(long)]
+    pub once: bool,
+    /// Retries of a round that fails transiently (network, peer restarting, module busy):
+    /// N or `forever`, with exponential backoff and jitter. Fatal errors are never retried.
+    #[arg(long, default_value = "3", value_parser = Retries::parse)]
+    pub retries: Retries,
+    /// Delay before the first retry (doubling each time, at most 5 minutes).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub retry_base: Duration,
+    /// Write the status (last round's times, result, stats, next run, missed intervals) to
+    /// this JSON file after every round, atomically.
+    #[arg(long, value_name = "PATH")]
+    pub status_file: Option<PathBuf>,
+    /// `--http`.
+    #[command(flatten)]
+    pub http: HttpFlag,
+    /// Run CMD (with sh -c) before each round attempt, e.g. to quiesce an application (a
+    /// database checkpoint). A non-zero exit skips the attempt (retried like a transient
+    /// error). Environment: FERRY_ROOT (the local directory), FERRY_DIRECTION (push|pull),
+    /// FERRY_URL, FERRY_ROUND (rounds started by this process), FERRY_ATTEMPT.
+    #[arg(long, value_name = "CMD")]
+    pub pre_round: Option<String>,
+    /// Run CMD (with sh -c) after each attempt whose --pre-round succeeded, whatever the
+    /// round's outcome (to resume the application); FERRY_RESULT is ok or error. A failure is
+    /// logged.
+    #[arg(long, value_name = "CMD")]
+    pub post_round: Option<String>,
+}
+
+/// The point-in-time image a push reads (source side only).
+#[derive(clap::Args)]
+pub struct SourceImageFlags {
+    /// Push from a point-in-time image of the source instead of the live tree: reflink (a
+    /// FICLONE copy, on btrfs or XFS with reflink=1), btrfs (a read-only snapshot; the source
+    /// must be a subvolume) or command (--source-snapshot-command). Taken after --pre-round,
+    /// removed after the round.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub source_snapshot: Option<SourceImageKind>,
+    /// With --source-snapshot command: run CMD with sh -c and FERRY_ROOT set; the last line it
+    /// prints is the directory to read (clean it up in --post-round).
+    #[arg(long, value_name = "CMD")]
+    pub source_snapshot_command: Option<String>,
+    /// Where reflink and btrfs source images go (default: beside the source directory; it must
+    /// be on the source's filesystem, and outside the source tree or --exclude'd).
+    #[arg(long, value_name = "DIR")]
+    pub source_image_dir: Option<PathBuf>,
+}
+
+/// Flags of `ferry push`, `ferry pull` and `ferry bench`.
+#[derive(clap::Args)]
+pub struct NetFlags {
+    /// Directory with this side's credentials (ca.pem, cert.pem, key.pem from `ferry init`).
+    #[arg(long, value_name = "DIR")]
+    pub identity: Option<PathBuf>,
+    /// quic, tcp (TLS 1.3 over TCP, for networks that block UDP) or auto (probe both, use
+    /// the faster; TCP where UDP is blocked).
+    #[arg(long, value_enum, default_value_t = Transport::Auto)]
+    pub transport: Transport,
+    /// Run the session over the stdin/stdout of CMD (run with sh -c), e.g.
+    /// 'kubectl exec -i POD -- ferry serve --stdio --module data=/data'. The tunnel provides
+    /// authentication; --identity is not used.
+    #[arg(long, value_name = "CMD")]
+    pub rsh: Option<String>,
+    /// `--bwlimit`.
+    #[command(flatten)]
+    pub bwlimit: BwlimitFlag,
+    /// Seconds to wait for a connection.
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout: u64,
+    /// Seconds a QUIC connection may hear nothing (keep-alives flow meanwhile) before the
+    /// round fails as a transient error and is retried.
+    #[arg(long, default_value_t = 30)]
+    pub idle_timeout: u64,
+}
+
+/// `--bwlimit RATE`: K/M/G suffixes are powers of 1024; a bare number is KiB/s (as rsync).
+///
+/// # Errors
+/// A message for a malformed or non-positive rate.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1 << 10),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("{s:?}: expected a rate like 500K, 20M or 1G"))?;
+    if n.is_nan() || n <= 0.0 {
+        return Err(format!("{s:?}: the rate must be positive"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+/// A human duration (`30s`, `5m`, `1h30m`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// `--k8s-secret NAMESPACE/NAME`.
+fn parse_secret(s: &str) -> Result<(String, String), String> {
+    s.split_once('/')
+        .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
+        .map(|(ns, n)| (ns.to_string(), n.to_string()))
+        .ok_or_else(|| format!("{s:?}: expected NAMESPACE/NAME"))
+}

@@ -1,0 +1,136 @@
+//! The command line: flags (syntax only, [`flags`]) → validated configuration ([`config`]) →
+//! commands, one file per group → an exit code ([`exit`]), with what a person sees in
+//! [`output`].
+//!
+//! ```text
+//!   flags.rs ─▶ config.rs ─▶ sync.rs, serve.rs, replicate.rs (push/pull/bench),
+//!                            snapshots.rs (list/verify/delete/restore/promote),
+//!                            setup.rs (init/status), demo.rs
+//!   exit.rs: error → exit code, explanation, hint        output.rs: progress, summaries
+//! ```
+
+pub mod config;
+pub mod demo;
+pub mod exit;
+pub mod flags;
+pub mod output;
+mod replicate;
+mod serve;
+mod setup;
+mod snapshots;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+
+use self::flags::{Cli, Command};
+use crate::unattended::status::Agent;
+
+/// The `ferry` binary: parses the command line, runs it, logs a failure on stderr with what
+/// to do about it, and returns the exit code the README promises.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(exit::USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    init_logging(cli.verbose);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{}", exit::explain(&e));
+            if let Some(hint) = exit::hint(&e) {
+                tracing::error!("hint: {hint}");
+            }
+            ExitCode::from(exit::classify(&e))
+        }
+    }
+}
+
+/// Runs one parsed command line.
+///
+/// # Errors
+/// Whatever the command failed with; [`exit::classify`] gives its exit code.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Sync(a) => setup::sync(a),
+        Command::Demo { dir, files, big_mib } => demo::run(&dir, files, big_mib),
+        Command::Init(f) => setup::init(&f),
+        Command::Status { status_file, json } => setup::status(&status_file, json),
+        Command::Serve(f) => serve::run(f.validate()?),
+        Command::Snapshots { action } => snapshots::run(action),
+        Command::Restore { snap, to, hardlinks } => snapshots::restore(&snap, &to, hardlinks),
+        Command::Promote { snap, data } => snapshots::promote(&snap, data),
+        Command::Push { src, url, net, round, when, image } => {
+            let image = image.image(&src)?;
+            replicate::run(
+                crate::net::Direction::Push,
+                &src,
+                &url,
+                &net,
+                &round,
+                &when.plan(image),
+                when.http.get,
+            )
+        }
+        Command::Pull { url, dst, net, round, when } => replicate::run(
+            crate::net::Direction::Pull,
+            &dst,
+            &url,
+            &net,
+            &round,
+            &when.plan(None),
+            when.http.get,
+        ),
+        Command::Bench { peer, size_mib, sync_mib, json, net } => {
+            replicate::bench(&peer, size_mib, sync_mib, json, &net)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+/// The async runtime of the network commands.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ferry-net")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Serves `agent`'s status, metrics and trigger over HTTP on `addr` (`--http`).
+fn serve_status(
+    rt: &tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    agent: &Arc<Agent>,
+    also: &str,
+) -> anyhow::Result<()> {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .with_context(|| format!("--http {addr}: cannot listen"))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!("status on http://{bound}/status, metrics on /metrics{also}");
+    rt.spawn(crate::unattended::http::serve_http(listener, agent.clone()));
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! `ferry serve`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ferry_transport::net::{Link, LinkKind};
+use ferry_transport::tls::Identity;
+
+use super::config::Serve;
+use super::exit::Usage;
+use crate::net::{serve, serve_link, BusyHandle, RemoteError};
+use crate::state::ModuleState;
+use crate::unattended::status::Agent;
+
+/// Serves the configured modules until the process ends (or one round with `--stdio`).
+pub(super) fn run(s: Serve) -> anyhow::Result<ExitCode> {
+    let mut cfg = s.config;
+    if let Some(state) = &cfg.state {
+        // Refuse at start-up, not after the first round, when snapshots cannot work.
+        for m in &cfg.modules {
+            ModuleState::new(&state.dir, &m.name)
+                .prepare(&m.path, &state.snapshotter)
+                .with_context(|| format!("--state-dir for module {:?}", m.name))?;
+        }
+    }
+    let rt = super::runtime()?;
+    if let Some(addr) = s.http {
+        let (agent, _) = Agent::new(false);
+        super::serve_status(&rt, addr, &agent, "")?;
+        cfg.agent = Some(agent);
+    }
+    if s.stdio {
+        let link = Link::from_streams(
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+            LinkKind::Stdio,
+            "stdio".into(),
+        );
+        let busy = Arc::new(BusyHandle::default());
+        let _guard = rt.enter();
+        rt.block_on(serve_link(link, &cfg, &busy))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let dir = s.identity.ok_or_else(|| Usage("--identity DIR is required".into()))?;
+    let identity = Identity::load(&dir).map_err(RemoteError::Identity)?;
+    for m in &cfg.modules {
+        tracing::info!("module {:?} -> {} ({:?})", m.name, m.path.display(), m.access);
+    }
+    let listen = s.listen;
+    rt.block_on(serve(listen, &identity, cfg, |addr| {
+        tracing::info!("listening on {addr} (QUIC and TLS over TCP)");
+        // Tests and scripts wait for this line on stdout.
+        println!("listening on {addr}");
+    }))
+    .map_err(|e| RemoteError::Connect { addr: listen.to_string(), source: e })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,162 @@
+//! A round's sessions over an authenticated link: lanes, reader and writer tasks, the driver
+//! on a blocking thread, and the orderly close.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use ferry_core::session::Itemized;
+use ferry_core::{Limits, Message, Stats};
+use ferry_transport::lanes::{self, Lanes};
+use ferry_transport::net::Link;
+use ferry_transport::TransportError;
+
+use crate::round::driver::{run_remote, Event, Peer, Progress, RoundError, RoundOutcome, Side};
+
+#[derive(Clone, Copy)]
+enum SideKind {
+    Source,
+    Target,
+}
+
+/// The lane a message travels on: per-file messages on data lane `1 + file % data` (so each
+/// file's messages keep their order and different files do not queue behind each other), the
+/// rest on the control lane 0.
+fn lane_of(m: &Message, data: usize) -> usize {
+    match (m.file(), data) {
+        (Some(f), d) if d > 0 => 1 + (f % d as u64) as usize,
+        _ => 0,
+    }
+}
+
+/// Work a destination finishes before its last message: called with its final stats.
+pub(super) type BeforeDone = Box<dyn FnOnce(&Stats) + Send>;
+
+/// Work to do at a round's edges, beside the round itself.
+pub(super) struct Hooks {
+    /// Called with each itemized change.
+    pub on_item: Box<dyn FnMut(&Itemized) + Send>,
+    /// Called with progress, every `progress_every`.
+    pub on_progress: Box<dyn FnMut(&Progress) + Send>,
+    /// How often progress is reported.
+    pub progress_every: Duration,
+    /// On the destination: run (blocking) with its final stats after its last file is
+    /// committed and before its last message (`Done`) leaves. The source ends the round when
+    /// it hears `Done`, so whatever it must find finished is done here.
+    pub before_done: Option<BeforeDone>,
+}
+
+impl Hooks {
+    /// No callbacks.
+    pub(super) fn none() -> Hooks {
+        Hooks {
+            on_item: Box::new(|_| {}),
+            on_progress: Box::new(|_| {}),
+            progress_every: Duration::from_secs(3600),
+            before_done: None,
+        }
+    }
+}
+
+/// Runs `side` over `link` (after the handshake) with `data` extra QUIC streams (0: the
+/// link's stream alone): reader tasks feeding the driver's event channel in dependency order,
+/// writer tasks draining its outgoing messages (paced by `bwlimit`), and the driver on a
+/// blocking thread.
+pub(super) async fn run_over_link(
+    link: Link,
+    data: usize,
+    client: bool,
+    side: Side,
+    limits: Limits,
+    bwlimit: u64,
+    hooks: Hooks,
+) -> Result<RoundOutcome, RoundError> {
+    let Hooks { on_item, on_progress, progress_every, before_done } = hooks;
+    let (kind, peer) = (link.kind, link.peer.clone());
+    let (lanes_, quic) = lanes::split(link, data, client).await.map_err(RoundError::Link)?;
+    let side_kind =
+        if matches!(side, Side::Source { .. }) { SideKind::Source } else { SideKind::Target };
+    let sent = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = mpsc::channel::<Event>();
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<Message>();
+    let Lanes { readers, writers } = lanes_;
+    let mut incoming = lanes::spawn_readers(readers, limits, received.clone());
+    let reader_tx = tx.clone();
+    let reader_task = tokio::spawn(async move {
+        loop {
+            let r = incoming.next().await;
+            let end = !matches!(r, Ok(Some(_)));
+            if reader_tx.send(Event::Peer(r)).is_err() || end {
+                break;
+            }
+        }
+    });
+    let (mut lane_tx, writers_done) = lanes::spawn_writers(writers, sent.clone(), bwlimit);
+    let mut before_done = before_done;
+    let router = tokio::spawn(async move {
+        let data = lane_tx.data_lanes();
+        while let Some(m) = out_rx.recv().await {
+            if let Message::Done { stats } = &m {
+                // The peer takes Done as the end of the round: what must be finished by then
+                // (a commit, a snapshot, a scratch tree removed) is finished first.
+                if let Some(hook) = before_done.take() {
+                    let stats = *stats;
+                    let _ = tokio::task::spawn_blocking(move || hook(&stats)).await;
+                }
+            }
+            let barrier = m.is_barrier();
+            lane_tx.send(lane_of(&m, data), m, barrier);
+        }
+        // Dropping the sender lets every lane flush and close.
+    });
+    let peer_handle = Peer { outgoing: out_tx, sent, received };
+    let driver = tokio::task::spawn_blocking(move || {
+        let (mut on_item, mut on_progress) = (on_item, on_progress);
+        let r = run_remote(
+            side,
+            &peer_handle,
+            tx,
+            rx,
+            &mut *on_item,
+            &mut *on_progress,
+            progress_every,
+        );
+        drop(peer_handle);
+        r
+    });
+    let is_source = matches!(side_kind, SideKind::Source);
+    let result =
+        driver.await.map_err(|e| RoundError::Link(TransportError::Io(std::io::Error::other(e))))?;
+    let _ = router.await;
+    let _ = writers_done.await;
+    if let Some((conn, endpoint)) = quic {
+        // The target speaks last (Done); the source, having heard it, closes at once. The
+        // target waits (bounded) for that close, so its Done is never cut off in flight.
+        if !is_source || result.is_err() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+        }
+        conn.close(0u32.into(), b"round over");
+        if let Some(ep) = endpoint {
+            let _ = tokio::time::timeout(Duration::from_secs(2), ep.wait_idle()).await;
+        }
+    }
+    reader_task.abort();
+    tracing::debug!("round with {peer} over {kind} ({data} data lanes) finished");
+    result
+}
+
+/// After a failed round, keeps the destination's whole, verified files (see
+/// [`crate::fs::dest::LocalDestination::salvage`]) when the link failed transiently (a cut, a
+/// timeout); a protocol error keeps nothing of the round.
+pub(super) fn salvage(dest: Option<&crate::fs::dest::LocalDestination>, e: &RoundError) {
+    if let (Some(d), RoundError::Link(t)) = (dest, e) {
+        if !t.is_transient() {
+            return;
+        }
+        let n = d.salvage();
+        if n > 0 {
+            tracing::info!("the round failed ({e}); {n} whole, verified files kept in place");
+        }
+    }
+}

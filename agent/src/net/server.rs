@@ -1,0 +1,337 @@
+//! The server side: `ferry serve` accepts links, answers requests and serves one round per
+//! link: pushes into a module (the destination), pulls from it (the source).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_core::message::{PROTOCOL_MIN, PROTOCOL_VERSION};
+use ferry_core::Stats;
+use ferry_transport::frame::write_value;
+use ferry_transport::lanes::DATA_LANES;
+use ferry_transport::net::{Link, LinkKind, Server};
+use ferry_transport::tls::Identity;
+use ferry_transport::TransportError;
+
+use super::bench::bench_server;
+use super::link::{run_over_link, salvage, Hooks};
+use super::protocol::{Access, Direction, Module, Refusal, Request, Response, REQUEST_TIMEOUT};
+use super::RemoteError;
+use crate::round::driver::Side;
+use crate::round::{open_destination, open_source, Report, RoundOptions, SyncError, SyncOptions};
+use crate::state::{ModuleState, RoundEnd, StateConfig};
+use crate::unattended::status::Agent;
+
+/// What `ferry serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Modules offered.
+    pub modules: Vec<Module>,
+    /// Worker threads per round.
+    pub threads: usize,
+    /// Bandwidth cap per connection, bytes/s (0: none).
+    pub bwlimit: u64,
+    /// What is kept between rounds (`--state-dir`): commit records, snapshots after each
+    /// committed push, the resume journal, the signature cache.
+    pub state: Option<StateConfig>,
+    /// Live status and metrics (`--http`), when served.
+    pub agent: Option<Arc<Agent>>,
+}
+
+/// Serves modules on `listen` (QUIC and TLS-over-TCP on the same port) until the process ends.
+///
+/// `ready` receives the bound address once listening.
+///
+/// # Errors
+/// When the sockets cannot be bound.
+pub async fn serve(
+    listen: SocketAddr,
+    identity: &Identity,
+    cfg: ServeConfig,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), TransportError> {
+    let mut server = Server::bind(listen, identity).await?;
+    ready(server.local_addr());
+    let cfg = Arc::new(cfg);
+    let busy = Arc::new(BusyHandle::default());
+    while let Some(conn) = server.accept().await {
+        match conn {
+            Ok(link) => {
+                let (cfg, busy) = (cfg.clone(), busy.clone());
+                tokio::spawn(async move {
+                    let peer = link.peer.clone();
+                    let kind = link.kind;
+                    let start = std::time::SystemTime::now();
+                    let r = serve_link(link, &cfg, &busy).await;
+                    if let Some(a) = &cfg.agent {
+                        let end = std::time::SystemTime::now();
+                        match &r {
+                            Ok(Some(rep)) => {
+                                a.round_finished(start, end, 1, Ok(rep), None, 0);
+                            }
+                            Err(e) => {
+                                a.round_finished(start, end, 1, Err(e.to_string()), None, 0);
+                            }
+                            Ok(None) => {}
+                        }
+                    }
+                    match r {
+                        Ok(Some(r)) => tracing::info!(
+                            "{peer} ({kind}): round complete: {} new, {} changed, {} deleted, {} literal bytes",
+                            r.stats.files_new, r.stats.files_changed, r.stats.files_deleted, r.stats.literal_bytes
+                        ),
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!("{peer} ({kind}): {e}"),
+                    }
+                });
+            }
+            // A refused handshake (unknown CA, expired certificate, no certificate) is logged
+            // and the server carries on: nothing of the peer's was read.
+            Err(e) => tracing::warn!("connection refused: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Serves one round on an already-authenticated (or tunnelled) link. `Ok(None)` when the
+/// request was refused (the client was told why).
+///
+/// # Errors
+/// When the round fails.
+pub async fn serve_link(
+    mut link: Link,
+    cfg: &ServeConfig,
+    busy: &Arc<BusyHandle>,
+) -> Result<Option<Report>, RemoteError> {
+    // A peer that authenticates and then says nothing must not hold a task forever.
+    let body = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        ferry_transport::frame::read_body(
+            &mut link.reader,
+            ferry_transport::frame::MAX_HANDSHAKE_FRAME,
+        ),
+    )
+    .await
+    .unwrap_or(Err(TransportError::Timeout("waiting for the request")))
+    .and_then(|b| b.ok_or(TransportError::Closed))
+    .map_err(|e| RemoteError::Connect { addr: link.peer.clone(), source: e })?;
+    let refuse = |code, reason: String| Response::Refused {
+        code,
+        reason,
+        server_min: PROTOCOL_MIN,
+        server_max: PROTOCOL_VERSION,
+    };
+    // The version range leads every request of every version: read it first, so a peer whose
+    // request has another shape still gets a version error naming both ranges.
+    let version_error = |min: u32, max: u32| {
+        refuse(
+            Refusal::Version,
+            format!(
+                "protocol version mismatch: server speaks {PROTOCOL_MIN}..={PROTOCOL_VERSION}, client {min}..={max}"
+            ),
+        )
+    };
+    if let Ok((min, max)) = postcard::from_bytes::<(u32, u32)>(&body) {
+        if max < PROTOCOL_MIN || min > PROTOCOL_VERSION {
+            tracing::warn!("{}: refused a client speaking protocol {min}..={max}", link.peer);
+            let _ = write_value(&mut link.writer, &version_error(min, max)).await;
+            link.finish().await;
+            return Ok(None);
+        }
+    }
+    let req: Request = postcard::from_bytes(&body).map_err(|e| RemoteError::Connect {
+        addr: link.peer.clone(),
+        source: TransportError::Frame(ferry_core::message::DecodeError::Malformed(e)),
+    })?;
+    // The version range was checked above, before the request was decoded whole.
+    let decision = match cfg.modules.iter().find(|m| m.name == req.module) {
+        None => Err(refuse(Refusal::UnknownModule, format!("no module named {:?}", req.module))),
+        Some(m) if req.direction == Direction::Push && m.access == Access::ReadOnly => Err(refuse(
+            Refusal::ReadOnly,
+            format!("module {:?} is read-only: it can be pulled from, not pushed to", m.name),
+        )),
+        Some(m) if req.direction == Direction::Pull && m.access == Access::WriteOnly => {
+            Err(refuse(
+                Refusal::WriteOnly,
+                format!("module {:?} is write-only: it can be pushed to, not pulled from", m.name),
+            ))
+        }
+        Some(m) => Ok(m.clone()),
+    };
+    let data = if link.kind == LinkKind::Quic { usize::from(req.lanes).min(DATA_LANES) } else { 0 };
+    if let (Ok(_), Direction::Bench) = (&decision, req.direction) {
+        let version = PROTOCOL_VERSION.min(req.version_max);
+        write_value(&mut link.writer, &Response::Accepted { version, lanes: data as u8 })
+            .await
+            .map_err(|e| RemoteError::Connect { addr: link.peer.clone(), source: e })?;
+        let writable = decision.as_ref().is_ok_and(|m| m.access != Access::ReadOnly);
+        bench_server(link, data, cfg.threads, writable).await?;
+        return Ok(None);
+    }
+    let module = match decision {
+        Ok(m) => m,
+        Err(resp) => {
+            tracing::warn!("{}: refused request for module {:?}: {resp:?}", link.peer, req.module);
+            let _ = write_value(&mut link.writer, &resp).await;
+            link.finish().await;
+            return Ok(None);
+        }
+    };
+    let Some(_guard) = busy.claim(&module.name) else {
+        let resp = refuse(
+            Refusal::Busy,
+            format!("a round is already running on module {:?}; retry later", module.name),
+        );
+        let _ = write_value(&mut link.writer, &resp).await;
+        link.finish().await;
+        return Ok(None);
+    };
+    let opts = SyncOptions {
+        round: RoundOptions {
+            compress_level: req.options.compress_level.clamp(0, 19),
+            ..req.options.clone()
+        },
+        threads: cfg.threads,
+        ..SyncOptions::default()
+    };
+    let mut session = opts.session();
+    let mut dest = None;
+    let mut push_round = None;
+    let side = match req.direction {
+        Direction::Push => match open_destination(&module.path, &opts) {
+            Ok(d) => {
+                if let Some(state) = &cfg.state {
+                    // Reads the journal and stats cached files: off the async workers.
+                    let (ms, st, path, d2) = (
+                        ModuleState::new(&state.dir, &module.name),
+                        state.clone(),
+                        module.path.clone(),
+                        d.clone(),
+                    );
+                    let dry = opts.round.dry_run;
+                    let r =
+                        tokio::task::spawn_blocking(move || ms.begin_push(&st, &path, &d2, dry))
+                            .await
+                            .map_err(|e| {
+                                RemoteError::Local(SyncError::Destination {
+                                    path: module.path.clone(),
+                                    source: std::io::Error::other(e),
+                                })
+                            })?;
+                    session.resume = r.resumes();
+                    push_round = Some(r);
+                }
+                dest = Some(d.clone());
+                Ok(Side::target(d, &session, opts.thread_count()))
+            }
+            Err(e) => Err(e),
+        },
+        Direction::Pull | Direction::Bench => {
+            open_source(&module.path, &opts).map(|s| Side::source(s, &session, opts.thread_count()))
+        }
+    };
+    let side = match side {
+        Ok(s) => s,
+        Err(e) => {
+            let resp = refuse(Refusal::ServerError, format!("module {:?}: {e}", module.name));
+            let _ = write_value(&mut link.writer, &resp).await;
+            link.finish().await;
+            return Err(e.into());
+        }
+    };
+    write_value(
+        &mut link.writer,
+        &Response::Accepted { version: PROTOCOL_VERSION.min(req.version_max), lanes: data as u8 },
+    )
+    .await
+    .map_err(|e| RemoteError::Connect { addr: link.peer.clone(), source: e })?;
+    tracing::info!("{} ({}): {:?} module {:?}", link.peer, link.kind, req.direction, module.name);
+    let kind = link.kind;
+    // A committed round is snapshotted before the destination's last word, so the source's
+    // success means the snapshot exists; the module's claim is held meanwhile, so no other
+    // round changes the tree. A round that fails never reaches Done and ends the state's way.
+    let pending = Arc::new(Mutex::new(push_round));
+    let ended = Arc::new(Mutex::new(None));
+    let mut hooks = Hooks::none();
+    if crate::lock(&pending).is_some() {
+        let (pending, ended) = (pending.clone(), ended.clone());
+        hooks.before_done = Some(Box::new(move |stats: &Stats| {
+            if let Some(r) = crate::lock(&pending).take() {
+                let started = std::time::Instant::now();
+                let end = r.committed(stats);
+                *crate::lock(&ended) = Some((end, started.elapsed()));
+            }
+        }));
+    }
+    let out = run_over_link(link, data, false, side, session.limits, cfg.bwlimit, hooks).await;
+    let unfinished = crate::lock(&pending).take();
+    if let Err(e) = &out {
+        salvage(dest.as_deref(), e);
+    }
+    if let Some(r) = unfinished {
+        let started = std::time::Instant::now();
+        if let Ok(end) = tokio::task::spawn_blocking(move || r.failed()).await {
+            *crate::lock(&ended) = Some((end, started.elapsed()));
+        }
+    }
+    let ended = crate::lock(&ended).take();
+    if let Some((end, took)) = ended {
+        report_end(&module.name, end, took, cfg.agent.as_deref());
+    }
+    let out = out?;
+    let mut r = Report::new(&out, Vec::new());
+    r.transport = Some(kind.to_string());
+    r.streams = data + 1;
+    Ok(Some(r))
+}
+
+/// Logs what the state directory did at the end of a round and tells the status endpoint.
+fn report_end(module: &str, end: RoundEnd, took: Duration, agent: Option<&Agent>) {
+    if let Some((commit, rec)) = &end.committed {
+        if let Some(a) = agent {
+            a.snapshot_taken(&rec.id);
+        }
+        tracing::info!(
+            "module {module:?}: round {} committed (root {}), snapshot {} ({} entries, {} bytes) in {:.2} s",
+            commit.round,
+            &commit.root_hash[..16.min(commit.root_hash.len())],
+            rec.id,
+            rec.entries,
+            rec.bytes,
+            took.as_secs_f64()
+        );
+    }
+    if let Some(e) = &end.snapshot_error {
+        tracing::error!("module {module:?}: snapshot failed: {e}");
+    }
+    if let Some(c) = &end.cache {
+        if let Some(a) = agent {
+            a.signature_cache(c);
+        }
+        tracing::info!(
+            "module {module:?}: signature cache: {} hits ({} bytes not re-read), {} misses, {} stored, {} dropped",
+            c.hits, c.hit_bytes, c.misses, c.stored, c.dropped
+        );
+    }
+}
+
+/// Claims on modules, released on drop.
+#[derive(Debug, Default)]
+pub struct BusyHandle(Mutex<std::collections::HashSet<String>>);
+
+/// A claim on a module.
+#[derive(Debug)]
+pub struct Claim<'a>(&'a BusyHandle, String);
+
+impl BusyHandle {
+    fn claim(&self, name: &str) -> Option<Claim<'_>> {
+        let mut set = crate::lock(&self.0);
+        set.insert(name.to_string()).then(|| Claim(self, name.to_string()))
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        crate::lock(&self.0 .0).remove(&self.1);
+    }
+}

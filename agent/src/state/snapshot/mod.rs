@@ -1,0 +1,534 @@
+//! Snapshots of a destination after each committed round: a complete point-in-time copy to
+//! fail over to.
+//!
+//! The `hardlink` snapshotter makes a tree of hard links on the same filesystem as the module:
+//! directories are recreated (with their metadata), files are linked (metadata cost only),
+//! symlinks and special files are recreated. It is safe only because a round never modifies
+//! an inode in place (see [`crate::fs::dest`]): the live tree gets new inodes, the snapshot keeps the
+//! old ones. A snapshot is built under a temporary name and renamed into place when complete,
+//! then described by a JSON record beside it.
+//!
+//! ```text
+//!   STATE/snapshots/MODULE/000001-20261121T015300Z/      the tree
+//!   STATE/snapshots/MODULE/000001-20261121T015300Z.json  its record (round, time, stats)
+//! ```
+
+//! Snapshots of a destination after each committed round: a complete point-in-time copy to
+//! fail over to.
+//!
+//! The `hardlink` snapshotter makes a tree of hard links on the same filesystem as the module:
+//! directories are recreated (with their metadata), files are linked (metadata cost only),
+//! symlinks and special files are recreated. It is safe only because a round never modifies
+//! an inode in place (see `target.rs`): the live tree gets new inodes, the snapshot keeps the
+//! old ones. A snapshot is built under a temporary name and renamed into place when complete,
+//! then described by a JSON record beside it.
+//!
+//! ```text
+//!   STATE/snapshots/MODULE/000001-20261121T015300Z/      the tree
+//!   STATE/snapshots/MODULE/000001-20261121T015300Z.json  its record (round, time, stats)
+//! ```
+
+mod kinds;
+mod retention;
+mod verify;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use ferry_core::{LocalEntry, Stats};
+use serde::{Deserialize, Serialize};
+
+pub use self::kinds::Snapshotter;
+use self::kinds::{fs_type, probe_reflink};
+pub use self::retention::Retention;
+pub use self::verify::Verification;
+use crate::fs::dest::ContentKey;
+use crate::fs::tree::walk_tree;
+use crate::fs::{write_atomic, Root};
+use crate::state::commit::{CommitLog, CommitRecord, HashCache, TreeHasher};
+
+/// The record of one snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotRecord {
+    /// Its id (also its directory name): round number and UTC time.
+    pub id: String,
+    /// The round it captures (1 for the first round into the module).
+    pub round: u64,
+    /// When the round committed, seconds since the Unix epoch.
+    pub time_unix: u64,
+    /// Entries in the snapshot.
+    pub entries: u64,
+    /// Bytes of regular files in it.
+    pub bytes: u64,
+    /// The destination's account of the round.
+    pub stats: Stats,
+    /// Root hash of the tree (see [`crate::state::commit`]); empty in records older than it.
+    #[serde(default)]
+    pub root_hash: String,
+    /// How it was taken (`hardlink`, `reflink`, `btrfs`, `command`); empty means hardlink.
+    #[serde(default)]
+    pub kind: String,
+}
+
+impl SnapshotRecord {
+    /// Whether the snapshot is a directory Ferry can read (all kinds but `command`).
+    pub fn has_tree(&self) -> bool {
+        self.kind != "command"
+    }
+}
+
+/// Why a snapshot failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The state directory is on another filesystem than the module (hard links cannot cross).
+    #[error(
+        "the state directory {state} is on another filesystem than module {module}: hard-link \
+         snapshots need both on the same filesystem (put --state-dir on the volume)"
+    )]
+    CrossDevice {
+        /// The state directory.
+        state: PathBuf,
+        /// The module's directory.
+        module: PathBuf,
+    },
+    /// The snapshotter cannot work here.
+    #[error("--snapshot {kind}: {why}")]
+    Unsupported {
+        /// The snapshotter.
+        kind: &'static str,
+        /// Why not.
+        why: String,
+    },
+    /// A `--snapshot command` or `btrfs` command failed.
+    #[error("the snapshot command failed: {0}")]
+    Command(String),
+    /// An I/O error, with what was being done.
+    #[error("{what}: {source}")]
+    Io {
+        /// What failed.
+        what: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+pub(super) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> SnapshotError {
+    let what = what.into();
+    move |source| SnapshotError::Io { what, source }
+}
+
+/// Snapshots of one module under a state directory.
+#[derive(Debug, Clone)]
+pub struct Snapshots {
+    dir: PathBuf,
+}
+
+impl Snapshots {
+    /// The snapshots kept in `dir` (laid out by [`crate::state::ModuleState`] under the state
+    /// directory `state`); checks `dir` can hold snapshots of `module_path` of kind `how`,
+    /// creating it if needed.
+    ///
+    /// # Errors
+    /// [`SnapshotError::CrossDevice`], or I/O errors creating the directory.
+    pub fn open(
+        dir: PathBuf,
+        state: &Path,
+        module_path: &Path,
+        how: &Snapshotter,
+    ) -> Result<Snapshots, SnapshotError> {
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        std::fs::create_dir_all(module_path)
+            .map_err(io_err(format!("creating {}", module_path.display())))?;
+        use std::os::unix::fs::MetadataExt;
+        let a = std::fs::metadata(&dir).map_err(io_err(format!("{}", dir.display())))?;
+        let b =
+            std::fs::metadata(module_path).map_err(io_err(format!("{}", module_path.display())))?;
+        // btrfs gives every subvolume its own st_dev and f_fsid, so "same filesystem" can only
+        // be judged by type here; a state directory on another filesystem of the same type
+        // fails at the first snapshot (FICLONE or btrfs say EXDEV).
+        let same_fs = fs_type(&dir).map_err(io_err(format!("{}", dir.display())))?
+            == fs_type(module_path).map_err(io_err(format!("{}", module_path.display())))?;
+        let unsupported = |why: String| SnapshotError::Unsupported { kind: how.name(), why };
+        match how {
+            // Hard links cannot cross filesystems, nor btrfs subvolumes (each has its own dev).
+            Snapshotter::Hardlink if a.dev() != b.dev() => {
+                return Err(SnapshotError::CrossDevice {
+                    state: state.into(),
+                    module: module_path.into(),
+                });
+            }
+            Snapshotter::Reflink | Snapshotter::Btrfs if !same_fs => {
+                return Err(unsupported(format!(
+                    "the state directory {} is on another kind of filesystem than module {}",
+                    state.display(),
+                    module_path.display()
+                )));
+            }
+            Snapshotter::Reflink => {
+                probe_reflink(&dir).map_err(|e| {
+                    unsupported(format!(
+                        "the filesystem of {} does not support reflinks (FICLONE: {e}); use \
+                         --snapshot hardlink, or a filesystem with reflinks (btrfs, XFS with \
+                         reflink=1)",
+                        dir.display()
+                    ))
+                })?;
+            }
+            Snapshotter::Btrfs => {
+                const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
+                let t =
+                    fs_type(module_path).map_err(io_err(format!("{}", module_path.display())))?;
+                if t != BTRFS_SUPER_MAGIC {
+                    return Err(unsupported(format!("{} is not on btrfs", module_path.display())));
+                }
+                // The root of a btrfs subvolume is always inode 256.
+                if b.ino() != 256 {
+                    return Err(unsupported(format!(
+                        "{} is not a btrfs subvolume (create it with `btrfs subvolume create`)",
+                        module_path.display()
+                    )));
+                }
+                let tool = std::process::Command::new("btrfs").arg("--version").output();
+                if !tool.is_ok_and(|o| o.status.success()) {
+                    return Err(unsupported(
+                        "the `btrfs` tool is not installed (apt-get install btrfs-progs)".into(),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        // Snapshots inside the data directory would be replicated into (and deleted from) it.
+        let (cs, cm) = (state.canonicalize(), module_path.canonicalize());
+        if let (Ok(cs), Ok(cm)) = (cs, cm) {
+            if cs.starts_with(&cm) {
+                return Err(SnapshotError::Io {
+                    what: format!("--state-dir {} is inside module directory {}", state.display(), module_path.display()),
+                    source: io::Error::other("the data directory must hold exactly the source's tree; put the state directory beside it"),
+                });
+            }
+        }
+        Ok(Snapshots { dir })
+    }
+
+    /// The snapshots kept in `dir`, for reading (no checks, nothing created).
+    pub fn at(dir: PathBuf) -> Snapshots {
+        Snapshots { dir }
+    }
+
+    /// Every snapshot's record, oldest first.
+    ///
+    /// # Errors
+    /// I/O errors reading the directory; unreadable records are skipped.
+    pub fn list(&self) -> Result<Vec<SnapshotRecord>, SnapshotError> {
+        let mut out = Vec::new();
+        let rd = std::fs::read_dir(&self.dir)
+            .map_err(io_err(format!("reading {}", self.dir.display())))?;
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                if let Ok(r) = std::fs::read(&p)
+                    .map_err(|_| ())
+                    .and_then(|b| serde_json::from_slice::<SnapshotRecord>(&b).map_err(|_| ()))
+                {
+                    // A record counts only with its tree (see `take`), unless it has none.
+                    if !r.has_tree() || p.with_extension("").is_dir() {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        out.sort_by(|a: &SnapshotRecord, b| a.round.cmp(&b.round).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// The directory holding snapshot `id`.
+    pub fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Ends a committed round: computes the tree's root hash while building a hard-link
+    /// snapshot under a temporary name, writes the durable commit record, and only then puts
+    /// the snapshot in place; then applies `keep`. `fresh` are the
+    /// content hashes of the files the round wrote (verified end to end), so only files new to
+    /// the cache are read.
+    ///
+    /// # Errors
+    /// [`SnapshotError`]; a failed snapshot leaves no directory under its final name, and a
+    /// crash before the commit record leaves no record of the round.
+    pub fn take(
+        &self,
+        module_path: &Path,
+        stats: &Stats,
+        keep: &Retention,
+        commits: &CommitLog,
+        fresh: &[(ContentKey, [u8; 32])],
+        how: &Snapshotter,
+    ) -> Result<(CommitRecord, SnapshotRecord), SnapshotError> {
+        let last_snap = self.list()?.last().map_or(0, |r| r.round);
+        let round = commits.last().map_or(0, |r| r.round).max(last_snap) + 1;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let when = utc(now, false);
+        let id = format!("{round:06}-{when}");
+        let tmp = self.dir.join(format!(".{id}.partial"));
+        // A snapshot cut short by a crash never got its name: remove what it left (a partial
+        // tree, or a record whose tree was never renamed into place).
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                if n.starts_with('.') && n.ends_with(".partial") {
+                    let _ = std::fs::remove_dir_all(e.path());
+                } else if let Some(id) = n.strip_suffix(".json") {
+                    let rec: Option<SnapshotRecord> =
+                        std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice(&b).ok());
+                    if rec.is_none_or(|r| r.has_tree()) && !self.dir.join(id).is_dir() {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+        let mut cache = commits.load_cache();
+        for (k, h) in fresh {
+            cache.insert(*k, *h);
+        }
+        let mut kept = HashCache::default();
+        let mut hasher = TreeHasher::default();
+        let build = match how {
+            Snapshotter::Hardlink => Some((tmp.as_path(), false)),
+            Snapshotter::Reflink => Some((tmp.as_path(), true)),
+            // Taken after the commit record, by btrfs or the user's command.
+            Snapshotter::Btrfs | Snapshotter::Command(_) => None,
+        };
+        let mut visit = |root: &Root, l: &LocalEntry| hasher.visit(root, l, &cache, &mut kept);
+        let (entries, bytes) = walk_tree(module_path, build, Some(&mut visit)).map_err(io_err(
+            format!("snapshotting {} into {}", module_path.display(), tmp.display()),
+        ))?;
+        let root_hash = hasher.finish();
+        let commit = CommitRecord {
+            round,
+            time_unix: now,
+            root_hash: root_hash.clone(),
+            entries,
+            bytes,
+            stats: *stats,
+        };
+        commits.record(&commit).map_err(io_err("writing the commit record"))?;
+        // Only what is in the tree now: the cache stays as large as the module.
+        if let Err(e) = kept.save(&commits.cache_path()) {
+            tracing::warn!("saving the content hash cache: {e} (the next round re-reads files)");
+        }
+        if hasher.hashed_files > 0 {
+            tracing::info!(
+                "hashed {} files ({} bytes) the cache did not know",
+                hasher.hashed_files,
+                hasher.hashed_bytes
+            );
+        }
+        // The record first, then the tree under its name: a crash between the two leaves a
+        // record without a tree, which `list` ignores and the next snapshot removes, never a
+        // tree nobody lists.
+        let rec = SnapshotRecord {
+            id: id.clone(),
+            round,
+            time_unix: now,
+            entries,
+            bytes,
+            stats: *stats,
+            root_hash,
+            kind: how.name().to_string(),
+        };
+        let json = self.dir.join(format!("{id}.json"));
+        let write_record = || {
+            write_atomic(&json, &serde_json::to_vec_pretty(&rec).unwrap_or_default())
+                .map_err(io_err(format!("writing {}", json.display())))
+        };
+        let fin = self.dir.join(&id);
+        match how {
+            Snapshotter::Hardlink | Snapshotter::Reflink => {
+                write_record()?;
+                if let Err(e) = std::fs::rename(&tmp, &fin) {
+                    let _ = std::fs::remove_file(&json);
+                    return Err(io_err(format!("renaming {}", tmp.display()))(e));
+                }
+            }
+            Snapshotter::Btrfs => {
+                write_record()?;
+                let out = std::process::Command::new("btrfs")
+                    .args(["subvolume", "snapshot", "-r"])
+                    .arg(module_path)
+                    .arg(&fin)
+                    .output();
+                let failed = match out {
+                    Ok(o) if o.status.success() => None,
+                    Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+                    Err(e) => Some(format!("running btrfs: {e}")),
+                };
+                if let Some(why) = failed {
+                    let _ = std::fs::remove_file(&json);
+                    return Err(SnapshotError::Command(why));
+                }
+            }
+            Snapshotter::Command(cmd) => {
+                // The user's storage holds it: the record follows its success.
+                let out = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(cmd)
+                    .env("FERRY_ROUND", round.to_string())
+                    .env("FERRY_ROOT", module_path)
+                    .env("FERRY_SNAPSHOT_NAME", &id)
+                    .env("FERRY_ROOT_HASH", &rec.root_hash)
+                    .status();
+                match out {
+                    Ok(st) if st.success() => write_record()?,
+                    Ok(st) => return Err(SnapshotError::Command(format!("{cmd:?}: {st}"))),
+                    Err(e) => return Err(SnapshotError::Command(format!("{cmd:?}: {e}"))),
+                }
+            }
+        }
+        let all = self.list()?;
+        let kept = keep.keep(&all);
+        for old in all.iter().filter(|r| !kept.contains(&r.id)) {
+            self.delete(&old.id)?;
+        }
+        Ok((commit, rec))
+    }
+
+    /// Deletes snapshot `id` (record first, so a half-deleted tree is never listed).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn delete(&self, id: &str) -> Result<(), SnapshotError> {
+        let json = self.dir.join(format!("{id}.json"));
+        let kind = std::fs::read(&json)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<SnapshotRecord>(&b).ok())
+            .map(|r| r.kind)
+            .unwrap_or_default();
+        let _ = std::fs::remove_file(&json);
+        if kind == "btrfs" && self.dir.join(id).is_dir() {
+            // A read-only subvolume: only btrfs can remove it.
+            let out = std::process::Command::new("btrfs")
+                .args(["subvolume", "delete"])
+                .arg(self.dir.join(id))
+                .output();
+            return match out {
+                Ok(o) if o.status.success() => Ok(()),
+                Ok(o) => {
+                    Err(SnapshotError::Command(String::from_utf8_lossy(&o.stderr).trim().into()))
+                }
+                Err(e) => Err(SnapshotError::Command(format!("running btrfs: {e}"))),
+            };
+        }
+        match std::fs::remove_dir_all(self.dir.join(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(io_err(format!("deleting snapshot {id}"))(e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `secs` since the Unix epoch as UTC: `2026-11-21T01:53:00Z`, or `20261121T015300Z`
+/// without `separators` (for names).
+pub fn utc(secs: u64, separators: bool) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .map(|t| {
+            let (mo, d, h, mi, s) =
+                (u8::from(t.month()), t.day(), t.hour(), t.minute(), t.second());
+            if separators {
+                format!("{:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z", t.year())
+            } else {
+                format!("{:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z", t.year())
+            }
+        })
+        .unwrap_or_else(|_| secs.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use rustix::fs::{self as rfs, AtFlags, Mode};
+
+    use super::*;
+
+    fn rec(id: &str, time_unix: u64) -> SnapshotRecord {
+        SnapshotRecord {
+            id: id.into(),
+            round: 0,
+            time_unix,
+            entries: 0,
+            bytes: 0,
+            stats: Stats::default(),
+            root_hash: String::new(),
+            kind: String::new(),
+        }
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_of_each_hour_and_day() {
+        const H: u64 = 3600;
+        const D: u64 = 86_400;
+        // Oldest first: two days ago (two), yesterday (two in one hour), today (three hours).
+        let all = vec![
+            rec("a", 10 * D + H),
+            rec("b", 10 * D + 5 * H),
+            rec("c", 11 * D + 2 * H),
+            rec("d", 11 * D + 2 * H + 60),
+            rec("e", 12 * D),
+            rec("f", 12 * D + H),
+            rec("g", 12 * D + 2 * H + 10),
+        ];
+        let ids = |r: Retention| {
+            let mut v: Vec<String> = r.keep(&all).into_iter().collect();
+            v.sort();
+            v.join("")
+        };
+        assert_eq!(ids(Retention::default()), "abcdefg", "no rule keeps all");
+        assert_eq!(ids(Retention { last: 2, ..Retention::default() }), "fg");
+        // Hours, newest first: g, f, e, then d (c shares d's hour and is older).
+        assert_eq!(ids(Retention { hourly: 4, ..Retention::default() }), "defg");
+        // Days: g (today), d (yesterday), b (the day before).
+        assert_eq!(ids(Retention { daily: 3, ..Retention::default() }), "bdg");
+        assert_eq!(ids(Retention { last: 1, hourly: 2, daily: 3 }), "bdfg");
+        assert_eq!(ids(Retention { daily: 10, ..Retention::default() }), "bdg");
+    }
+
+    /// Special files and symlinks in a snapshot keep mode (past the umask), owner and mtime.
+    #[test]
+    fn special_files_keep_their_metadata() {
+        let t = tempfile::tempdir().unwrap();
+        let (module, state) = (t.path().join("m"), t.path().join("state"));
+        std::fs::create_dir_all(&module).unwrap();
+        let dir = rfs::open(&module, rustix::fs::OFlags::DIRECTORY, Mode::empty()).unwrap();
+        rfs::mknodat(&dir, "fifo", rustix::fs::FileType::Fifo, Mode::from_bits_truncate(0o666), 0)
+            .unwrap();
+        rfs::chmodat(&dir, "fifo", Mode::from_bits_truncate(0o666), AtFlags::empty()).unwrap();
+        std::os::unix::fs::symlink("fifo", module.join("link")).unwrap();
+        if crate::fs::can_chown() {
+            std::os::unix::fs::lchown(module.join("fifo"), Some(1234), Some(5678)).unwrap();
+            std::os::unix::fs::lchown(module.join("link"), Some(4321), Some(8765)).unwrap();
+        }
+        let ms = crate::state::ModuleState::new(&state, "m");
+        let snaps = ms.open_snapshots(&module, &Snapshotter::Hardlink).unwrap();
+        let commits = ms.commits();
+        let (_, rec) = snaps
+            .take(
+                &module,
+                &Stats::default(),
+                &Retention::default(),
+                &commits,
+                &[],
+                &Snapshotter::Hardlink,
+            )
+            .unwrap();
+        for name in ["fifo", "link"] {
+            let a = std::fs::symlink_metadata(module.join(name)).unwrap();
+            let b = std::fs::symlink_metadata(snaps.path(&rec.id).join(name)).unwrap();
+            assert_eq!((a.mode(), a.uid(), a.gid()), (b.mode(), b.uid(), b.gid()), "{name}");
+            assert_eq!((a.mtime(), a.mtime_nsec()), (b.mtime(), b.mtime_nsec()), "{name}");
+        }
+    }
+}
