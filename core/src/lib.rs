@@ -15,6 +15,8 @@
 //! - [`session`]: the round as two sans-IO state machines, [`SourceSession`] and
 //!   [`TargetSession`], that ask a driver to do [`SourceWork`]/[`TargetWork`].
 //! - [`Limits`]: every bound on what a peer can make us allocate.
+//! - [`rng`]: the workspace's one seedable, non-cryptographic generator, for test data,
+//!   benchmark datasets and jitter.
 //!
 //! It does not open files or sockets, spawn threads (beyond `rayon` inside pure computations),
 //! or read the clock. The `ferry-agent` crate is the driver.
@@ -32,6 +34,7 @@ pub mod hash;
 pub mod limits;
 pub mod message;
 pub mod path;
+pub mod rng;
 pub mod session;
 pub mod stats;
 

@@ -30,6 +30,7 @@ use crate::message::{
     self, Encoding, FileFailure, FileId, Message, Payload, PROTOCOL_MIN, PROTOCOL_VERSION,
 };
 use crate::path::RelPath;
+use crate::rng::SplitMix64;
 use crate::SEGMENT_LEN;
 
 /// Harness steps (one completed work item, or one exchange of messages) before a round is
@@ -53,36 +54,9 @@ fn meta(mode: u32, mtime_s: i64) -> Meta {
     Meta { mode, uid: 1000, gid: 1000, mtime_ns: mtime_s * 1_000_000_000 }
 }
 
-/// Seeded xorshift generator: reproducible noise and shuffles without a `rand` dependency.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
-
 /// `n` incompressible bytes: zstd cannot shrink them, so literal counts mean what they say.
 fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut rng = Rng::new(seed);
-    let mut v = Vec::with_capacity(n + 8);
-    while v.len() < n {
-        v.extend_from_slice(&rng.next_u64().to_le_bytes());
-    }
-    v.truncate(n);
-    v
+    SplitMix64::bytes(seed, n)
 }
 
 /// `n` bytes of repetitive text: compressible, so the zstd path is exercised too.
@@ -766,7 +740,7 @@ struct Pair {
     dst_fs: DestFs,
     queue: VecDeque<AnyWork>,
     /// `Some`: complete work in a seeded random order instead of first-asked-first-done.
-    shuffle: Option<Rng>,
+    shuffle: Option<SplitMix64>,
     limits: Limits,
     log: Log,
     flow: Flow,
@@ -792,7 +766,7 @@ impl Pair {
     }
 
     fn shuffled(mut self, seed: u64) -> Pair {
-        self.shuffle = Some(Rng::new(seed));
+        self.shuffle = Some(SplitMix64::new(seed));
         self
     }
 
@@ -810,7 +784,7 @@ impl Pair {
             }
             let next = match &mut self.shuffle {
                 Some(rng) if !self.queue.is_empty() => {
-                    let i = rng.below(self.queue.len());
+                    let i = rng.index(self.queue.len());
                     self.queue.swap_remove_back(i)
                 }
                 _ => self.queue.pop_front(),
@@ -1554,27 +1528,27 @@ fn scan_batch_of_one_does_not_stall() {
 
 /// A random node for `p`: mostly files (empty, small text, or noise big enough to be sent as a
 /// delta), some directories and symlinks.
-fn random_node(rng: &mut Rng, salt: u64) -> MemNode {
-    let m = meta(0o600 | (rng.below(2) as u32 * 0o044), 1000 + rng.below(3) as i64);
-    match rng.below(10) {
+fn random_node(rng: &mut SplitMix64, salt: u64) -> MemNode {
+    let m = meta(0o600 | (rng.index(2) as u32 * 0o044), 1000 + rng.index(3) as i64);
+    match rng.index(10) {
         0 | 1 => MemNode::Dir { meta: m },
         // A symlink's own mode is always 0777 on Linux; the sessions rightly ignore it.
         2 => MemNode::Symlink {
-            target: format!("t{}", rng.below(4)).into_bytes(),
+            target: format!("t{}", rng.index(4)).into_bytes(),
             meta: Meta { mode: 0o777, ..m },
         },
         3 => MemNode::File { meta: m, bytes: Vec::new() },
-        4 | 5 => MemNode::File { meta: m, bytes: text(1 + rng.below(900), "r") },
-        _ => MemNode::File { meta: m, bytes: noise(1024 + rng.below(70_000), salt) },
+        4 | 5 => MemNode::File { meta: m, bytes: text(1 + rng.index(900), "r") },
+        _ => MemNode::File { meta: m, bytes: noise(1024 + rng.index(70_000), salt) },
     }
 }
 
-fn random_tree(rng: &mut Rng, nodes: usize) -> MemTree {
+fn random_tree(rng: &mut SplitMix64, nodes: usize) -> MemTree {
     let mut t = MemTree::default();
     let mut dirs: Vec<Option<RelPath>> = vec![None];
     for i in 0..nodes {
-        let name = format!("n{}", rng.below(12));
-        let p = match &dirs[rng.below(dirs.len())] {
+        let name = format!("n{}", rng.index(12));
+        let p = match &dirs[rng.index(dirs.len())] {
             Some(d) => d.join(name.as_bytes()),
             None => RelPath::from_component(name.as_bytes()),
         }
@@ -1594,23 +1568,23 @@ fn random_tree(rng: &mut Rng, nodes: usize) -> MemTree {
 /// An older version of `src`, as a destination might hold it: content edited (with a new
 /// mtime), bytes inserted, modes changed, entries missing, entries of another type, and
 /// entries the source no longer has.
-fn older_version(src: &MemTree, rng: &mut Rng) -> MemTree {
+fn older_version(src: &MemTree, rng: &mut SplitMix64) -> MemTree {
     let mut t = src.clone();
     let paths: Vec<RelPath> = t.0.keys().cloned().collect();
     for (i, p) in paths.iter().enumerate() {
         let Some(node) = t.0.get_mut(p) else { continue };
-        match (rng.below(8), node) {
+        match (rng.index(8), node) {
             (0, _) => {
                 t.remove_subtree(p);
             }
             (1, MemNode::File { meta, bytes }) if !bytes.is_empty() => {
-                let at = rng.below(bytes.len());
+                let at = rng.index(bytes.len());
                 bytes[at] ^= 0x55;
                 meta.mtime_ns -= 7;
             }
             (2, MemNode::File { meta, bytes }) => {
-                let at = rng.below(bytes.len() + 1);
-                bytes.splice(at..at, noise(1 + rng.below(3000), i as u64));
+                let at = rng.index(bytes.len() + 1);
+                bytes.splice(at..at, noise(1 + rng.index(3000), i as u64));
                 meta.mtime_ns -= 7;
             }
             (3, MemNode::File { meta, .. } | MemNode::Dir { meta }) => {
@@ -1638,7 +1612,7 @@ fn older_version(src: &MemTree, rng: &mut Rng) -> MemTree {
 #[test]
 fn random_trees_converge_in_one_round_and_then_stay_put() {
     for seed in 0..24u64 {
-        let mut rng = Rng::new(seed);
+        let mut rng = SplitMix64::new(seed);
         let src = random_tree(&mut rng, 80);
         let dst = older_version(&src, &mut rng);
         // Small, varying windows so flow control, the file window and the local scan refills
@@ -1646,10 +1620,10 @@ fn random_trees_converge_in_one_round_and_then_stay_put() {
         let opts = SessionOptions {
             delete: true,
             checksum: seed % 2 == 1,
-            window_entries: 4 + rng.below(16) as u64,
-            window_files: 1 + rng.below(4),
-            scan_batch: 2 + rng.below(8),
-            max_inflight_work: 1 + rng.below(8),
+            window_entries: 4 + rng.index(16) as u64,
+            window_files: 1 + rng.index(4),
+            scan_batch: 2 + rng.index(8),
+            max_inflight_work: 1 + rng.index(8),
             ..SessionOptions::default()
         };
         let mut pair = Pair::new(src.clone(), dst, opts.clone()).shuffled(seed);
@@ -1671,15 +1645,15 @@ fn random_trees_converge_in_one_round_and_then_stay_put() {
 fn random_faults_spoil_only_their_own_files() {
     let (mut failed, mut resent) = (0, 0);
     for seed in 0..24u64 {
-        let mut rng = Rng::new(seed ^ 0xfa17);
+        let mut rng = SplitMix64::new(seed ^ 0xfa17);
         let src = random_tree(&mut rng, 60);
         let dst = older_version(&src, &mut rng);
         let opts = SessionOptions {
             delete: true,
-            window_entries: 4 + rng.below(16) as u64,
-            window_files: 1 + rng.below(4),
-            scan_batch: 2 + rng.below(8),
-            max_inflight_work: 1 + rng.below(8),
+            window_entries: 4 + rng.index(16) as u64,
+            window_files: 1 + rng.index(4),
+            scan_batch: 2 + rng.index(8),
+            max_inflight_work: 1 + rng.index(8),
             ..SessionOptions::default()
         };
         let mut pair = Pair::new(src.clone(), dst, opts.clone()).shuffled(seed);
@@ -1690,7 +1664,7 @@ fn random_faults_spoil_only_their_own_files() {
             if !matches!(n, MemNode::File { .. }) {
                 continue;
             }
-            match rng.below(8) {
+            match rng.index(8) {
                 0 => {
                     pair.src_fs.touch_on_read.insert(p.clone());
                 }
