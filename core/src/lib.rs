@@ -11,6 +11,8 @@
 //!   parallel signing and a shared delta index for parallel segment diffs.
 //! - [`hash`]: whole-file blake3, computable segment by segment in parallel.
 //! - [`compress`]: zstd for literal data, skipped when it does not pay, bounded when decoded.
+//! - [`segment`]: one segment as the wire carries it: encoded (delta or literal, compressed)
+//!   by the source, rebuilt and length-checked by the destination.
 //! - [`message`]: the [`Message`]s of a round and their framing.
 //! - [`session`]: the round as two sans-IO state machines, [`SourceSession`] and
 //!   [`TargetSession`], that ask a driver to do [`SourceWork`]/[`TargetWork`].
@@ -35,6 +37,7 @@ pub mod limits;
 pub mod message;
 pub mod path;
 pub mod rng;
+pub mod segment;
 pub mod session;
 pub mod stats;
 

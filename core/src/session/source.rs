@@ -11,8 +11,8 @@ use crate::entry::{Entry, EntryKind, RootMeta};
 use crate::hash::{merge_segments, segment_count, SegmentHash};
 use crate::message::{Encoding, FileFailure, FileId, Message, Payload};
 use crate::path::RelPath;
+use crate::segment::seg_len;
 use crate::stats::Stats;
-use crate::SEGMENT_LEN;
 
 /// Work the source asks its driver to do.
 #[derive(Debug)]
@@ -782,10 +782,6 @@ impl SourceSession {
         self.pending.insert(id, p);
         self.work.push_back((id, w));
     }
-}
-
-fn seg_len(size: u64, index: u64) -> u64 {
-    size.saturating_sub(index * SEGMENT_LEN as u64).min(SEGMENT_LEN as u64)
 }
 
 pub(super) fn message_name(m: &Message) -> &'static str {

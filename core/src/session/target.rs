@@ -10,6 +10,7 @@ use crate::hash::segment_count;
 use crate::limits::LimitExceeded;
 use crate::message::{Encoding, FileFailure, FileId, Message, Payload};
 use crate::path::RelPath;
+use crate::segment::seg_len;
 use crate::stats::Stats;
 use crate::SEGMENT_LEN;
 
@@ -1297,8 +1298,4 @@ impl TFile {
             writing_kept: false,
         }
     }
-}
-
-fn seg_len(size: u64, index: u64) -> u64 {
-    size.saturating_sub(index * SEGMENT_LEN as u64).min(SEGMENT_LEN as u64)
 }

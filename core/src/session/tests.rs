@@ -21,7 +21,6 @@ use super::{
     Action, Itemized, ProtocolError, SessionError, SessionOptions, SourceOutcome, SourceSession,
     SourceWork, TargetOutcome, TargetSession, TargetWork, WorkCounts, WorkId,
 };
-use crate::compress;
 use crate::delta::{self, BlockSize, DeltaCounts, DeltaError, SignatureHeader};
 use crate::entry::{Entry, EntryKind, LocalEntry, Meta};
 use crate::hash::hash_segment;
@@ -31,6 +30,7 @@ use crate::message::{
 };
 use crate::path::RelPath;
 use crate::rng::SplitMix64;
+use crate::segment::{self, seg_len};
 use crate::SEGMENT_LEN;
 
 /// Harness steps (one completed work item, or one exchange of messages) before a round is
@@ -67,10 +67,6 @@ fn text(n: usize, tag: &str) -> Vec<u8> {
         .cycle()
         .take(n)
         .collect()
-}
-
-fn seg_len(size: u64, index: u64) -> u64 {
-    size.saturating_sub(index * SEGMENT_LEN as u64).min(SEGMENT_LEN as u64)
 }
 
 fn file_entry(p: &str, size: u64) -> Entry {
@@ -382,21 +378,13 @@ impl SourceFs {
             return SourceOutcome::SegmentFailed(FileFailure::Changed);
         };
         let hash = hash_segment(index, data, file_len);
-        let whole = DeltaCounts { literal: len as u64, matched: 0 };
         let offset = index * SEGMENT_LEN as u64;
-        let (payload, raw, counts) = match how {
-            Some(how) => match delta::encode_segment(how, offset, data.to_vec()) {
-                Ok(r) => r,
-                Err(e) => {
-                    return SourceOutcome::SegmentFailed(FileFailure::Unreadable(e.to_string()))
-                }
-            },
-            None => (Payload::Literal, data.to_vec(), whole),
+        let how = how.unwrap_or(&delta::SegmentHow::Literal);
+        let e = match segment::encode(how, offset, data.to_vec(), level) {
+            Ok(e) => e,
+            Err(e) => return SourceOutcome::SegmentFailed(FileFailure::Unreadable(e.to_string())),
         };
-        let (encoding, data) = match compress::compress(&raw, level) {
-            Some(c) => (Encoding::Zstd, c),
-            None => (Encoding::Raw, raw),
-        };
+        let segment::Encoded { payload, encoding, data, counts } = e;
         SourceOutcome::Segment { hash, data, payload, encoding, counts }
     }
 }
@@ -592,39 +580,15 @@ impl DestFs {
                 st.next
             ));
         }
-        let raw = match encoding {
-            Encoding::Raw => data,
-            Encoding::Zstd => {
-                let cap = match payload {
-                    Payload::Literal | Payload::Kept => len,
-                    Payload::Delta => self.limits.max_delta_segment,
-                };
-                match compress::decompress(&data, cap, self.limits.max_zstd_window_log) {
-                    Ok(v) => v,
-                    Err(e) => return TargetOutcome::BadData(format!("{path}: {e}")),
-                }
-            }
-        };
-        let (out, matched) = match payload {
-            Payload::Literal => (raw, 0),
-            Payload::Kept => return TargetOutcome::BadData(format!("{path}: nothing was kept")),
-            Payload::Delta => {
-                let Some(basis) = self.bases.get(&file) else {
-                    return TargetOutcome::BadData(format!("{path}: delta without a basis"));
-                };
-                let mut out = Vec::with_capacity(len);
-                if let Err(e) = delta::apply(basis, &raw, &mut out, len) {
-                    return TargetOutcome::BadData(format!("{path}: {e}"));
-                }
-                (out, delta::count(&raw).map_or(0, |c| c.matched))
-            }
-        };
-        if out.len() != len {
-            return TargetOutcome::BadData(format!(
-                "{path}: segment {index} rebuilt to {} bytes, {len} announced",
-                out.len()
-            ));
+        if payload == Payload::Kept {
+            return TargetOutcome::BadData(format!("{path}: nothing was kept"));
         }
+        let basis = self.bases.get(&file).map(Vec::as_slice);
+        let rebuilt = match segment::rebuild(payload, encoding, data, len, basis, &self.limits) {
+            Ok(r) => r,
+            Err(e) => return TargetOutcome::BadData(format!("{path}: segment {index}: {e}")),
+        };
+        let (out, matched) = (rebuilt.data, rebuilt.matched);
         st.bytes.extend_from_slice(&out);
         st.next += 1;
         self.staging.insert(file, st);
