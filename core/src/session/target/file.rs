@@ -17,20 +17,63 @@ use crate::SEGMENT_LEN;
 /// Signature bytes per `SignaturePiece` message.
 const SIGNATURE_PIECE: usize = 1 << 20;
 
+/// Where a file is in its transfer. The phases follow each other (not all are visited):
+/// `Hashing` (`--checksum` deciding) or `Resuming` (asking the journal), then `Signing` (the
+/// basis), `Receiving`, `Finishing` (verifying), `Verified`, `Committing`; or `Discarding`.
 #[derive(Debug)]
 pub(super) enum FileState {
+    /// Hashing the local file to decide whether it changed (`--checksum`).
     Hashing,
     /// Asking the driver's journal whether it holds a part of the file.
     Resuming,
+    /// Signing the local file as the basis of a delta.
     Signing,
+    /// Asked for; segments arrive and are written in order.
     Receiving,
+    /// Every segment written; the driver verifies the file.
     Finishing,
     /// Verified, waiting for its batch to be committed.
     Verified,
+    /// In a commit batch at the driver.
     Committing,
+    /// The source gave up on it; the driver drops its temp file.
     Discarding,
 }
 
+/// What the source's segments are rebuilt against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Basis {
+    /// Nothing: the file is sent whole.
+    Whole,
+    /// The local file, signed; `len` is the basis length the signature described.
+    Signed {
+        /// Length of the basis.
+        len: u64,
+    },
+    /// As `Signed`, and the source has asked for a fine signature of its gaps, which it may
+    /// do once per transfer.
+    Refined {
+        /// Length of the basis.
+        len: u64,
+    },
+}
+
+/// What a `Receiving` file is waiting on at the driver; one thing at a time, so segments are
+/// written in order and none is written while the fine signature is being made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Busy {
+    /// Nothing: the next queued segment can go.
+    Idle,
+    /// A segment is being written; `kept` when it is one held from an interrupted round.
+    Writing {
+        /// The segment is `Kept` (counted as resumed bytes, not literal ones).
+        kept: bool,
+    },
+    /// The fine signature (second pass of a two-level delta) is being computed.
+    Refining,
+}
+
+/// A segment received and waiting for its turn to be written.
 #[derive(Debug)]
 pub(super) struct QueuedSegment {
     pub(super) index: u64,
@@ -39,32 +82,34 @@ pub(super) struct QueuedSegment {
     pub(super) data: Vec<u8>,
 }
 
+/// A file the target is deciding or transferring.
 #[derive(Debug)]
 pub(super) struct TFile {
+    /// The source's entry.
     pub(super) entry: Entry,
     pub(super) state: FileState,
     /// The destination's regular file at this path, if any: basis and metadata to compare.
     pub(super) local: Option<Entry>,
+    /// Segments in the file.
     pub(super) segments: u64,
+    /// Index of the next segment expected from the source.
     next_rx: u64,
+    /// Segments written.
     written: u64,
     queue: VecDeque<QueuedSegment>,
-    writing: bool,
+    busy: Busy,
+    basis: Basis,
+    /// The source's blake3 of the whole file, once its `FileEnd` has arrived.
     end: Option<[u8; 32]>,
+    /// The source gave up on the file (`FileFailed`); it is discarded once nothing of it is
+    /// at the driver. Independent of `busy`: a write may still be in flight.
     failed: bool,
+    /// The file failed verification once and is being sent again, whole (a second failure
+    /// gives it up). Survives the restart of the transfer.
     resent: bool,
-    delta: bool,
-    /// Length of the basis the signature described.
-    basis_len: u64,
-    /// A fine signature was asked for (at most once per transfer).
-    refined: bool,
-    /// The fine signature is being computed.
-    refining: bool,
     /// Segments the destination holds from an interrupted round (sent in `Resume`): the
     /// source may answer these with `Kept`.
     resumable: u64,
-    /// The write in progress is of a `Kept` segment.
-    writing_kept: bool,
 }
 
 impl TFile {
@@ -77,17 +122,23 @@ impl TFile {
             next_rx: 0,
             written: 0,
             queue: VecDeque::new(),
-            writing: false,
+            busy: Busy::Idle,
+            basis: Basis::Whole,
             end: None,
             failed: false,
             resent: false,
-            delta: false,
-            basis_len: 0,
-            refined: false,
-            refining: false,
             resumable: 0,
-            writing_kept: false,
         }
+    }
+
+    /// Whether segments may come as deltas.
+    fn has_basis(&self) -> bool {
+        self.basis != Basis::Whole
+    }
+
+    /// Whether the file is waiting for the commit of its batch.
+    pub(super) fn awaits_commit(&self) -> bool {
+        matches!(self.state, FileState::Verified | FileState::Committing)
     }
 }
 
@@ -107,7 +158,7 @@ impl TargetSession {
                 ProtocolError::SegmentOrder { file, want: f.next_rx, got: seg.index }.into()
             );
         }
-        if seg.payload == Payload::Delta && !f.delta {
+        if seg.payload == Payload::Delta && !f.has_basis() {
             return Err(
                 ProtocolError::Invalid(format!("file {file}: delta without a basis")).into()
             );
@@ -161,14 +212,19 @@ impl TargetSession {
     ) -> Result<(), SessionError> {
         let limits = self.opts.limits;
         let f = self.files.get_mut(&file).ok_or(ProtocolError::UnknownFile(file))?;
-        let fits = matches!(f.state, FileState::Receiving) && f.delta && !f.refined;
-        if !fits || f.next_rx != 0 || f.end.is_some() || f.failed {
+        // Only before the first segment, and once: the fine signature changes the basis the
+        // segments' deltas refer to.
+        let ready = matches!(f.state, FileState::Receiving)
+            && f.next_rx == 0
+            && f.end.is_none()
+            && !f.failed;
+        let (true, Basis::Signed { len: basis_len }) = (ready, f.basis) else {
             return Err(ProtocolError::Unexpected { what: "Refine" }.into());
-        }
+        };
         let map =
-            crate::delta::GapMap::new(&gaps, f.basis_len, &limits).map_err(ProtocolError::from)?;
-        f.refined = true;
-        f.refining = true;
+            crate::delta::GapMap::new(&gaps, basis_len, &limits).map_err(ProtocolError::from)?;
+        f.basis = Basis::Refined { len: basis_len };
+        f.busy = Busy::Refining;
         let block_size = BlockSize::fine_for_gaps(map.len(), gaps.len() as u64);
         self.push_work(Pending::File(file), TargetWork::FineSignature { file, gaps, block_size });
         Ok(())
@@ -223,7 +279,7 @@ impl TargetSession {
     /// Moves one file forward: next write, or finish, or discard.
     fn pump_file(&mut self, file: FileId) {
         let Some(f) = self.files.get_mut(&file) else { return };
-        if f.writing || f.refining || !matches!(f.state, FileState::Receiving) {
+        if f.busy != Busy::Idle || !matches!(f.state, FileState::Receiving) {
             return;
         }
         if f.failed {
@@ -233,8 +289,7 @@ impl TargetSession {
             return;
         }
         if let Some(seg) = f.queue.pop_front() {
-            f.writing = true;
-            f.writing_kept = seg.payload == Payload::Kept;
+            f.busy = Busy::Writing { kept: seg.payload == Payload::Kept };
             let w = TargetWork::Write {
                 file,
                 path: f.entry.path.clone(),
@@ -276,11 +331,7 @@ impl TargetSession {
         if self.commit_batch.is_empty() || self.opts.dry_run {
             return;
         }
-        let waiting = self
-            .files
-            .values()
-            .filter(|f| matches!(f.state, FileState::Verified | FileState::Committing))
-            .count();
+        let waiting = self.files.values().filter(|f| f.awaits_commit()).count();
         // Half the window at most, so the other half keeps the pipeline busy meanwhile.
         let full = COMMIT_BATCH.min(self.opts.window_files / 2).max(1);
         if self.commit_batch.len() < full && waiting < self.files.len() {
@@ -328,16 +379,15 @@ impl TargetSession {
                 f.state = FileState::Receiving;
                 match sig {
                     Some((header, blocks)) => {
-                        f.delta = true;
-                        f.basis_len = header.basis_len;
+                        f.basis = Basis::Signed { len: header.basis_len };
                         self.out.push_back(Message::Want { file, basis: Some(header) });
                         self.send_signature(file, blocks);
                     }
                     None => self.out.push_back(Message::Want { file, basis: None }),
                 }
             }
-            (FileState::Receiving, TargetOutcome::Signed(sig)) if f.refining => {
-                f.refining = false;
+            (FileState::Receiving, TargetOutcome::Signed(sig)) if f.busy == Busy::Refining => {
+                f.busy = Busy::Idle;
                 // The basis is held in memory, so signing its gaps cannot fail to find it; an
                 // empty fine signature (everything literal) is still a valid answer.
                 let (header, blocks) = sig.unwrap_or_else(|| {
@@ -349,11 +399,12 @@ impl TargetSession {
                 self.pump_file(file);
             }
             (FileState::Receiving, TargetOutcome::Written { matched }) => {
-                f.writing = false;
+                let kept = f.busy == Busy::Writing { kept: true };
+                f.busy = Busy::Idle;
                 f.written += 1;
                 let len = seg_len(f.entry.size, f.written - 1);
                 self.bytes_credit_owed += len;
-                if std::mem::take(&mut f.writing_kept) {
+                if kept {
                     self.stats.resumed_bytes += len;
                 } else {
                     self.stats.matched_bytes += matched;
@@ -369,7 +420,7 @@ impl TargetSession {
             (FileState::Finishing, TargetOutcome::Mismatch) if !f.resent => {
                 // An MD4 collision or a file that changed under the reader: resend it whole.
                 f.resent = true;
-                f.delta = false;
+                f.basis = Basis::Whole;
                 f.resumable = 0;
                 f.state = FileState::Receiving;
                 f.next_rx = 0;
