@@ -31,10 +31,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
+use ferry_core::rng::SplitMix64;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::{fill_random_chunk, Edits, Mutations, Rng, RANDOM_CHUNK};
+use crate::{fill_random_chunk, Edits, Mutations, RANDOM_CHUNK};
 
 /// Name of the big file at the root of a `mixed` tree.
 pub const BIG_FILE: &str = "big.img";
@@ -314,9 +315,9 @@ const TAG_ADD: u64 = 7;
 const TAG_EDIT: u64 = 8;
 
 fn sub_seed(seed: u64, tag: u64, index: u64) -> u64 {
-    let mut r = Rng::new(seed ^ tag.wrapping_mul(0xA076_1D64_78BD_642F));
+    let mut r = SplitMix64::new(seed ^ tag.wrapping_mul(0xA076_1D64_78BD_642F));
     let a = r.next_u64();
-    Rng::new(a ^ index.wrapping_mul(0xE703_7ED1_A0B4_28DB)).next_u64()
+    SplitMix64::new(a ^ index.wrapping_mul(0xE703_7ED1_A0B4_28DB)).next_u64()
 }
 
 /// The seed of the big file's content and of its edits: with the same `seed`, `mixed` writes
@@ -329,7 +330,7 @@ pub fn big_seed(seed: u64) -> u64 {
 /// Seconds since the epoch of the first generated mtime: 2024-01-01T00:00:00Z plus a seeded
 /// offset within that year.
 fn base_secs(seed: u64) -> u64 {
-    1_704_067_200 + Rng::new(sub_seed(seed, TAG_TIME, 0)).below(365 * 86_400)
+    1_704_067_200 + SplitMix64::new(sub_seed(seed, TAG_TIME, 0)).below(365 * 86_400)
 }
 
 /// mtimes of a later round (`mutate`): 400 days after the base, so they are never equal to an
@@ -339,7 +340,7 @@ fn later_secs(seed: u64) -> u64 {
 }
 
 /// `base + index` seconds with seeded nanoseconds, so a copy has to keep full precision.
-fn file_time(base: u64, index: usize, rng: &mut Rng) -> SystemTime {
+fn file_time(base: u64, index: usize, rng: &mut SplitMix64) -> SystemTime {
     UNIX_EPOCH + Duration::new(base + index as u64, rng.below(1_000_000_000) as u32)
 }
 
@@ -386,7 +387,7 @@ impl Plan<'_> {
     fn files(&self) -> Vec<FileSpec> {
         (0..self.count)
             .map(|i| {
-                let mut rng = Rng::new(sub_seed(self.seed, self.tag, i as u64));
+                let mut rng = SplitMix64::new(sub_seed(self.seed, self.tag, i as u64));
                 let dir = self.dirs[rng.below(self.dirs.len() as u64) as usize].clone();
                 // Half random, half text, interleaved so every directory gets both.
                 let text = i % 2 == 1;
@@ -406,7 +407,7 @@ impl Plan<'_> {
 
 /// `len` bytes of content: random bytes, or log lines.
 fn content(len: usize, text: bool, seed: u64) -> Vec<u8> {
-    let mut rng = Rng::new(seed);
+    let mut rng = SplitMix64::new(seed);
     if text {
         let start_ms = (1_704_067_200 + rng.below(365 * 86_400)) * 1000;
         log_lines(&mut rng, len, start_ms)
@@ -419,14 +420,14 @@ fn content(len: usize, text: bool, seed: u64) -> Vec<u8> {
 
 /// Log-like text: timestamped lines with a few repeating fields and random ids, so it
 /// compresses roughly like real service logs (about 3-4x with zstd -1), cut to `len` bytes.
-fn log_lines(rng: &mut Rng, len: usize, start_ms: u64) -> Vec<u8> {
+fn log_lines(rng: &mut SplitMix64, len: usize, start_ms: u64) -> Vec<u8> {
     const LEVELS: [&str; 8] = ["INFO", "INFO", "INFO", "INFO", "DEBUG", "DEBUG", "WARN", "ERROR"];
     const PARTS: [&str; 6] = ["api", "scheduler", "volume", "snapshot", "auth", "gc"];
     const ROUTES: [&str; 6] =
         ["/v1/volumes", "/v1/snapshots", "/v1/nodes", "/v1/claims", "/healthz", "/metrics"];
     const METHODS: [&str; 4] = ["GET", "GET", "PUT", "POST"];
     const STATUS: [u16; 6] = [200, 200, 200, 201, 404, 500];
-    let pick = |rng: &mut Rng, n: usize| rng.below(n as u64) as usize;
+    let pick = |rng: &mut SplitMix64, n: usize| rng.below(n as u64) as usize;
     let mut s = String::with_capacity(len + 200);
     let mut ms = start_ms;
     while s.len() < len {
@@ -563,7 +564,7 @@ pub fn generate_mixed(out: &Path, spec: &MixedSpec, seed: u64) -> Result<()> {
         },
     }
     .files();
-    let mut rng = Rng::new(sub_seed(seed, TAG_BIG, 1));
+    let mut rng = SplitMix64::new(sub_seed(seed, TAG_BIG, 1));
     write_big(&out.join(BIG_FILE), spec.big_len, big_seed(seed), file_time(base, 0, &mut rng))?;
     write_all_parallel(out, &files)?;
     make_symlinks(out, &files, spec.symlinks, seed)
@@ -572,7 +573,7 @@ pub fn generate_mixed(out: &Path, spec: &MixedSpec, seed: u64) -> Result<()> {
 /// Symlinks of four kinds, in turn: to a sibling file, from the root to a file deep in the
 /// tree, to a directory, and dangling. Symlinks are copied verbatim, never followed.
 fn make_symlinks(root: &Path, files: &[FileSpec], n: usize, seed: u64) -> Result<()> {
-    let mut rng = Rng::new(sub_seed(seed, TAG_LINK, 0));
+    let mut rng = SplitMix64::new(sub_seed(seed, TAG_LINK, 0));
     for k in 0..n {
         let f = &files[rng.below(files.len() as u64) as usize];
         let name = format!("link-{k:03}");
@@ -672,7 +673,7 @@ pub fn mutate(dir: &Path, spec: &MutateSpec, seed: u64) -> Result<MutateSummary>
         spec.big.overwrite_len
     );
     let later = later_secs(seed);
-    let mut when = Rng::new(sub_seed(seed, TAG_TIME, 1));
+    let mut when = SplitMix64::new(sub_seed(seed, TAG_TIME, 1));
     let mut summary = MutateSummary::default();
 
     // The big file: the reference workload's edits, streamed into a new file renamed over the
@@ -695,7 +696,7 @@ pub fn mutate(dir: &Path, spec: &MutateSpec, seed: u64) -> Result<MutateSummary>
     let (mut files, dirs) = list_files(dir)?;
     files.retain(|f| f != Path::new(BIG_FILE));
     ensure!(!dirs.is_empty(), "{} has no directories of small files", dir.display());
-    let mut rng = Rng::new(sub_seed(seed, TAG_MUTATE, 0));
+    let mut rng = SplitMix64::new(sub_seed(seed, TAG_MUTATE, 0));
     for i in (1..files.len()).rev() {
         files.swap(i, rng.below(i as u64 + 1) as usize);
     }
@@ -713,7 +714,7 @@ pub fn mutate(dir: &Path, spec: &MutateSpec, seed: u64) -> Result<MutateSummary>
     let to_rename = &rest[..spec.renamed];
 
     for (j, rel) in to_change.iter().enumerate() {
-        let mut r = Rng::new(sub_seed(seed, TAG_EDIT, j as u64));
+        let mut r = SplitMix64::new(sub_seed(seed, TAG_EDIT, j as u64));
         let path = dir.join(rel);
         let f = OpenOptions::new().write(true).open(&path)?;
         let size = f.metadata()?.len();
@@ -861,7 +862,7 @@ mod tests {
 
     #[test]
     fn log_lines_look_like_logs() {
-        let text = log_lines(&mut Rng::new(3), 4000, 1_704_067_200_000);
+        let text = log_lines(&mut SplitMix64::new(3), 4000, 1_704_067_200_000);
         assert_eq!(text.len(), 4000);
         let s = String::from_utf8(text).expect("utf-8");
         assert!(s.starts_with("2024-01-01T00:00:"), "{}", &s[..40]);

@@ -28,42 +28,10 @@ use std::io::{self, Read, Write};
 
 use ferry_core::delta::{self, BlockSize, DeltaCounts, DeltaError, DeltaIndex, SignatureHeader};
 use ferry_core::hash::{hash_segment, merge_segments, SegmentHash};
+use ferry_core::rng::SplitMix64;
 use ferry_core::{Limits, SEGMENT_LEN};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-
-/// A small deterministic generator (splitmix64): fast, seedable, and the same everywhere.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next value.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A value in `0..n` (`n > 0`; the slight modulo bias does not matter here).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    /// Fills `buf` with random bytes.
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for c in buf.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            c.copy_from_slice(&v[..c.len()]);
-        }
-    }
-}
 
 /// Random bytes are generated in independently seeded chunks of this size, in parallel: chunk
 /// `i` of a stream depends only on the seed and `i` (see [`fill_random_chunk`]).
@@ -74,8 +42,8 @@ pub const RANDOM_CHUNK: usize = 1 << 20;
 /// holding it in memory.
 pub fn fill_random_chunk(seed: u64, index: u64, buf: &mut [u8]) {
     debug_assert!(buf.len() <= RANDOM_CHUNK);
-    let chunk_seed = Rng::new(seed ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64();
-    Rng::new(chunk_seed).fill(buf);
+    let chunk_seed = SplitMix64::new(seed ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64();
+    SplitMix64::new(chunk_seed).fill(buf);
 }
 
 /// `len` pseudo-random bytes from `seed`, generated in parallel; the result does not depend on
@@ -191,7 +159,7 @@ impl Edits {
         // The draw order (overwrite position, its bytes, ..., then insert position, length,
         // bytes) is what the reference figures in docs/ARCHITECTURE.md were measured with:
         // changing it changes every workload.
-        let mut rng = Rng::new(seed ^ 0x6D75_7461_7465);
+        let mut rng = SplitMix64::new(seed ^ 0x6D75_7461_7465);
         let mut overwrites = Vec::with_capacity(m.overwrites);
         if let Some(stretch) = len.checked_div(m.overwrites as u64) {
             for k in 0..m.overwrites as u64 {
@@ -506,7 +474,7 @@ mod tests {
     /// streaming application must reproduce byte for byte.
     fn reference_new(len: usize, m: Mutations, seed: u64) -> Vec<u8> {
         let old = random_bytes(len, seed);
-        let mut rng = Rng::new(seed ^ 0x6D75_7461_7465);
+        let mut rng = SplitMix64::new(seed ^ 0x6D75_7461_7465);
         let mut edited = old.clone();
         if let Some(stretch) = len.checked_div(m.overwrites) {
             for k in 0..m.overwrites {

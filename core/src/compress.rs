@@ -113,15 +113,7 @@ mod tests {
 
     #[test]
     fn skips_incompressible_data() {
-        let mut x = 0x9E3779B97F4A7C15u64;
-        let noise: Vec<u8> = (0..100_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let noise = crate::rng::SplitMix64::bytes(0x9E37_79B9_7F4A_7C15, 100_000);
         assert!(compress(&noise, 3).is_none());
     }
 

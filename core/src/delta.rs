@@ -731,15 +731,7 @@ mod tests {
     use super::*;
 
     fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
+        crate::rng::SplitMix64::bytes(seed, n)
     }
 
     #[test]

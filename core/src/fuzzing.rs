@@ -74,6 +74,56 @@ pub fn patch(data: &[u8]) {
     let _ = crate::compress::decompress(data, cap, 20);
 }
 
+/// Segment rebuilding and encoding: an arbitrary payload (any kind, encoding and announced
+/// length, with or without a basis) rebuilds to exactly its announced length or is refused;
+/// the honest encodings of arbitrary bytes, literal and delta, rebuild to those bytes.
+///
+/// Input: kind selector, flags (bit 0 zstd, bit 1 no basis, high nibble zstd level), the
+/// announced length (u16, little-endian), then the payload.
+pub fn segment(data: &[u8]) {
+    use crate::message::{Encoding, Payload};
+    use crate::segment::{self, SegmentError};
+    use std::sync::Arc;
+    let [kind, flags, l0, l1, body @ ..] = data else { return };
+    let limits = Limits::default();
+    let basis: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+    let payload = match kind % 3 {
+        0 => Payload::Literal,
+        1 => Payload::Delta,
+        _ => Payload::Kept,
+    };
+    let encoding = if flags & 1 == 0 { Encoding::Raw } else { Encoding::Zstd };
+    let len = usize::from(u16::from_le_bytes([*l0, *l1]));
+    let with_basis = (flags & 2 == 0).then_some(&basis[..]);
+    match segment::rebuild(payload, encoding, body.to_vec(), len, with_basis, &limits) {
+        Ok(r) => {
+            assert_eq!(r.data.len(), len);
+            assert!(r.matched <= len as u64);
+            assert_ne!(payload, Payload::Kept);
+        }
+        Err(SegmentError::Encode(e)) => panic!("rebuilding never encodes: {e}"),
+        Err(_) => {}
+    }
+
+    let level = i32::from(flags >> 4);
+    let lit = segment::encode(&delta::SegmentHow::Literal, 0, body.to_vec(), level)
+        .expect("a literal always encodes");
+    let back = segment::rebuild(lit.payload, lit.encoding, lit.data, body.len(), None, &limits)
+        .expect("own literal rebuilds");
+    assert_eq!(back.data, body);
+
+    let bs = BlockSize::new(delta::MIN_BLOCK).expect("MIN_BLOCK is valid");
+    let header = SignatureHeader::new(bs, basis.len() as u64);
+    let blocks = delta::signature_blocks(&basis, bs);
+    let index = DeltaIndex::build(&header, &blocks, &limits).expect("own signature is valid");
+    let how = delta::SegmentHow::Delta(Arc::new(index));
+    let d = segment::encode(&how, 0, body.to_vec(), level).expect("a valid index diffs");
+    let back = segment::rebuild(d.payload, d.encoding, d.data, body.len(), Some(&basis), &limits)
+        .expect("own delta rebuilds");
+    assert_eq!(back.data, body);
+    assert_eq!(back.matched, d.counts.matched);
+}
+
 /// A destination session fed arbitrary frames as if from a hostile source, its work answered
 /// by a trivial driver: it may refuse, never panic.
 pub fn target_session(data: &[u8]) {
@@ -175,11 +225,12 @@ mod tests {
     fn replay_fuzz_corpus() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
         type Harness = fn(&[u8]);
-        let targets: [(&str, Harness); 6] = [
+        let targets: [(&str, Harness); 7] = [
             ("rel_path", super::rel_path),
             ("frames", super::frames),
             ("signature_delta", super::signature_delta),
             ("patch", super::patch),
+            ("segment", super::segment),
             ("target_session", super::target_session),
             ("source_session", super::source_session),
         ];

@@ -11,10 +11,14 @@
 //!   parallel signing and a shared delta index for parallel segment diffs.
 //! - [`hash`]: whole-file blake3, computable segment by segment in parallel.
 //! - [`compress`]: zstd for literal data, skipped when it does not pay, bounded when decoded.
+//! - [`segment`]: one segment as the wire carries it: encoded (delta or literal, compressed)
+//!   by the source, rebuilt and length-checked by the destination.
 //! - [`message`]: the [`Message`]s of a round and their framing.
 //! - [`session`]: the round as two sans-IO state machines, [`SourceSession`] and
 //!   [`TargetSession`], that ask a driver to do [`SourceWork`]/[`TargetWork`].
 //! - [`Limits`]: every bound on what a peer can make us allocate.
+//! - [`rng`]: the workspace's one seedable, non-cryptographic generator, for test data,
+//!   benchmark datasets and jitter.
 //!
 //! It does not open files or sockets, spawn threads (beyond `rayon` inside pure computations),
 //! or read the clock. The `ferry-agent` crate is the driver.
@@ -32,6 +36,8 @@ pub mod hash;
 pub mod limits;
 pub mod message;
 pub mod path;
+pub mod rng;
+pub mod segment;
 pub mod session;
 pub mod stats;
 

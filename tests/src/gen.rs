@@ -19,6 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use ferry_core::rng::SplitMix64;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
@@ -26,7 +27,6 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags, CWD};
 use rustix::io::Errno;
 
 use crate::tree::join;
-use crate::SplitMix64;
 
 /// Directories nest at most this deep below the root.
 pub const MAX_DEPTH: usize = 4;

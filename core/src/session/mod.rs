@@ -14,8 +14,10 @@
 //!
 //! The sessions never touch a socket, a file or the clock. A driver feeds them the peer's
 //! messages (`handle_message`) and the results of work they asked for (`handle_outcome`), and
-//! drains what they produce (`poll_transmit`, `poll_work`). The same code runs `ferry sync`
-//! over an in-memory channel and, later, QUIC, TCP and stdio.
+//! drains what they produce (`poll_transmit`, `poll_work`). The same code runs every round:
+//! `ferry sync` over an in-memory channel, and remote rounds over QUIC, TLS over TCP, or a
+//! remote shell's stdio (the `ferry-transport` crate carries the messages; the sessions never
+//! see which).
 //!
 //! # Flow control
 //! The target grants credit: manifest entries it is ready to merge and raw segment bytes it is
