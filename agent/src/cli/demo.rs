@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use ferry_core::rng::SplitMix64;
 use ferry_transport::tls::Identity;
 
 use super::output::{print_summary, Progress};
@@ -18,43 +19,13 @@ use crate::round::{RoundOptions, SyncOptions};
 use crate::state::snapshot::{Retention, Snapshotter};
 use crate::state::{ModuleState, StateConfig};
 
-/// A small deterministic pseudo-random generator (xorshift), so the sample is the same on
-/// every machine.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// The next value.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// Fills `buf` with random bytes.
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for c in buf.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            c.copy_from_slice(&v[..c.len()]);
-        }
-    }
-}
-
 /// Writes the sample tree: `files` small files (half random, half log-like text) over a few
 /// directories, one larger file of `big` bytes, a symlink and a hard link.
 ///
 /// # Errors
 /// Any I/O error creating the tree.
 pub fn generate(root: &Path, files: usize, big: usize, seed: u64) -> io::Result<()> {
-    let mut rng = Rng::new(seed);
+    let mut rng = SplitMix64::new(seed);
     std::fs::create_dir_all(root)?;
     for i in 0..files {
         let dir = root.join(format!("dir{:02}", i % 16));
@@ -86,7 +57,7 @@ pub fn generate(root: &Path, files: usize, big: usize, seed: u64) -> io::Result<
 /// Any I/O error.
 pub fn mutate(root: &Path, seed: u64) -> io::Result<()> {
     use std::io::Write;
-    let mut rng = Rng::new(seed ^ 0xABCD);
+    let mut rng = SplitMix64::new(seed ^ 0xABCD);
     let big = root.join("big.bin");
     let mut data = std::fs::read(&big)?;
     for _ in 0..8 {
@@ -113,7 +84,7 @@ pub fn mutate(root: &Path, seed: u64) -> io::Result<()> {
     Ok(())
 }
 
-fn log_text(rng: &mut Rng, size: usize) -> Vec<u8> {
+fn log_text(rng: &mut SplitMix64, size: usize) -> Vec<u8> {
     const WORDS: &[&str] = &[
         "INFO",
         "WARN",

@@ -9,11 +9,11 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 
-use ferry_core::compress;
 use ferry_core::delta::{self, DeltaCounts, SegmentHow};
 use ferry_core::entry::{Entry, EntryKind, RootMeta};
 use ferry_core::hash::{hash_segment, SegmentHash};
 use ferry_core::message::{Encoding, FileFailure, Payload};
+use ferry_core::segment;
 use ferry_core::session::{SourceOutcome, SourceWork};
 use ferry_core::RelPath;
 use rayon::prelude::*;
@@ -202,21 +202,18 @@ impl LocalSource {
         hash: SegmentHash,
     ) -> io::Result<SourceOutcome> {
         let offset = index * ferry_core::SEGMENT_LEN as u64;
-        let (payload, raw, counts) = match how {
+        let encoded = match how {
             SegmentHow::Refined(plan) => {
-                delta::encode_refined(plan, offset - pre as u64, &buf, offset, len as u64)
+                segment::encode_refined(plan, offset - pre as u64, &buf, offset, len as u64, level)
             }
             _ => {
                 buf.truncate(pre + len);
                 buf.drain(..pre);
-                delta::encode_segment(how, offset, buf)
+                segment::encode(how, offset, buf, level)
             }
         }
         .map_err(io::Error::other)?;
-        let (encoding, data) = match compress::compress(&raw, level) {
-            Some(c) => (Encoding::Zstd, c),
-            None => (Encoding::Raw, raw),
-        };
+        let segment::Encoded { payload, encoding, data, counts } = encoded;
         Ok(SourceOutcome::Segment { hash, data, payload, encoding, counts })
     }
 }

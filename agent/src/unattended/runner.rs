@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use ferry_core::rng::SplitMix64;
 
-use super::schedule::{Backoff, Jitter, Retries, Schedule};
+use super::schedule::{Backoff, Retries, Schedule};
 use super::status::Agent;
 use crate::fs::image::{ImageError, SourceSnapshot};
 use crate::net::{Direction, RemoteError, Url};
@@ -89,7 +90,8 @@ pub fn run(
     round: &mut dyn FnMut(&Path) -> Result<Report, RemoteError>,
     report: &mut dyn FnMut(&Report) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let mut rng = Jitter::new(
+    // Seeded from the clock and the process id, so agents started together differ.
+    let mut rng = SplitMix64::new(
         SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id()),
     );

@@ -1,5 +1,6 @@
 //! Unattended rounds: when to run (an interval or a cron expression, with jitter), how to retry
-//! (exponential backoff with jitter, transient errors only), and what missed.
+//! (exponential backoff with jitter, transient errors only), and what missed. Jitter draws from
+//! the workspace's one generator, [`ferry_core::rng::SplitMix64`].
 //!
 //! Everything here takes the time as an argument and reads no clock, so schedules are tested
 //! with fixed times.
@@ -128,27 +129,6 @@ impl Backoff {
     }
 }
 
-/// A small generator for jitter (not for anything secret).
-#[derive(Debug, Clone)]
-pub struct Jitter(u64);
-
-impl Jitter {
-    /// Seeded from the clock and the process id, so agents started together differ.
-    pub fn new(seed: u64) -> Jitter {
-        Jitter(seed | 1)
-    }
-
-    /// A number in [0, 1).
-    pub fn next_unit(&mut self) -> f64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,11 +173,6 @@ mod tests {
         assert_eq!(b.delay(3, 0.0), Duration::from_secs(8));
         assert_eq!(b.delay(10, 0.0), Duration::from_secs(30));
         assert!(b.delay(40, 0.5) <= Duration::from_secs(60));
-        let mut j = Jitter::new(7);
-        for _ in 0..1000 {
-            let u = j.next_unit();
-            assert!((0.0..1.0).contains(&u));
-        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ use ferry_core::entry::{Entry, LocalEntry};
 use ferry_core::hash::{hash_segment, merge_segments, SegmentHash};
 use ferry_core::message::{Encoding, FileId, Payload};
 use ferry_core::session::{TargetOutcome, TargetWork, WorkCounts};
-use ferry_core::{compress, Limits, RelPath};
+use ferry_core::{segment, Limits, RelPath};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
 use self::file::{copy_content, read_kept, temp_prefix, write_sparse};
@@ -301,46 +301,27 @@ impl LocalDestination {
         if st.written != index * ferry_core::SEGMENT_LEN as u64 {
             return TargetOutcome::BadData(format!("{path}: segment {index} out of order"));
         }
-        let raw = match (encoding, payload) {
-            (_, Payload::Kept) => Vec::new(),
-            (Encoding::Raw, _) => data,
-            (Encoding::Zstd, _) => {
-                let cap = match payload {
-                    Payload::Literal | Payload::Kept => len,
-                    Payload::Delta => self.limits.max_delta_segment,
-                };
-                match compress::decompress(&data, cap, self.limits.max_zstd_window_log) {
-                    Ok(v) => v,
-                    Err(e) => return TargetOutcome::BadData(format!("{path}: {e}")),
-                }
+        let (out, matched) = if payload == Payload::Kept {
+            // Held from an interrupted round: read it back. It is hashed below like any
+            // segment, so a chunk that did not survive on disk fails the file's check (and the
+            // file is sent again whole) instead of failing the round.
+            (read_kept(&st.file, st.written, len), 0)
+        } else {
+            let basis = (payload == Payload::Delta)
+                .then(|| lock(&self.bases).get(&file).cloned())
+                .flatten();
+            match segment::rebuild(
+                payload,
+                encoding,
+                data,
+                len,
+                basis.as_ref().map(|b| b.bytes()),
+                &self.limits,
+            ) {
+                Ok(r) => (r.data, r.matched),
+                Err(e) => return TargetOutcome::BadData(format!("{path}: segment {index}: {e}")),
             }
         };
-        let (out, matched) = match payload {
-            Payload::Literal => (raw, 0),
-            Payload::Kept => {
-                // Held from an interrupted round: read it back. It is hashed below like any
-                // segment, so a chunk that did not survive on disk fails the file's check
-                // (and the file is sent again whole) instead of failing the round.
-                (read_kept(&st.file, st.written, len), 0)
-            }
-            Payload::Delta => {
-                let Some(basis) = lock(&self.bases).get(&file).cloned() else {
-                    return TargetOutcome::BadData(format!("{path}: delta without a basis"));
-                };
-                let mut out = Vec::with_capacity(len);
-                if let Err(e) = delta::apply(basis.bytes(), &raw, &mut out, len) {
-                    return TargetOutcome::BadData(format!("{path}: {e}"));
-                }
-                let matched = delta::count(&raw).map_or(0, |c| c.matched);
-                (out, matched)
-            }
-        };
-        if out.len() != len {
-            return TargetOutcome::BadData(format!(
-                "{path}: segment {index} rebuilt to {} bytes, {len} announced",
-                out.len()
-            ));
-        }
         let cv = hash_segment(index, &out, file_len);
         st.segs.push(cv);
         if let Some((bs, sig)) = &mut st.sig {
