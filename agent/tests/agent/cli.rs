@@ -1,5 +1,4 @@
 //! The `ferry` binary as a user runs it: flags, output, exit codes.
-#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test, with its message.
 
 use std::path::Path;
 use std::process::{Command, Output};

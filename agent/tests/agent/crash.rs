@@ -8,7 +8,6 @@
 //!
 //! Real processes, real files, real sockets; the kill points come from a seeded generator
 //! (printed, so a failure can be replayed).
-#![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -16,8 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::{creds, serve_with, Server, FERRY};
+use crate::common::{creds, serve_with, Server, FERRY};
 
 /// Path → blake3 of every regular file under a root; temp files reported separately.
 type Tree = BTreeMap<PathBuf, [u8; 32]>;
@@ -304,7 +302,7 @@ fn kill_9_the_source_50_times() {
     kill_source(50, 0x5AC3_0001);
 }
 
-/// The long version: `cargo test -p ferry-agent --test crash -- --ignored`.
+/// The long version: `cargo test -p ferry-agent --test agent crash -- --ignored`.
 #[test]
 #[ignore = "long: 500 kills per side"]
 fn kill_9_500_times_per_side() {
