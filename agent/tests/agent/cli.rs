@@ -3,9 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn ferry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry")).args(args).output().expect("ferry runs")
-}
+use crate::common::ferry;
 
 fn json(out: &Output) -> serde_json::Value {
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));

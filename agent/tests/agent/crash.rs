@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{creds, serve_with, Server, FERRY};
+use crate::common::{creds, serve_with, Rng, Server, FERRY};
 
 /// Path → blake3 of every regular file under a root; temp files reported separately.
 type Tree = BTreeMap<PathBuf, [u8; 32]>;
@@ -50,31 +50,11 @@ fn scan(root: &Path) -> (Tree, Vec<PathBuf>) {
     (tree, temps)
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn noise(len: usize, rng: &mut Rng) -> Vec<u8> {
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&rng.next().to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
 /// Two versions of a tree: a big file differing in a few places, small files edited, some
 /// only in one version.
 fn versions(base: &Path) -> [(PathBuf, Tree); 2] {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let big = noise(3 << 20, &mut rng);
+    let big = rng.bytes(3 << 20);
     let mut out = Vec::new();
     for v in 0..2u8 {
         let root = base.join(format!("v{v}"));
@@ -92,8 +72,8 @@ fn versions(base: &Path) -> [(PathBuf, Tree); 2] {
             if (v == 1 && i < 5) || (v == 0 && i >= 35) {
                 continue;
             }
-            let len = 1000 + (rng.next() % 20_000) as usize;
-            let mut data = noise(len, &mut rng);
+            let len = 1000 + (rng.next_u64() % 20_000) as usize;
+            let mut data = rng.bytes(len);
             data[0] = v;
             std::fs::write(root.join(format!("d{}/f{i}", i % 4)), data).unwrap();
         }
@@ -246,7 +226,7 @@ fn kill_destination(iterations: usize, seed: u64) {
         let ctx = format!("seed {seed:#x}, iteration {i} (destination killed)");
         let mut srv = serve(&creds, &dst, &state);
         let mut client = push(&vs[v].0, srv.addr, &creds).spawn().unwrap();
-        let at = window.mul_f64((rng.next() % 1500) as f64 / 1000.0);
+        let at = window.mul_f64((rng.next_u64() % 1500) as f64 / 1000.0);
         std::thread::sleep(at);
         srv.child.kill().unwrap();
         srv.child.wait().unwrap();
@@ -275,7 +255,7 @@ fn kill_source(iterations: usize, seed: u64) {
         let v = i % 2;
         let ctx = format!("seed {seed:#x}, iteration {i} (source killed)");
         let mut client = push(&vs[v].0, srv.addr, &creds).spawn().unwrap();
-        let at = window.mul_f64((rng.next() % 1500) as f64 / 1000.0);
+        let at = window.mul_f64((rng.next_u64() % 1500) as f64 / 1000.0);
         std::thread::sleep(at);
         let _ = client.kill();
         let done = client.wait().unwrap().success();

@@ -10,7 +10,7 @@ use ferry_agent::remote::{Direction, Request, WireOptions};
 use ferry_transport::net::connect_tcp;
 use ferry_transport::tls::Identity;
 
-use super::{check_ok, ferry, s};
+use super::{check_ok, ferry, s, Rng};
 
 pub(crate) fn request(module: &str, direction: Direction) -> Request {
     Request {
@@ -76,7 +76,7 @@ pub(crate) fn udp_relay(
             dark_until.clone(),
         );
         std::thread::spawn(move || {
-            let mut x = seed;
+            let mut rng = Rng(seed);
             let mut queue: std::collections::VecDeque<(Instant, Vec<u8>)> = Default::default();
             let mut buf = vec![0u8; 65536];
             let from = if upstream { &front } else { &back };
@@ -96,9 +96,7 @@ pub(crate) fn udp_relay(
                             }
                         }
                     }
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
+                    let x = rng.next_u64();
                     let dark = dark_until.lock().unwrap().is_some_and(|t| Instant::now() < t);
                     if !dark && x % 1000 >= drop_per_mille {
                         queue.push_back((Instant::now() + delay, buf[..n].to_vec()));
