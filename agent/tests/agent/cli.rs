@@ -1,9 +1,9 @@
 //! The `ferry` binary as a user runs it: flags, output, exit codes.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use crate::common::ferry;
+use crate::common::{assert_same_tree, ferry};
 
 fn json(out: &Output) -> serde_json::Value {
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
@@ -96,11 +96,5 @@ fn demo_runs_the_whole_job() {
         .filter(|n| n.ends_with(".json"))
         .collect();
     assert_eq!(snaps.len(), 3, "{snaps:?}");
-    let diff = Command::new("rsync")
-        .args(["-aHAXnic", "--delete"])
-        .arg(format!("{}/", dir.join("source").display()))
-        .arg(format!("{}/", dir.join("destination").display()))
-        .output()
-        .expect("rsync is installed (apt-get install rsync)");
-    assert_eq!(String::from_utf8_lossy(&diff.stdout), "");
+    assert_same_tree(&dir.join("source"), &dir.join("destination"));
 }

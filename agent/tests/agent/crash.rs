@@ -1,6 +1,7 @@
 //! Crash tests: `kill -9` the destination (`ferry serve`) or the source (`ferry push`) at
 //! random points of a round, many times, and check after each kill that
-//! - every file of the destination holds its previous or its new version, whole (hashes);
+//! - every file of the destination holds its previous or its new version, whole (bytes and
+//!   metadata);
 //! - every snapshot is a complete tree of one version, verifies against its root hash, and
 //!   belongs to a committed round (no snapshot of an uncommitted round);
 //! - the next round converges: the destination equals the source, no temp file remains, no
@@ -9,46 +10,13 @@
 //! Real processes, real files, real sockets; the kill points come from a seeded generator
 //! (printed, so a failure can be replayed).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{creds, serve_with, Rng, Server, FERRY};
-
-/// Path → blake3 of every regular file under a root; temp files reported separately.
-type Tree = BTreeMap<PathBuf, [u8; 32]>;
-
-fn scan(root: &Path) -> (Tree, Vec<PathBuf>) {
-    let mut tree = Tree::new();
-    let mut temps = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-        for e in rd {
-            let e = e.unwrap();
-            let p = e.path();
-            let ft = e.file_type().unwrap();
-            if e.file_name().to_string_lossy().starts_with(".~ferry.") {
-                temps.push(p);
-            } else if ft.is_dir() {
-                stack.push(p);
-            } else if ft.is_file() {
-                let rel = p.strip_prefix(root).unwrap().to_path_buf();
-                // A live server may rename or retention delete it meanwhile.
-                match std::fs::read(&p) {
-                    Ok(data) => {
-                        tree.insert(rel, *blake3::hash(&data).as_bytes());
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => panic!("{}: {e}", p.display()),
-                }
-            }
-        }
-    }
-    (tree, temps)
-}
+use crate::common::{creds, serve_with, Rng, Server, Tree, FERRY};
 
 /// Two versions of a tree: a big file differing in a few places, small files edited, some
 /// only in one version.
@@ -77,7 +45,7 @@ fn versions(base: &Path) -> [(PathBuf, Tree); 2] {
             data[0] = v;
             std::fs::write(root.join(format!("d{}/f{i}", i % 4)), data).unwrap();
         }
-        let tree = scan(&root).0;
+        let tree = Tree::read(&root);
         out.push((root, tree));
     }
     let b = out.pop().unwrap();
@@ -131,9 +99,9 @@ fn check_invariants(
     vs: &[(PathBuf, Tree); 2],
     checked: &mut HashSet<String>,
 ) {
-    let (tree, _temps) = scan(dst);
-    for (p, h) in &tree {
-        let ok = vs.iter().any(|(_, t)| t.get(p) == Some(h));
+    let tree = Tree::read_live(dst);
+    for (p, file) in tree.files() {
+        let ok = vs.iter().any(|(_, t)| t.nodes.get(p) == Some(file));
         assert!(ok, "{ctx}: {} holds neither version", p.display());
     }
     // The list first: a commit record is durable before its snapshot is named, so every
@@ -151,12 +119,17 @@ fn check_invariants(
         // Retention removes the record first, then the tree: a record still there after the
         // scan means the tree was whole while it was read.
         let record = state.join("snapshots/m").join(format!("{id}.json"));
-        let (t, temps) = scan(&dir);
+        let t = Tree::read_live(&dir);
         if !record.exists() {
             continue;
         }
-        assert!(temps.is_empty(), "{ctx}: temp files in snapshot {id}");
-        assert!(vs.iter().any(|(_, v)| *v == t), "{ctx}: snapshot {id} is not one whole version");
+        assert!(t.temps().is_empty(), "{ctx}: temp files in snapshot {id}");
+        assert!(
+            vs.iter().any(|(_, v)| *v == t),
+            "{ctx}: snapshot {id} is not one whole version:\n{:?}\n{:?}",
+            vs[0].1.diff(&t),
+            vs[1].1.diff(&t)
+        );
         let out = Command::new(FERRY)
             .args(["snapshots", "verify", "--module", "m", "--snapshot", &id, "--state-dir"])
             .arg(state)
@@ -173,15 +146,21 @@ fn check_invariants(
 /// After a completed round of version `v`: the destination is that version, nothing temporary
 /// is left, and the round's snapshot is there.
 fn check_converged(ctx: &str, dst: &Path, state: &Path, v: &Tree) {
-    let (tree, temps) = scan(dst);
+    let tree = Tree::read_live(dst);
+    let temps = tree.temps();
     assert!(temps.is_empty(), "{ctx}: temp files left after a completed round: {temps:?}");
-    assert!(tree == *v, "{ctx}: destination differs from the source after a completed round");
+    assert!(
+        tree == *v,
+        "{ctx}: destination differs from the source after a completed round:\n{:?}",
+        v.diff(&tree)
+    );
     // The snapshot follows the client's Done; wait for it (bounded).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let list = snapshot_list(state);
-        let newest =
-            list.last().map(|s| scan(&state.join("snapshots/m").join(s["id"].as_str().unwrap())).0);
+        let newest = list
+            .last()
+            .map(|s| Tree::read_live(&state.join("snapshots/m").join(s["id"].as_str().unwrap())));
         let partial = std::fs::read_dir(state.join("snapshots/m"))
             .unwrap()
             .flatten()
@@ -232,7 +211,7 @@ fn kill_destination(iterations: usize, seed: u64) {
         srv.child.wait().unwrap();
         let _ = client.kill();
         let done = client.wait().unwrap().success();
-        mid += usize::from(!done && scan(&dst).0 != vs[v].1);
+        mid += usize::from(!done && Tree::read_live(&dst) != vs[v].1);
         check_invariants(&ctx, &dst, &state, &vs, &mut checked);
         // Restart and complete the round.
         let srv = serve(&creds, &dst, &state);
@@ -259,7 +238,7 @@ fn kill_source(iterations: usize, seed: u64) {
         std::thread::sleep(at);
         let _ = client.kill();
         let done = client.wait().unwrap().success();
-        mid += usize::from(!done && scan(&dst).0 != vs[v].1);
+        mid += usize::from(!done && Tree::read_live(&dst) != vs[v].1);
         check_invariants(&ctx, &dst, &state, &vs, &mut checked);
         // The server may still be winding the cut round down: Busy is retried.
         let out = push(&vs[v].0, srv.addr, &creds).output().unwrap();

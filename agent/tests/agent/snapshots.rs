@@ -7,7 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::common::{
-    assert_same_tree, check_ok, creds, ferry, s, sample, serve, serve_with, Server, FERRY,
+    assert_same_tree, check_ok, copy_tree, creds, ferry, s, sample, serve, serve_with, Server,
+    FERRY,
 };
 
 fn snapshots(state: &Path, want: usize, count: usize) -> Vec<serde_json::Value> {
@@ -48,13 +49,7 @@ fn each_pushed_round_leaves_a_snapshot_of_that_round() {
     };
     let keep = |n: u32| {
         let r = t.path().join(format!("ref{n}"));
-        let out = Command::new("rsync")
-            .arg("-aHAX")
-            .arg(format!("{}/", s(&src)))
-            .arg(&r)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        copy_tree(&src, &r);
         r
     };
     push();
@@ -288,14 +283,7 @@ fn promote_makes_a_snapshot_the_live_tree() {
     let push = || rig.push();
     push();
     let reference = t.path().join("ref1");
-    check_ok(
-        &Command::new("rsync")
-            .arg("-aHAX")
-            .arg(format!("{}/", s(&src)))
-            .arg(&reference)
-            .output()
-            .unwrap(),
-    );
+    copy_tree(&src, &reference);
     std::fs::write(src.join("db/later"), b"round two").unwrap();
     std::fs::remove_dir_all(src.join("db/wal")).unwrap();
     push();
@@ -452,14 +440,7 @@ fn reflink_and_btrfs_snapshotters() {
             assert!(std::fs::write(snap1.join("x"), b"x").is_err(), "the snapshot is read-only");
         }
         let reference = t.path().join(format!("{kind}-ref1"));
-        check_ok(
-            &Command::new("rsync")
-                .arg("-aHAX")
-                .arg(format!("{}/", s(&src)))
-                .arg(&reference)
-                .output()
-                .unwrap(),
-        );
+        copy_tree(&src, &reference);
         std::fs::write(src.join("db/later"), kind).unwrap();
         push();
         let both = snapshots(&state, 2, 2);

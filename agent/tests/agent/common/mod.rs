@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 pub(crate) mod peer;
+mod tree;
+
+pub(crate) use tree::{assert_same_tree, Tree};
 
 use ferry_agent::init;
 
@@ -119,16 +122,17 @@ pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
     (0..len).map(|_| rng.next_u64() as u8).collect()
 }
 
-/// rsync as an independent judge: nothing to transfer means the trees are the same.
-pub(crate) fn assert_same_tree(a: &Path, b: &Path) {
+/// A copy of the tree under `from` as it is now, at `to`, to compare with later: rsync -aHAX
+/// keeps everything the judge compares, and with `--modify-window=-1` it sets every mtime to
+/// the nanosecond (by default it leaves one that is already right to the second).
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
     let out = Command::new("rsync")
-        .args(["-aHAXnic", "--delete"])
-        .arg(format!("{}/", a.display()))
-        .arg(format!("{}/", b.display()))
+        .args(["-aHAX", "--modify-window=-1"])
+        .arg(format!("{}/", from.display()))
+        .arg(to)
         .output()
-        .expect("rsync is installed (apt-get install rsync); the tests use it as a judge");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "trees differ");
+        .expect("rsync is installed (apt-get install rsync); the tests copy trees with it");
+    check_ok(&out);
 }
 
 /// One HTTP/1.1 request; returns the status code and the body.
