@@ -2,7 +2,8 @@
 //! sockets. Each module below is one topic; `common` is all they share.
 #![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test, with its message.
 
-// The `ferry` binary and its server, credentials, sample trees, crafted peers, bad links.
+// The `ferry` binary and its server, credentials, sample trees, the PRNG, the judge of tree
+// equality (common::tree), crafted peers and bad links (common::peer).
 mod common;
 
 // Who may talk to whom: credentials, certificates, protocol versions, module modes.
