@@ -1,82 +1,32 @@
 //! Crash tests: `kill -9` the destination (`ferry serve`) or the source (`ferry push`) at
 //! random points of a round, many times, and check after each kill that
-//! - every file of the destination holds its previous or its new version, whole (hashes);
+//! - every file of the destination holds its previous or its new version, whole (bytes and
+//!   metadata);
 //! - every snapshot is a complete tree of one version, verifies against its root hash, and
 //!   belongs to a committed round (no snapshot of an uncommitted round);
 //! - the next round converges: the destination equals the source, no temp file remains, no
-//!   partial snapshot remains, and its snapshot appears.
+//!   partial snapshot remains, and its snapshot appears;
+//!
+//! and at the end that at least one kill in five landed mid-round, with the destination
+//! neither version (kills that land before or after a round test nothing).
 //!
 //! Real processes, real files, real sockets; the kill points come from a seeded generator
 //! (printed, so a failure can be replayed).
-#![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::{creds, serve_with, Server, FERRY};
-
-/// Path → blake3 of every regular file under a root; temp files reported separately.
-type Tree = BTreeMap<PathBuf, [u8; 32]>;
-
-fn scan(root: &Path) -> (Tree, Vec<PathBuf>) {
-    let mut tree = Tree::new();
-    let mut temps = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-        for e in rd {
-            let e = e.unwrap();
-            let p = e.path();
-            let ft = e.file_type().unwrap();
-            if e.file_name().to_string_lossy().starts_with(".~ferry.") {
-                temps.push(p);
-            } else if ft.is_dir() {
-                stack.push(p);
-            } else if ft.is_file() {
-                let rel = p.strip_prefix(root).unwrap().to_path_buf();
-                // A live server may rename or retention delete it meanwhile.
-                match std::fs::read(&p) {
-                    Ok(data) => {
-                        tree.insert(rel, *blake3::hash(&data).as_bytes());
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => panic!("{}: {e}", p.display()),
-                }
-            }
-        }
-    }
-    (tree, temps)
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn noise(len: usize, rng: &mut Rng) -> Vec<u8> {
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&rng.next().to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
+use crate::common::{creds, serve_with, Rng, Server, Tree, FERRY};
 
 /// Two versions of a tree: a big file differing in a few places, small files edited, some
 /// only in one version.
 fn versions(base: &Path) -> [(PathBuf, Tree); 2] {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let big = noise(3 << 20, &mut rng);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
+    let mut big = vec![0; 3 << 20];
+    rng.fill(&mut big);
     let mut out = Vec::new();
     for v in 0..2u8 {
         let root = base.join(format!("v{v}"));
@@ -94,12 +44,13 @@ fn versions(base: &Path) -> [(PathBuf, Tree); 2] {
             if (v == 1 && i < 5) || (v == 0 && i >= 35) {
                 continue;
             }
-            let len = 1000 + (rng.next() % 20_000) as usize;
-            let mut data = noise(len, &mut rng);
+            let len = 1000 + (rng.next_u64() % 20_000) as usize;
+            let mut data = vec![0; len];
+            rng.fill(&mut data);
             data[0] = v;
             std::fs::write(root.join(format!("d{}/f{i}", i % 4)), data).unwrap();
         }
-        let tree = scan(&root).0;
+        let tree = Tree::read(&root);
         out.push((root, tree));
     }
     let b = out.pop().unwrap();
@@ -153,9 +104,9 @@ fn check_invariants(
     vs: &[(PathBuf, Tree); 2],
     checked: &mut HashSet<String>,
 ) {
-    let (tree, _temps) = scan(dst);
-    for (p, h) in &tree {
-        let ok = vs.iter().any(|(_, t)| t.get(p) == Some(h));
+    let tree = Tree::read_live(dst);
+    for (p, file) in tree.files() {
+        let ok = vs.iter().any(|(_, t)| t.nodes.get(p) == Some(file));
         assert!(ok, "{ctx}: {} holds neither version", p.display());
     }
     // The list first: a commit record is durable before its snapshot is named, so every
@@ -173,12 +124,17 @@ fn check_invariants(
         // Retention removes the record first, then the tree: a record still there after the
         // scan means the tree was whole while it was read.
         let record = state.join("snapshots/m").join(format!("{id}.json"));
-        let (t, temps) = scan(&dir);
+        let t = Tree::read_live(&dir);
         if !record.exists() {
             continue;
         }
-        assert!(temps.is_empty(), "{ctx}: temp files in snapshot {id}");
-        assert!(vs.iter().any(|(_, v)| *v == t), "{ctx}: snapshot {id} is not one whole version");
+        assert!(t.temps().is_empty(), "{ctx}: temp files in snapshot {id}");
+        assert!(
+            vs.iter().any(|(_, v)| *v == t),
+            "{ctx}: snapshot {id} is not one whole version:\n{:?}\n{:?}",
+            vs[0].1.diff(&t),
+            vs[1].1.diff(&t)
+        );
         let out = Command::new(FERRY)
             .args(["snapshots", "verify", "--module", "m", "--snapshot", &id, "--state-dir"])
             .arg(state)
@@ -195,15 +151,21 @@ fn check_invariants(
 /// After a completed round of version `v`: the destination is that version, nothing temporary
 /// is left, and the round's snapshot is there.
 fn check_converged(ctx: &str, dst: &Path, state: &Path, v: &Tree) {
-    let (tree, temps) = scan(dst);
+    let tree = Tree::read_live(dst);
+    let temps = tree.temps();
     assert!(temps.is_empty(), "{ctx}: temp files left after a completed round: {temps:?}");
-    assert!(tree == *v, "{ctx}: destination differs from the source after a completed round");
+    assert!(
+        tree == *v,
+        "{ctx}: destination differs from the source after a completed round:\n{:?}",
+        v.diff(&tree)
+    );
     // The snapshot follows the client's Done; wait for it (bounded).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let list = snapshot_list(state);
-        let newest =
-            list.last().map(|s| scan(&state.join("snapshots/m").join(s["id"].as_str().unwrap())).0);
+        let newest = list
+            .last()
+            .map(|s| Tree::read_live(&state.join("snapshots/m").join(s["id"].as_str().unwrap())));
         let partial = std::fs::read_dir(state.join("snapshots/m"))
             .unwrap()
             .flatten()
@@ -237,24 +199,65 @@ fn round_time(vs: &[(PathBuf, Tree); 2], creds: &Path, dst: &Path, state: &Path)
     best
 }
 
+/// Where the kills landed in the rounds they cut.
+#[derive(Debug, Default)]
+struct Landings {
+    /// Before the round changed anything: the destination is still the old version, to the
+    /// directories' mtimes (which a temp file created and removed again moves).
+    before: usize,
+    /// Mid-round: the destination is neither version, or holds temp files.
+    mid: usize,
+    /// After the round: the destination is the new version (the client may have had its
+    /// answer, or not yet).
+    after: usize,
+}
+
+impl Landings {
+    /// Counts a kill: `done` if the client finished its round, `dst` the destination read
+    /// right after the kill, `old` and `new` the versions before and after the round.
+    fn count(&mut self, done: bool, dst: &Tree, old: &Tree, new: &Tree) {
+        if done || dst == new {
+            self.after += 1;
+        } else if dst == old {
+            self.before += 1;
+        } else {
+            self.mid += 1;
+        }
+    }
+
+    /// The kills must test what they are for: a good share of them cut a round part way
+    /// through. The kill points spread over one and a half times the round's measured length
+    /// (its fastest of four), and a third to a half of them land mid-round (17 to 29 of 50
+    /// on two busy cores); a load that makes rounds faster or slower than measured moves some
+    /// before or after the round, not all. At least one in five must.
+    fn assert_enough_mid_round(&self, who: &str, iterations: usize) {
+        assert!(
+            self.mid * 5 >= iterations,
+            "{who}: only {} of {iterations} kills landed mid-round ({self:?}); the kill window \
+             no longer covers the rounds",
+            self.mid
+        );
+    }
+}
+
 fn kill_destination(iterations: usize, seed: u64) {
     let (_t, creds, vs, dst, state) = setup();
     let window = round_time(&vs, &creds, &dst, &state);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut checked = HashSet::new();
-    let mut mid = 0;
+    let mut landed = Landings::default();
     for i in 0..iterations {
         let v = i % 2;
         let ctx = format!("seed {seed:#x}, iteration {i} (destination killed)");
         let mut srv = serve(&creds, &dst, &state);
         let mut client = push(&vs[v].0, srv.addr, &creds).spawn().unwrap();
-        let at = window.mul_f64((rng.next() % 1500) as f64 / 1000.0);
+        let at = window.mul_f64((rng.next_u64() % 1500) as f64 / 1000.0);
         std::thread::sleep(at);
         srv.child.kill().unwrap();
         srv.child.wait().unwrap();
         let _ = client.kill();
         let done = client.wait().unwrap().success();
-        mid += usize::from(!done && scan(&dst).0 != vs[v].1);
+        landed.count(done, &Tree::read_live(&dst), &vs[1 - v].1, &vs[v].1);
         check_invariants(&ctx, &dst, &state, &vs, &mut checked);
         // Restart and complete the round.
         let srv = serve(&creds, &dst, &state);
@@ -263,25 +266,26 @@ fn kill_destination(iterations: usize, seed: u64) {
         check_converged(&ctx, &dst, &state, &vs[v].1);
         check_invariants(&ctx, &dst, &state, &vs, &mut checked);
     }
-    eprintln!("destination killed {iterations} times (round window {window:?}): {mid} left a half-done round");
+    eprintln!("destination killed {iterations} times (round window {window:?}): {landed:?}");
+    landed.assert_enough_mid_round("destination", iterations);
 }
 
 fn kill_source(iterations: usize, seed: u64) {
     let (_t, creds, vs, dst, state) = setup();
     let window = round_time(&vs, &creds, &dst, &state);
     let srv = serve(&creds, &dst, &state);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut checked = HashSet::new();
-    let mut mid = 0;
+    let mut landed = Landings::default();
     for i in 0..iterations {
         let v = i % 2;
         let ctx = format!("seed {seed:#x}, iteration {i} (source killed)");
         let mut client = push(&vs[v].0, srv.addr, &creds).spawn().unwrap();
-        let at = window.mul_f64((rng.next() % 1500) as f64 / 1000.0);
+        let at = window.mul_f64((rng.next_u64() % 1500) as f64 / 1000.0);
         std::thread::sleep(at);
         let _ = client.kill();
         let done = client.wait().unwrap().success();
-        mid += usize::from(!done && scan(&dst).0 != vs[v].1);
+        landed.count(done, &Tree::read_live(&dst), &vs[1 - v].1, &vs[v].1);
         check_invariants(&ctx, &dst, &state, &vs, &mut checked);
         // The server may still be winding the cut round down: Busy is retried.
         let out = push(&vs[v].0, srv.addr, &creds).output().unwrap();
@@ -289,9 +293,8 @@ fn kill_source(iterations: usize, seed: u64) {
         check_converged(&ctx, &dst, &state, &vs[v].1);
         check_invariants(&ctx, &dst, &state, &vs, &mut checked);
     }
-    eprintln!(
-        "source killed {iterations} times (round window {window:?}): {mid} left a half-done round"
-    );
+    eprintln!("source killed {iterations} times (round window {window:?}): {landed:?}");
+    landed.assert_enough_mid_round("source", iterations);
 }
 
 #[test]
@@ -304,7 +307,7 @@ fn kill_9_the_source_50_times() {
     kill_source(50, 0x5AC3_0001);
 }
 
-/// The long version: `cargo test -p ferry-agent --test crash -- --ignored`.
+/// The long version: `cargo test -p ferry-agent --test agent crash -- --ignored`.
 #[test]
 #[ignore = "long: 500 kills per side"]
 fn kill_9_500_times_per_side() {

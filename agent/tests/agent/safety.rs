@@ -1,6 +1,5 @@
 //! The destination refuses what a hostile or confused peer could make it do: nothing escapes
 //! the root, nothing unverified lands, no existing inode is modified.
-#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test, with its message.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;

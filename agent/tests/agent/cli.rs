@@ -1,12 +1,9 @@
 //! The `ferry` binary as a user runs it: flags, output, exit codes.
-#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test, with its message.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn ferry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry")).args(args).output().expect("ferry runs")
-}
+use crate::common::{assert_same_tree, ferry};
 
 fn json(out: &Output) -> serde_json::Value {
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
@@ -83,6 +80,35 @@ fn errors_explain_and_set_exit_codes() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Issue 10, defect 1: failures on this machine outside a round (writing credentials, reading a
+/// status file) exit 7 as the README promises; they exited 2 (usage) before.
+#[test]
+fn local_failures_outside_a_round_exit_7() {
+    let t = tempfile::tempdir().unwrap();
+    let file = t.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = ferry(&["init", "--out", file.join("creds").to_str().unwrap(), "--name", "h"]);
+    assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));
+    let missing = t.path().join("status.json");
+    let out = ferry(&["status", "--status-file", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(7), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ferry(&["status", "--status-file", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(7), "not JSON: {}", String::from_utf8_lossy(&out.stderr));
+    // A snapshot that does not exist is the user's mistake, not the machine's.
+    let state = t.path().join("state");
+    let out = ferry(&[
+        "snapshots",
+        "delete",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--module",
+        "m",
+        "--snapshot",
+        "000001-x",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+}
+
 /// README's first command: a sample tree, two agents on loopback, three pushed rounds, a
 /// snapshot per round, the destination equal to the source.
 #[test]
@@ -99,11 +125,5 @@ fn demo_runs_the_whole_job() {
         .filter(|n| n.ends_with(".json"))
         .collect();
     assert_eq!(snaps.len(), 3, "{snaps:?}");
-    let diff = Command::new("rsync")
-        .args(["-aHAXnic", "--delete"])
-        .arg(format!("{}/", dir.join("source").display()))
-        .arg(format!("{}/", dir.join("destination").display()))
-        .output()
-        .expect("rsync is installed (apt-get install rsync)");
-    assert_eq!(String::from_utf8_lossy(&diff.stdout), "");
+    assert_same_tree(&dir.join("source"), &dir.join("destination"));
 }

@@ -1,0 +1,28 @@
+//! The agent's integration tests, one binary: real `ferry` processes, real files, real
+//! sockets. Each module below is one topic; `common` is all they share.
+#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test, with its message.
+
+// The `ferry` binary and its server, credentials, sample trees, the PRNG, the judge of tree
+// equality (common::tree), crafted peers and bad links (common::peer).
+mod common;
+
+// Who may talk to whom: credentials, certificates, protocol versions, module modes.
+mod handshake;
+// Authenticated peers that lie: bad frames, escaping paths, abused data streams.
+mod hostile;
+// Whole rounds: push and pull over QUIC, TCP and rsh; pacing; bench; the signature cache.
+mod rounds;
+// What a committed round leaves: snapshots of each kind, verify, restore, promote.
+mod snapshots;
+// Unattended pushes: retries, the status file, --http, --every, pre/post-round hooks.
+mod unattended;
+// A large file cut part way resumes from its journaled segments.
+mod resume;
+// Bad links: a cut connection, loss and delay, a blackhole past the idle timeout.
+mod faults;
+// `kill -9` either side at random points of a round, many times.
+mod crash;
+// What a hostile or confused peer cannot make the destination do, in process.
+mod safety;
+// The `ferry` binary as a user runs it: flags, output, exit codes.
+mod cli;
