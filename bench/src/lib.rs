@@ -29,6 +29,7 @@ use std::io::{self, Read, Write};
 use ferry_core::delta::{self, BlockSize, DeltaCounts, DeltaError, DeltaIndex, SignatureHeader};
 use ferry_core::hash::{hash_segment, merge_segments, SegmentHash};
 use ferry_core::rng::SplitMix64;
+use ferry_core::segment::seg_len;
 use ferry_core::{Limits, SEGMENT_LEN};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -357,7 +358,7 @@ pub fn fine_pass(plan: &delta::Refined, new: &[u8]) -> Result<Vec<Vec<u8>>, Delt
         .into_par_iter()
         .map(|i| {
             let off = (i * SEGMENT_LEN) as u64;
-            let len = segment_len(i, new.len()) as u64;
+            let len = seg_len(new.len() as u64, i as u64);
             let (pre, post) = plan.context(off, len, new.len() as u64, 1 << 20);
             let win = &new[(off - pre) as usize..(off + len + post) as usize];
             delta::encode_refined(plan, off - pre, win, off, len).map(|(_, d, _)| d)
@@ -375,11 +376,6 @@ pub fn count_all(deltas: &[Vec<u8>]) -> Option<DeltaCounts> {
     })
 }
 
-/// Length of segment `index` of a file of `len` bytes.
-pub fn segment_len(index: usize, len: usize) -> usize {
-    len.saturating_sub(index * SEGMENT_LEN).min(SEGMENT_LEN)
-}
-
 /// Empty output buffers for the segments of a file of `len` bytes, each with its segment's
 /// capacity already written once, so a timed patch does not also time the kernel handing out
 /// fresh pages.
@@ -387,8 +383,9 @@ pub fn segment_buffers(len: usize) -> Vec<Vec<u8>> {
     (0..len.div_ceil(SEGMENT_LEN))
         .into_par_iter()
         .map(|i| {
-            let mut v = Vec::with_capacity(segment_len(i, len));
-            v.resize(segment_len(i, len), 0xA5);
+            let n = seg_len(len as u64, i as u64) as usize;
+            let mut v = Vec::with_capacity(n);
+            v.resize(n, 0xA5);
             v.clear();
             v
         })
@@ -413,7 +410,7 @@ pub fn patch_segments_into(
     assert_eq!(deltas.len(), outs.len(), "one output buffer per segment delta");
     deltas.par_iter().zip(outs.par_iter_mut()).enumerate().try_for_each(|(i, (d, out))| {
         out.clear();
-        delta::apply(basis, d, out, segment_len(i, len))
+        delta::apply(basis, d, out, seg_len(len as u64, i as u64) as usize)
     })
 }
 
@@ -426,8 +423,9 @@ pub fn patch_segments(
     deltas: &[Vec<u8>],
     len: usize,
 ) -> Result<Vec<Vec<u8>>, DeltaError> {
-    let mut outs: Vec<Vec<u8>> =
-        (0..deltas.len()).map(|i| Vec::with_capacity(segment_len(i, len))).collect();
+    let mut outs: Vec<Vec<u8>> = (0..deltas.len())
+        .map(|i| Vec::with_capacity(seg_len(len as u64, i as u64) as usize))
+        .collect();
     patch_segments_into(basis, deltas, &mut outs, len)?;
     Ok(outs)
 }
@@ -438,7 +436,10 @@ pub fn patch_segments(
 /// Returns `None` when the segments do not cut the file at [`SEGMENT_LEN`] boundaries.
 pub fn hash_segments<S: AsRef<[u8]> + Sync>(segments: &[S]) -> Option<[u8; 32]> {
     let len: usize = segments.iter().map(|s| s.as_ref().len()).sum();
-    let aligned = segments.iter().enumerate().all(|(i, s)| s.as_ref().len() == segment_len(i, len));
+    let aligned = segments
+        .iter()
+        .enumerate()
+        .all(|(i, s)| s.as_ref().len() as u64 == seg_len(len as u64, i as u64));
     if !aligned {
         return None;
     }
