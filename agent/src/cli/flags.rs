@@ -2,6 +2,10 @@
 //! durations, schedules, enums); what needs more than one flag to check is validated in
 //! [`super::config`], once, before anything starts.
 
+// The doc comments here are the command line's help text, written for a terminal
+// (`ferry://HOST[:PORT]/MODULE`), not rustdoc links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

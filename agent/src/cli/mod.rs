@@ -3,9 +3,9 @@
 //! [`output`].
 //!
 //! ```text
-//!   flags.rs ─▶ config.rs ─▶ sync.rs, serve.rs, replicate.rs (push/pull/bench),
-//!                            snapshots.rs (list/verify/delete/restore/promote),
-//!                            setup.rs (init/status), demo.rs
+//!   flags.rs ─▶ config.rs ─▶ setup.rs (sync, init, status), serve.rs,
+//!                            replicate.rs (push, pull, bench),
+//!                            snapshots.rs (list, verify, delete, restore, promote), demo.rs
 //!   exit.rs: error → exit code, explanation, hint        output.rs: progress, summaries
 //! ```
 

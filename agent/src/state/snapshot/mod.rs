@@ -1,27 +1,13 @@
 //! Snapshots of a destination after each committed round: a complete point-in-time copy to
-//! fail over to.
+//! fail over to. Kinds (`--snapshot`) are in `kinds.rs`: hardlink and reflink trees built here,
+//! btrfs subvolume snapshots, or the user's command.
 //!
 //! The `hardlink` snapshotter makes a tree of hard links on the same filesystem as the module:
 //! directories are recreated (with their metadata), files are linked (metadata cost only),
 //! symlinks and special files are recreated. It is safe only because a round never modifies
-//! an inode in place (see [`crate::fs::dest`]): the live tree gets new inodes, the snapshot keeps the
-//! old ones. A snapshot is built under a temporary name and renamed into place when complete,
-//! then described by a JSON record beside it.
-//!
-//! ```text
-//!   STATE/snapshots/MODULE/000001-20261121T015300Z/      the tree
-//!   STATE/snapshots/MODULE/000001-20261121T015300Z.json  its record (round, time, stats)
-//! ```
-
-//! Snapshots of a destination after each committed round: a complete point-in-time copy to
-//! fail over to.
-//!
-//! The `hardlink` snapshotter makes a tree of hard links on the same filesystem as the module:
-//! directories are recreated (with their metadata), files are linked (metadata cost only),
-//! symlinks and special files are recreated. It is safe only because a round never modifies
-//! an inode in place (see `target.rs`): the live tree gets new inodes, the snapshot keeps the
-//! old ones. A snapshot is built under a temporary name and renamed into place when complete,
-//! then described by a JSON record beside it.
+//! an inode in place (see [`crate::fs::dest`]): the live tree gets new inodes, the snapshot
+//! keeps the old ones. A snapshot is built under a temporary name, described by a JSON record
+//! beside it, and renamed into place when complete.
 //!
 //! ```text
 //!   STATE/snapshots/MODULE/000001-20261121T015300Z/      the tree
