@@ -16,3 +16,7 @@ mod tree_model;
 // compared with the source. Also sparse files, dry runs, --checksum and
 // delta efficiency.
 mod sync_props;
+
+// The Kubernetes deployment: the Helm chart renders with each example and validates strictly
+// against the official schemas (deploy/check-k8s).
+mod deploy;
