@@ -5,8 +5,8 @@
 //!   and a few symlinks (relative, across directories, to a directory, dangling).
 //! - `mutate` ([`MutateSpec`]), applied in place to a copy of `mixed`: the big file gets the
 //!   reference workload's 200 scattered 4 KiB overwrites and 10 short inserts (the same
-//!   [`Edits`] plan as [`crate::Workload`], streamed through the file); 1% of the small files
-//!   are edited (random files: a 1–4 KiB overwrite) or appended to (log files: new lines);
+//!   [`crate::Edits`] plan as [`crate::Workload`], streamed through the file); 1% of the small
+//!   files are edited (random files: a 1–4 KiB overwrite) or appended to (log files: new lines);
 //!   100 files are added, 100 deleted and 20 renamed (moved to another directory).
 //! - `many` ([`ManySpec`]): 200,000 files of 100 B – 2 KiB in 2,000 directories.
 //!

@@ -8,7 +8,7 @@ use crate::Mutations;
 /// Sizes and counts of a `mixed` tree.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MixedSpec {
-    /// Length of [`BIG_FILE`].
+    /// Length of [`BIG_FILE`](super::BIG_FILE).
     pub big_len: u64,
     /// Number of small files.
     pub small_files: usize,
@@ -49,7 +49,7 @@ impl MixedSpec {
 /// What `mutate` changes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MutateSpec {
-    /// Overwrites and inserts in [`BIG_FILE`].
+    /// Overwrites and inserts in [`BIG_FILE`](super::BIG_FILE).
     pub big: Mutations,
     /// Fraction of the small files edited (random files) or appended to (log files).
     pub small_changed_fraction: f64,

@@ -182,7 +182,7 @@ pub struct TreeEntry {
     pub mtime: Mtime,
     /// `(uid, gid)` to give the entry; applied only when running as root.
     pub owner: Option<(u32, u32)>,
-    /// Value for [`XATTR_NAME`]; files and directories only.
+    /// Value for [`XATTR_NAME`](super::XATTR_NAME); files and directories only.
     pub xattr: Option<Vec<u8>>,
 }
 
