@@ -167,7 +167,7 @@ impl SourceSession {
         Ok(())
     }
 
-    pub(super) fn start_sending(&mut self, file: FileId) {
+    fn start_sending(&mut self, file: FileId) {
         let Some(t) = self.transfers.get_mut(&file) else { return };
         if t.segments == 0 {
             t.finished = true;

@@ -54,7 +54,7 @@ impl SourceSession {
 
     /// The first pass is complete: ask for a fine signature of the gaps, or send at once when
     /// refining would not pay.
-    pub(super) fn finish_first_pass(&mut self, file: FileId) {
+    fn finish_first_pass(&mut self, file: FileId) {
         let Some(t) = self.transfers.get_mut(&file) else { return };
         let Mode::Matching { basis_len, done, .. } = &mut t.mode else { return };
         let basis_len = *basis_len;
