@@ -15,11 +15,8 @@ fn the_chart_renders_and_validates_against_kubernetes_schemas() {
         .arg(&script)
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e} (is python3 installed?)", script.display()));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(
         out.status.success(),
         "{text}\n(needs: pip install helm-python-sdk kubernetes-validate pyyaml)"

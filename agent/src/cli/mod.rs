@@ -119,6 +119,21 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// Ends the process with exit code 143 on SIGTERM. In a container Ferry is PID 1, which the
+/// kernel shields from signals it has no handler for: without this, a pod's deletion waits
+/// out its grace period and ends in SIGKILL. Stopping at once is safe: a cut round leaves
+/// only verified files and journaled partial ones, and the next round resumes.
+fn exit_on_sigterm(rt: &tokio::runtime::Runtime) {
+    rt.spawn(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut term) = signal(SignalKind::terminate()) else { return };
+        if term.recv().await.is_some() {
+            tracing::info!("SIGTERM: stopping now; an interrupted round resumes next time");
+            std::process::exit(143);
+        }
+    });
+}
+
 /// Serves `agent`'s status, metrics and trigger over HTTP on `addr` (`--http`).
 fn serve_status(
     rt: &tokio::runtime::Runtime,

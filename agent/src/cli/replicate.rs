@@ -28,6 +28,7 @@ pub(super) fn run(
 ) -> anyhow::Result<ExitCode> {
     let opts = net.remote(round.options(NETWORK_COMPRESS_LEVEL));
     let rt = super::runtime()?;
+    super::exit_on_sigterm(&rt);
     let (agent, triggered) = Agent::new(true);
     if let Some(addr) = http {
         super::serve_status(&rt, addr, &agent, ", POST /trigger")?;

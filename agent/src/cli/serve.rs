@@ -25,6 +25,7 @@ pub(super) fn run(s: Serve) -> anyhow::Result<ExitCode> {
         }
     }
     let rt = super::runtime()?;
+    super::exit_on_sigterm(&rt);
     if let Some(addr) = s.http {
         let (agent, _) = Agent::new(false);
         super::serve_status(&rt, addr, &agent, "")?;

@@ -127,3 +127,50 @@ fn demo_runs_the_whole_job() {
     assert_eq!(snaps.len(), 3, "{snaps:?}");
     assert_same_tree(&dir.join("source"), &dir.join("destination"));
 }
+
+/// In a container Ferry runs as PID 1, which ignores signals it has no handler for: `serve`
+/// and `push --every` must stop on SIGTERM themselves, with exit code 143.
+#[test]
+fn sigterm_stops_serve_and_a_scheduled_push_with_143() {
+    use std::time::{Duration, Instant};
+    let t = tempfile::tempdir().unwrap();
+    let c = crate::common::creds(t.path());
+    let srv = crate::common::serve_with(
+        &c.join("destination"),
+        &[format!("m={}", crate::common::s(&t.path().join("dst")))],
+        &[],
+    );
+    std::fs::create_dir_all(t.path().join("src")).unwrap();
+    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+    let mut push = std::process::Command::new(crate::common::FERRY)
+        .args(["push", crate::common::s(&t.path().join("src")), &url, "--every", "1h"])
+        .args(["--identity", crate::common::s(&c.join("source"))])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    for pid in [push.id(), srv.child.id()] {
+        let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    }
+    let started = Instant::now();
+    let code = loop {
+        if let Some(st) = push.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "push ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(143));
+    let mut srv = srv;
+    let started = Instant::now();
+    let code = loop {
+        if let Some(st) = srv.child.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "serve ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(143));
+}
