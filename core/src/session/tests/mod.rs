@@ -13,11 +13,13 @@
 //! ([`LoneTarget`], [`LoneSource`]).
 //!
 //! The harness is split by topic: `pair` (the in-memory driver), `fs` (the fake
-//! filesystems), and the tests: `rounds`, `flow`, `random`, `hostile_source` and
-//! `hostile_target`. Helpers every topic uses are here.
+//! filesystems), and the tests: `rounds`, `flow`, `random`, `hostile_source`,
+//! `hostile_target` and `hostile_oracle` (what a peer can learn of the destination). Helpers
+//! every topic uses are here.
 
 mod flow;
 mod fs;
+mod hostile_oracle;
 mod hostile_source;
 mod hostile_target;
 mod pair;
