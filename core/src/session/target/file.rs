@@ -12,7 +12,6 @@ use crate::limits::LimitExceeded;
 use crate::message::{Encoding, FileFailure, FileId, Message, Payload};
 use crate::segment::seg_len;
 use crate::session::{ProtocolError, SessionError};
-use crate::SEGMENT_LEN;
 
 /// Signature bytes per `SignaturePiece` message.
 const SIGNATURE_PIECE: usize = 1 << 20;
@@ -173,14 +172,12 @@ impl TargetSession {
             ))
             .into());
         }
-        let cap = match seg.payload {
-            Payload::Literal => SEGMENT_LEN + (SEGMENT_LEN >> 7) + 1024,
-            Payload::Delta => limits.max_delta_segment,
-            Payload::Kept => 0,
-        };
-        LimitExceeded::check("segment payload", seg.data.len() as u64, cap as u64)
-            .map_err(ProtocolError::from)?;
         let raw = seg_len(f.entry.size, seg.index);
+        // The payload is what is held until the write, so it is bounded by the segment's
+        // declared length, not by the largest segment: a 1-byte file carries a few bytes.
+        let cap = limits.segment_payload_cap(seg.payload, raw);
+        LimitExceeded::check("segment payload", seg.data.len() as u64, cap)
+            .map_err(ProtocolError::from)?;
         if self.bytes_received + raw > self.bytes_granted {
             return Err(ProtocolError::Credit("segment bytes").into());
         }
