@@ -121,8 +121,8 @@ pub struct Rebuilt {
 }
 
 /// Undoes the [`Encoding`] of a received payload, never producing more than its cap: `len`
-/// (the segment's announced length) for a literal, [`Limits::max_delta_segment`] for a delta,
-/// with zstd windows up to [`Limits::max_zstd_window_log`].
+/// (the segment's announced length) for a literal, [`Limits::segment_payload_cap`] of `len` for
+/// a delta, with zstd windows up to [`Limits::max_zstd_window_log`].
 ///
 /// # Errors
 /// [`SegmentError::Kept`] for a kept segment, [`SegmentError::Decompress`] for a payload that
@@ -136,7 +136,7 @@ pub fn unpack(
 ) -> Result<Vec<u8>, SegmentError> {
     let cap = match payload {
         Payload::Literal => len,
-        Payload::Delta => limits.max_delta_segment,
+        Payload::Delta => limits.segment_payload_cap(Payload::Delta, len as u64) as usize,
         Payload::Kept => return Err(SegmentError::Kept),
     };
     match encoding {

@@ -16,6 +16,12 @@ pub const BLOCK_SIG_LEN: usize = CRC_SIZE + HASH_SIZE as usize;
 pub const MIN_BLOCK: u32 = 64;
 /// Largest block size accepted from a peer.
 pub const MAX_BLOCK: u32 = 1 << 20;
+/// Smallest coarse block (first pass of a two-level delta). A `Refine` is accepted only
+/// against a signature of at least this block size.
+pub const COARSE_MIN_BLOCK: u32 = 4 << 10;
+/// Smallest fine block (second pass): the least the destination ever signs for a peer in a
+/// fine signature.
+pub const FINE_MIN_BLOCK: u32 = 128;
 
 /// A validated signature block size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -75,7 +81,7 @@ impl BlockSize {
     /// `2 * sqrt(len)` bytes of basis).
     pub fn coarse_for_len(len: u64) -> BlockSize {
         let b = ((len as f64).sqrt() as u64 * 2).max(1).next_power_of_two();
-        BlockSize(b.clamp(4 << 10, 128 << 10) as u32)
+        BlockSize(b.clamp(u64::from(COARSE_MIN_BLOCK), 128 << 10) as u32)
     }
 
     /// Block size of the fine pass over `gap_bytes` of basis in `gaps` pieces: the same
@@ -86,7 +92,7 @@ impl BlockSize {
         // rounding down keeps the literal cost of each change low.
         let up = ideal.max(1).next_power_of_two();
         let b = if up - ideal > ideal - up / 2 { up / 2 } else { up };
-        BlockSize(b.clamp(128, 4096) as u32)
+        BlockSize(b.clamp(u64::from(FINE_MIN_BLOCK), 4096) as u32)
     }
 }
 
@@ -116,6 +122,22 @@ impl SignatureHeader {
     /// Number of blocks the signature holds.
     pub fn block_count(&self) -> u64 {
         self.basis_len.div_ceil(u64::from(self.block_size.get()))
+    }
+
+    /// The signature `blocks` (made for this header) cut to whole blocks: a short last block
+    /// is dropped and `basis_len` rounded down to a multiple of the block size. A block
+    /// shorter than the block size would tell the peer about a few bytes of the destination
+    /// (one byte's block is inverted by trying 256 values), so the destination never sends
+    /// one; the source sends the tail of the file as literal data instead. `None` when not even
+    /// one whole block is left.
+    pub fn whole_blocks(self, mut blocks: Vec<u8>) -> Option<(SignatureHeader, Vec<u8>)> {
+        let b = u64::from(self.block_size.get());
+        let whole = self.basis_len / b;
+        if whole == 0 {
+            return None;
+        }
+        blocks.truncate(whole as usize * BLOCK_SIG_LEN);
+        Some((SignatureHeader { basis_len: whole * b, ..self }, blocks))
     }
 
     /// Serialized length of the blocks, checked against `limits` before anything is allocated.

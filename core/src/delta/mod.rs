@@ -21,7 +21,10 @@ mod format;
 mod index;
 mod two_level;
 
-pub use block::{BlockSize, SignatureHeader, BLOCK_SIG_LEN, HASH_SIZE, MAX_BLOCK, MIN_BLOCK};
+pub use block::{
+    BlockSize, SignatureHeader, BLOCK_SIG_LEN, COARSE_MIN_BLOCK, FINE_MIN_BLOCK, HASH_SIZE,
+    MAX_BLOCK, MIN_BLOCK,
+};
 pub use format::{apply, count, encode, ops, DeltaCounts, Op};
 pub use index::{signature_blocks, DeltaIndex};
 pub use two_level::{
@@ -49,6 +52,19 @@ pub enum DeltaError {
         want: u64,
         /// Bytes received.
         got: u64,
+    },
+    /// A refinement asks for something the two-level protocol never produces: the signature of
+    /// basis ranges that are not whole coarse blocks.
+    #[error("refinement gap {gap} ({offset}+{len}) is not whole blocks of {block} bytes")]
+    Refine {
+        /// Index of the offending gap.
+        gap: usize,
+        /// Its offset in the basis.
+        offset: u64,
+        /// Its length.
+        len: u64,
+        /// The coarse block size it must be made of.
+        block: u32,
     },
     /// fast_rsync refused the signature or the delta.
     #[error("delta engine: {0}")]

@@ -254,6 +254,55 @@ impl GapMap {
         Ok(GapMap { spans, total })
     }
 
+    /// Validates a peer's `Refine` against a basis of `basis_len` bytes signed with `coarse`
+    /// blocks: everything [`GapMap::new`] checks, and every gap whole coarse blocks.
+    ///
+    /// That is exactly what the honest first pass produces: coarse matches are copies of
+    /// whole coarse blocks (the signature holds whole blocks only, see
+    /// [`SignatureHeader::whole_blocks`](super::SignatureHeader::whole_blocks)), so the
+    /// ranges no match uses start and end on block boundaries. It is also what keeps the fine
+    /// signature from being an oracle: each gap is at least one coarse block
+    /// (>= [`COARSE_MIN_BLOCK`](super::COARSE_MIN_BLOCK)), the fine block size divides it, so
+    /// every fine block signed is a whole block of at least
+    /// [`FINE_MIN_BLOCK`](super::FINE_MIN_BLOCK) bytes of the basis, at an offset the
+    /// peer cannot shift by less than a coarse block.
+    ///
+    /// # Errors
+    /// As [`GapMap::new`], and [`DeltaError::Refine`] for a gap that is not whole blocks.
+    pub fn for_refine(
+        gaps: &[(u64, u64)],
+        basis_len: u64,
+        coarse: super::BlockSize,
+        limits: &Limits,
+    ) -> Result<GapMap, DeltaError> {
+        let map = GapMap::new(gaps, basis_len, limits)?;
+        let b = u64::from(coarse.get());
+        for (gap, &(offset, len)) in gaps.iter().enumerate() {
+            if offset % b != 0 || len % b != 0 {
+                return Err(DeltaError::Refine { gap, offset, len, block: coarse.get() });
+            }
+        }
+        Ok(map)
+    }
+
+    /// The signature of the fine basis with `bs` blocks, signed gap by gap without gathering
+    /// the gaps into one buffer (up to `Limits::max_refine_bytes` of copies). Equal to
+    /// signing [`GapMap::gather`] when every gap but the last is whole `bs` blocks, which
+    /// [`GapMap::for_refine`] guarantees (a coarse block is a multiple of any fine block);
+    /// otherwise it gathers.
+    pub fn sign(&self, basis: &[u8], bs: super::BlockSize) -> Vec<u8> {
+        let b = u64::from(bs.get());
+        let n = self.spans.len();
+        if self.spans.iter().take(n.saturating_sub(1)).any(|&(_, _, len)| len % b != 0) {
+            return super::signature_blocks(&self.gather(basis), bs);
+        }
+        let mut out = Vec::new();
+        for &(_, off, len) in &self.spans {
+            out.extend(super::signature_blocks(&basis[off as usize..(off + len) as usize], bs));
+        }
+        out
+    }
+
     /// Total bytes of the fine basis.
     pub fn len(&self) -> u64 {
         self.total

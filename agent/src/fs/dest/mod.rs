@@ -266,12 +266,12 @@ impl LocalDestination {
             Ok(m) => m,
             Err(e) => return TargetOutcome::BadData(format!("file {file}: {e}")),
         };
-        let fine = map.gather(basis.bytes());
-        let header = SignatureHeader::new(bs, fine.len() as u64);
+        let header = SignatureHeader::new(bs, map.len());
         if header.validate(&self.limits).is_err() {
             return TargetOutcome::Signed(None);
         }
-        TargetOutcome::Signed(Some((header, delta::signature_blocks(&fine, bs))))
+        // Signed gap by gap: no copy of up to `max_refine_bytes` of the basis.
+        TargetOutcome::Signed(Some((header, map.sign(basis.bytes(), bs))))
     }
 
     #[allow(clippy::too_many_arguments)]

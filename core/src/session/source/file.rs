@@ -139,9 +139,8 @@ impl SourceSession {
             }
             .into());
         }
-        if blocks.is_empty() {
-            blocks.reserve_exact(*want);
-        }
+        // Grown as pieces arrive (never reserved in full from the header): a peer that
+        // announces a maximal signature has to send it to make us hold it.
         blocks.extend_from_slice(&piece);
         self.stats.signature_bytes += piece.len() as u64;
         if !last {

@@ -21,6 +21,7 @@ use self::manifest::FileInfo;
 use super::{check_hello, hello, ProtocolError, SessionError, SessionOptions, WorkId};
 use crate::entry::RootMeta;
 use crate::hash::SegmentHash;
+use crate::limits::LimitExceeded;
 use crate::message::{FileId, Message};
 use crate::segment::seg_len;
 use crate::stats::Stats;
@@ -209,6 +210,21 @@ impl SourceSession {
             (Phase::Running, Message::Credit { entries, bytes, decided }) => {
                 self.entry_credit = self.entry_credit.saturating_add(entries);
                 self.byte_credit = self.byte_credit.saturating_add(bytes);
+                // A target grants at most its window ahead of what it has had; more would make
+                // us read (and queue) as far as the peer likes.
+                let limits = &self.opts.limits;
+                LimitExceeded::check(
+                    "outstanding byte credit (max_window_bytes)",
+                    self.byte_credit.saturating_sub(self.bytes_reserved),
+                    limits.max_window_bytes,
+                )
+                .map_err(ProtocolError::from)?;
+                LimitExceeded::check(
+                    "outstanding entry credit (max_window_entries)",
+                    self.entry_credit.saturating_sub(self.next_id),
+                    limits.max_window_entries,
+                )
+                .map_err(ProtocolError::from)?;
                 // Files below the decided prefix that were not requested never will be.
                 let keep = self.window.split_off(&decided);
                 self.window = keep;

@@ -5,14 +5,13 @@ use std::collections::VecDeque;
 
 use super::work::{TargetOutcome, TargetWork};
 use super::{Pending, TargetSession, COMMIT_BATCH};
-use crate::delta::{BlockSize, SignatureHeader};
+use crate::delta::{BlockSize, SignatureHeader, COARSE_MIN_BLOCK, TWO_LEVEL_MIN};
 use crate::entry::Entry;
 use crate::hash::segment_count;
 use crate::limits::LimitExceeded;
 use crate::message::{Encoding, FileFailure, FileId, Message, Payload};
 use crate::segment::seg_len;
 use crate::session::{ProtocolError, SessionError};
-use crate::SEGMENT_LEN;
 
 /// Signature bytes per `SignaturePiece` message.
 const SIGNATURE_PIECE: usize = 1 << 20;
@@ -45,10 +44,13 @@ pub(super) enum FileState {
 pub(super) enum Basis {
     /// Nothing: the file is sent whole.
     Whole,
-    /// The local file, signed; `len` is the basis length the signature described.
+    /// The local file, signed; `len` is the basis length the signature described (whole
+    /// blocks of `block`).
     Signed {
         /// Length of the basis.
         len: u64,
+        /// The signature's block size.
+        block: BlockSize,
     },
     /// As `Signed`, and the source has asked for a fine signature of its gaps, which it may
     /// do once per transfer.
@@ -170,14 +172,12 @@ impl TargetSession {
             ))
             .into());
         }
-        let cap = match seg.payload {
-            Payload::Literal => SEGMENT_LEN + (SEGMENT_LEN >> 7) + 1024,
-            Payload::Delta => limits.max_delta_segment,
-            Payload::Kept => 0,
-        };
-        LimitExceeded::check("segment payload", seg.data.len() as u64, cap as u64)
-            .map_err(ProtocolError::from)?;
         let raw = seg_len(f.entry.size, seg.index);
+        // The payload is what is held until the write, so it is bounded by the segment's
+        // declared length, not by the largest segment: a 1-byte file carries a few bytes.
+        let cap = limits.segment_payload_cap(seg.payload, raw);
+        LimitExceeded::check("segment payload", seg.data.len() as u64, cap)
+            .map_err(ProtocolError::from)?;
         if self.bytes_received + raw > self.bytes_granted {
             return Err(ProtocolError::Credit("segment bytes").into());
         }
@@ -218,11 +218,26 @@ impl TargetSession {
             && f.next_rx == 0
             && f.end.is_none()
             && !f.failed;
-        let (true, Basis::Signed { len: basis_len }) = (ready, f.basis) else {
+        let (true, Basis::Signed { len: basis_len, block }) = (ready, f.basis) else {
             return Err(ProtocolError::Unexpected { what: "Refine" }.into());
         };
-        let map =
-            crate::delta::GapMap::new(&gaps, basis_len, &limits).map_err(ProtocolError::from)?;
+        // No oracle: only what the honest two-level delta asks for is signed. Both the file
+        // and its basis large enough for a two-level delta (so the basis was signed with
+        // coarse blocks), and gaps made of whole coarse blocks (see `GapMap::for_refine`).
+        let two_level = f.entry.size >= TWO_LEVEL_MIN
+            && basis_len >= TWO_LEVEL_MIN
+            && block.get() >= COARSE_MIN_BLOCK;
+        if !two_level {
+            return Err(ProtocolError::Invalid(format!(
+                "file {file}: refinement of a {} byte file against a {basis_len} byte basis \
+                 signed with {} byte blocks: no two-level delta there",
+                f.entry.size,
+                block.get()
+            ))
+            .into());
+        }
+        let map = crate::delta::GapMap::for_refine(&gaps, basis_len, block, &limits)
+            .map_err(ProtocolError::from)?;
         f.basis = Basis::Refined { len: basis_len };
         f.busy = Busy::Refining;
         let block_size = BlockSize::fine_for_gaps(map.len(), gaps.len() as u64);
@@ -377,9 +392,10 @@ impl TargetSession {
             (FileState::Signing, TargetOutcome::Signed(sig)) => {
                 self.undecided.remove(&file);
                 f.state = FileState::Receiving;
-                match sig {
+                // Whole blocks only: a short last block would give away the file's last bytes.
+                match sig.and_then(|(header, blocks)| header.whole_blocks(blocks)) {
                     Some((header, blocks)) => {
-                        f.basis = Basis::Signed { len: header.basis_len };
+                        f.basis = Basis::Signed { len: header.basis_len, block: header.block_size };
                         self.out.push_back(Message::Want { file, basis: Some(header) });
                         self.send_signature(file, blocks);
                     }

@@ -25,6 +25,14 @@ impl TargetSession {
         }
         for e in entries {
             self.validate_entry(&e)?;
+            self.held += crate::limits::held_size(&e);
+            LimitExceeded::check(
+                "bytes of manifest entries, directories and hard links held by the \
+                 destination this round (Limits::max_held_bytes)",
+                self.held,
+                limits.max_held_bytes,
+            )
+            .map_err(ProtocolError::from)?;
             self.stats.entries_scanned += 1;
             if e.kind == EntryKind::File {
                 self.stats.files_scanned += 1;
@@ -95,6 +103,13 @@ impl TargetSession {
         let limits = &self.opts.limits;
         LimitExceeded::check("xattrs on one entry", xattrs.len() as u64, limits.max_xattrs as u64)
             .map_err(ProtocolError::from)?;
+        let total: usize = xattrs.iter().map(|x| x.name.len() + x.value.len()).sum();
+        LimitExceeded::check(
+            "xattr bytes on one entry",
+            total as u64,
+            limits.max_entry_xattr_bytes as u64,
+        )
+        .map_err(ProtocolError::from)?;
         for x in xattrs {
             LimitExceeded::check(
                 "xattr value",
@@ -159,6 +174,11 @@ impl TargetSession {
 
     fn pop_src(&mut self) -> (FileId, Entry) {
         let (id, e) = self.src.pop_front().expect("caller checked front");
+        // Directories and hard links stay held until the end of the round; a file's entry
+        // is bounded by the file window instead.
+        if !matches!(e.kind, EntryKind::Dir | EntryKind::HardLink { .. }) {
+            self.held -= crate::limits::held_size(&e);
+        }
         self.merged_upto = id + 1;
         self.entries_credit_owed += 1;
         (id, e)

@@ -89,6 +89,9 @@ pub struct TargetSession {
     commit_batch: Vec<FileId>,
     /// Files given up this round; hard links to them wait for the next round.
     failed_paths: HashSet<RelPath>,
+    /// Bytes of metadata held (`limits::held_size`): entries waiting for the merge,
+    /// directories and hard links kept to the end of the round.
+    held: u64,
     stats: Stats,
 }
 
@@ -96,8 +99,9 @@ impl TargetSession {
     /// A new session; it greets the peer and grants the initial credit.
     pub fn new(mut opts: SessionOptions) -> Self {
         // A window smaller than one segment could never admit a large file's segment.
-        opts.window_bytes = opts.window_bytes.max(2 * SEGMENT_LEN as u64);
-        opts.window_entries = opts.window_entries.max(1);
+        opts.window_bytes =
+            opts.window_bytes.max(2 * SEGMENT_LEN as u64).min(opts.limits.max_window_bytes);
+        opts.window_entries = opts.window_entries.clamp(1, opts.limits.max_window_entries);
         opts.window_files = opts.window_files.max(1);
         opts.scan_batch = opts.scan_batch.max(2);
         let mut s = TargetSession {
@@ -131,6 +135,7 @@ impl TargetSession {
             root: None,
             commit_batch: Vec::new(),
             failed_paths: HashSet::new(),
+            held: 0,
             stats: Stats::default(),
             opts,
         };

@@ -325,9 +325,8 @@ impl DestFs {
                     Ok(m) => m,
                     Err(e) => return TargetOutcome::BadData(e.to_string()),
                 };
-                let fine = map.gather(basis);
-                let header = SignatureHeader::new(block_size, fine.len() as u64);
-                TargetOutcome::Signed(Some((header, delta::signature_blocks(&fine, block_size))))
+                let header = SignatureHeader::new(block_size, map.len());
+                TargetOutcome::Signed(Some((header, map.sign(basis, block_size))))
             }
             // This fake keeps no journal: nothing of an earlier round to resume.
             TargetWork::Resume { .. } => TargetOutcome::Resumable(Vec::new()),

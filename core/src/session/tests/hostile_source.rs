@@ -41,16 +41,16 @@ fn a_peer_speaking_only_a_future_version_is_refused_by_both_sides() {
 
 /// A target session fed crafted messages directly, its work done by a [`DestFs`].
 pub(super) struct LoneTarget {
-    dst: TargetSession,
-    fs: DestFs,
+    pub(super) dst: TargetSession,
+    pub(super) fs: DestFs,
     limits: Limits,
-    asked: Vec<&'static str>,
-    sent: Vec<Message>,
+    pub(super) asked: Vec<&'static str>,
+    pub(super) sent: Vec<Message>,
 }
 
 impl LoneTarget {
     /// A target past the greeting, whose destination holds `local`.
-    fn new(opts: SessionOptions, local: MemTree) -> Self {
+    pub(super) fn new(opts: SessionOptions, local: MemTree) -> Self {
         let mut t = LoneTarget {
             dst: TargetSession::new(opts.clone()),
             fs: DestFs { tree: local, limits: opts.limits, ..DestFs::default() },
@@ -63,7 +63,7 @@ impl LoneTarget {
     }
 
     /// Delivers `m` as it would arrive off the wire.
-    fn feed(&mut self, m: Message) -> Result<(), SessionError> {
+    pub(super) fn feed(&mut self, m: Message) -> Result<(), SessionError> {
         let m = wire(&m, &self.limits).expect("crafted messages are representable");
         let r = self.dst.handle_message(m);
         self.sent.extend(std::iter::from_fn(|| self.dst.poll_transmit()));
@@ -71,7 +71,7 @@ impl LoneTarget {
     }
 
     /// Performs the work the target asks for until it asks for no more.
-    fn settle(&mut self) -> Result<(), SessionError> {
+    pub(super) fn settle(&mut self) -> Result<(), SessionError> {
         while let Some((id, w)) = self.dst.poll_work() {
             self.asked.push(target_work_name(&w).0);
             let o = self.fs.perform(w);

@@ -24,7 +24,7 @@ impl LoneSource {
             sent: Vec::new(),
         };
         s.feed(peer_hello()).expect("hello");
-        s.feed(Message::Credit { entries: 1000, bytes: 1 << 30, decided: 0 }).expect("credit");
+        s.feed(Message::Credit { entries: 1000, bytes: 64 << 20, decided: 0 }).expect("credit");
         if scan {
             s.settle();
             assert!(s.sent.iter().any(|m| message_name(m) == "EndOfManifest"), "{:?}", s.sent);

@@ -13,11 +13,14 @@
 //! ([`LoneTarget`], [`LoneSource`]).
 //!
 //! The harness is split by topic: `pair` (the in-memory driver), `fs` (the fake
-//! filesystems), and the tests: `rounds`, `flow`, `random`, `hostile_source` and
-//! `hostile_target`. Helpers every topic uses are here.
+//! filesystems), and the tests: `rounds`, `flow`, `random`, `hostile_source`,
+//! `hostile_target`, `hostile_oracle` (what a peer can learn of the destination) and
+//! `hostile_memory` (what a peer can make a session hold). Helpers every topic uses are here.
 
 mod flow;
 mod fs;
+mod hostile_memory;
+mod hostile_oracle;
 mod hostile_source;
 mod hostile_target;
 mod pair;
