@@ -288,28 +288,61 @@ pub fn make_node(dir: &OwnedFd, name: &[u8], entry: &Entry) -> io::Result<()> {
 }
 
 /// Applies `entry`'s ownership (when permitted), permissions (not for symlinks, whose mode
-/// Linux ignores) and mtime to the node `name` in `dir` that Ferry just created, without
-/// following it. Returns 1 when ownership was skipped for lack of privilege.
+/// Linux ignores) and mtime to the node `name` in `dir` that Ferry just created. Returns 1
+/// when ownership was skipped for lack of privilege.
+///
+/// The name is looked up once, with `O_PATH | O_NOFOLLOW`, and every change goes through that
+/// fd: a local user who swaps the name for a symlink (or another node) between the create and
+/// here makes this fail, never redirects a chmod, chown or utimes to another file. The node
+/// must still be of the entry's kind and owned by this process (it just created it).
+///
+/// # Errors
+/// The calls' errors; `InvalidData` when the name no longer holds the node Ferry created.
 pub fn apply_meta_at(dir: &OwnedFd, name: &[u8], entry: &Entry) -> io::Result<u64> {
+    let fd =
+        rfs::openat(dir, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let st = rfs::fstat(&fd)?;
+    let want = match entry.kind {
+        EntryKind::Symlink { .. } => FileType::Symlink,
+        EntryKind::Fifo => FileType::Fifo,
+        EntryKind::CharDevice { .. } => FileType::CharacterDevice,
+        EntryKind::BlockDevice { .. } => FileType::BlockDevice,
+        _ => FileType::Unknown,
+    };
+    if file_type(&st) != want || st.st_uid != rustix::process::geteuid().as_raw() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a node Ferry created was replaced before its metadata was set",
+        ));
+    }
     let mut skipped = 0;
     if can_chown() {
+        // AT_EMPTY_PATH: the inode the fd holds (a symlink itself, never its target).
         rfs::chownat(
-            dir,
-            name,
+            &fd,
+            "",
             Some(rustix::process::Uid::from_raw(entry.meta.uid)),
             Some(rustix::process::Gid::from_raw(entry.meta.gid)),
-            AtFlags::SYMLINK_NOFOLLOW,
+            AtFlags::EMPTY_PATH,
         )?;
     } else {
         skipped = 1;
     }
-    if !matches!(entry.kind, EntryKind::Symlink { .. }) {
-        // A fresh node, not a symlink: chmod after chown (chown clears setuid), and past the
-        // umask that mknod applied.
-        rfs::chmodat(dir, name, Mode::from_bits_truncate(entry.meta.mode), AtFlags::empty())?;
+    if want != FileType::Symlink {
+        // An O_PATH fd cannot be fchmod'ed; its /proc/self/fd magic link names exactly its
+        // inode (no lookup by name). After chown (which clears setuid), and past the umask
+        // mknod applied.
+        rfs::chmod(fd_path(&fd)?.as_c_str(), Mode::from_bits_truncate(entry.meta.mode))?;
     }
-    rfs::utimensat(dir, name, &times(entry.meta.mtime_ns), AtFlags::SYMLINK_NOFOLLOW)?;
+    rfs::utimensat(&fd, "", &times(entry.meta.mtime_ns), AtFlags::EMPTY_PATH)?;
     Ok(skipped)
+}
+
+/// `/proc/self/fd/N` for an fd: the inode itself, whatever its name is now.
+fn fd_path(fd: &impl AsFd) -> io::Result<CString> {
+    use std::os::fd::AsRawFd;
+    CString::new(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
 /// Replaces `path` with `bytes` atomically and durably: a temp file beside it, fsync,
