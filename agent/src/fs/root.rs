@@ -21,6 +21,7 @@ use rustix::fs::{
 pub struct Root {
     fd: OwnedFd,
     dev: u64,
+    mnt_id: Option<u64>,
     path: PathBuf,
     openat2: AtomicBool,
 }
@@ -34,7 +35,14 @@ impl Root {
         let fd =
             rfs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
         let st = rfs::fstat(&fd)?;
-        Ok(Root { fd, dev: st.st_dev, path: path.to_path_buf(), openat2: AtomicBool::new(true) })
+        let mnt_id = mount_id(&fd, b"")?;
+        Ok(Root {
+            fd,
+            dev: st.st_dev,
+            mnt_id,
+            path: path.to_path_buf(),
+            openat2: AtomicBool::new(true),
+        })
     }
 
     /// The root's own fd.
@@ -45,6 +53,11 @@ impl Root {
     /// The device the root lives on: entries elsewhere are mount points.
     pub fn dev(&self) -> u64 {
         self.dev
+    }
+
+    /// Where the root's mount ends: what [`Boundary::crosses`] compares entries with.
+    pub fn boundary(&self) -> Boundary {
+        Boundary { dev: self.dev, mnt_id: self.mnt_id }
     }
 
     /// The path the root was opened from, for messages.
@@ -115,6 +128,55 @@ impl Root {
             Some(p) => self.open_beneath(p.as_bytes(), flags, Mode::empty()),
             None => Ok(rfs::openat(&self.fd, ".", flags | OFlags::CLOEXEC, Mode::empty())?),
         }
+    }
+}
+
+/// The mount a root lives on: its device and, where the kernel reports it (`statx`
+/// `STATX_MNT_ID`, Linux 5.8), its mount id. A bind mount of the same filesystem has the same
+/// device but another mount id, so the device alone cannot see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Boundary {
+    /// `st_dev` of the root.
+    pub dev: u64,
+    /// Mount id of the root, `None` on kernels without `STATX_MNT_ID`.
+    pub mnt_id: Option<u64>,
+}
+
+impl Boundary {
+    /// Whether `name` in `dir` (whose `st_dev` is `dev`) lives on another mount than the
+    /// root: another device, or another mount id (a bind mount or a mount point), or the root
+    /// of a mount (`STATX_ATTR_MOUNT_ROOT`). Never follows `name`.
+    ///
+    /// # Errors
+    /// The `statx` error.
+    pub fn crosses(&self, dir: &impl AsFd, name: &[u8], dev: u64) -> io::Result<bool> {
+        if dev != self.dev {
+            return Ok(true);
+        }
+        let Some(root_mnt) = self.mnt_id else { return Ok(false) };
+        let sx = rfs::statx(
+            dir,
+            name,
+            AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
+            rfs::StatxFlags::MNT_ID,
+        )?;
+        let root_attr = rfs::StatxAttributes::MOUNT_ROOT;
+        let mount_root =
+            sx.stx_attributes_mask.contains(root_attr) && sx.stx_attributes.contains(root_attr);
+        let other = sx.stx_mask & rfs::StatxFlags::MNT_ID.bits() != 0 && sx.stx_mnt_id != root_mnt;
+        Ok(other || mount_root)
+    }
+}
+
+/// The mount id of `name` in `dir` (`dir` itself for an empty name), `None` when the kernel
+/// does not report one.
+fn mount_id(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<u64>> {
+    let flags = if name.is_empty() { AtFlags::EMPTY_PATH } else { AtFlags::SYMLINK_NOFOLLOW };
+    match rfs::statx(dir, name, flags, rfs::StatxFlags::MNT_ID) {
+        Ok(sx) if sx.stx_mask & rfs::StatxFlags::MNT_ID.bits() != 0 => Ok(Some(sx.stx_mnt_id)),
+        Ok(_) => Ok(None),
+        Err(e) if e == rustix::io::Errno::NOSYS => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -364,15 +426,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Removes `name` in `dir` and, if it is a directory, everything beneath it, never following
-/// a symlink and never entering another filesystem. Returns (entries removed, entries left
-/// because they are on another device).
-pub fn remove_tree(dir: &OwnedFd, name: &[u8], root_dev: u64) -> io::Result<(u64, u64)> {
+/// a symlink and never entering another mount (another device, or a bind mount of the same
+/// one: see [`Boundary::crosses`]). Returns (entries removed, entries left because they are
+/// on another mount).
+pub fn remove_tree(dir: &OwnedFd, name: &[u8], root: &Boundary) -> io::Result<(u64, u64)> {
     let st = match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,
         Err(rustix::io::Errno::NOENT) => return Ok((0, 0)),
         Err(e) => return Err(e.into()),
     };
-    if st.st_dev != root_dev {
+    if root.crosses(dir, name, st.st_dev)? {
         return Ok((0, 1));
     }
     if file_type(&st) != FileType::Directory {
@@ -396,7 +459,7 @@ pub fn remove_tree(dir: &OwnedFd, name: &[u8], root_dev: u64) -> io::Result<(u64
         }
     }
     for n in names {
-        let (r, k) = remove_tree(&sub, &n, root_dev)?;
+        let (r, k) = remove_tree(&sub, &n, root)?;
         removed += r;
         kept += k;
     }

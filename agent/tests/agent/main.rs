@@ -28,3 +28,5 @@ mod safety;
 mod cli;
 // A local user racing the destination's temp names: metadata never follows a swapped symlink.
 mod races;
+// Bind mounts of the same filesystem: --delete and -x stop at them.
+mod mounts;
