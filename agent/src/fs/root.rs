@@ -21,6 +21,7 @@ use rustix::fs::{
 pub struct Root {
     fd: OwnedFd,
     dev: u64,
+    mnt_id: Option<u64>,
     path: PathBuf,
     openat2: AtomicBool,
 }
@@ -34,7 +35,14 @@ impl Root {
         let fd =
             rfs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
         let st = rfs::fstat(&fd)?;
-        Ok(Root { fd, dev: st.st_dev, path: path.to_path_buf(), openat2: AtomicBool::new(true) })
+        let mnt_id = mount_id(&fd, b"")?;
+        Ok(Root {
+            fd,
+            dev: st.st_dev,
+            mnt_id,
+            path: path.to_path_buf(),
+            openat2: AtomicBool::new(true),
+        })
     }
 
     /// The root's own fd.
@@ -45,6 +53,11 @@ impl Root {
     /// The device the root lives on: entries elsewhere are mount points.
     pub fn dev(&self) -> u64 {
         self.dev
+    }
+
+    /// Where the root's mount ends: what [`Boundary::crosses`] compares entries with.
+    pub fn boundary(&self) -> Boundary {
+        Boundary { dev: self.dev, mnt_id: self.mnt_id }
     }
 
     /// The path the root was opened from, for messages.
@@ -115,6 +128,55 @@ impl Root {
             Some(p) => self.open_beneath(p.as_bytes(), flags, Mode::empty()),
             None => Ok(rfs::openat(&self.fd, ".", flags | OFlags::CLOEXEC, Mode::empty())?),
         }
+    }
+}
+
+/// The mount a root lives on: its device and, where the kernel reports it (`statx`
+/// `STATX_MNT_ID`, Linux 5.8), its mount id. A bind mount of the same filesystem has the same
+/// device but another mount id, so the device alone cannot see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Boundary {
+    /// `st_dev` of the root.
+    pub dev: u64,
+    /// Mount id of the root, `None` on kernels without `STATX_MNT_ID`.
+    pub mnt_id: Option<u64>,
+}
+
+impl Boundary {
+    /// Whether `name` in `dir` (whose `st_dev` is `dev`) lives on another mount than the
+    /// root: another device, or another mount id (a bind mount or a mount point), or the root
+    /// of a mount (`STATX_ATTR_MOUNT_ROOT`). Never follows `name`.
+    ///
+    /// # Errors
+    /// The `statx` error.
+    pub fn crosses(&self, dir: &impl AsFd, name: &[u8], dev: u64) -> io::Result<bool> {
+        if dev != self.dev {
+            return Ok(true);
+        }
+        let Some(root_mnt) = self.mnt_id else { return Ok(false) };
+        let sx = rfs::statx(
+            dir,
+            name,
+            AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
+            rfs::StatxFlags::MNT_ID,
+        )?;
+        let root_attr = rfs::StatxAttributes::MOUNT_ROOT;
+        let mount_root =
+            sx.stx_attributes_mask.contains(root_attr) && sx.stx_attributes.contains(root_attr);
+        let other = sx.stx_mask & rfs::StatxFlags::MNT_ID.bits() != 0 && sx.stx_mnt_id != root_mnt;
+        Ok(other || mount_root)
+    }
+}
+
+/// The mount id of `name` in `dir` (`dir` itself for an empty name), `None` when the kernel
+/// does not report one.
+fn mount_id(dir: &impl AsFd, name: &[u8]) -> io::Result<Option<u64>> {
+    let flags = if name.is_empty() { AtFlags::EMPTY_PATH } else { AtFlags::SYMLINK_NOFOLLOW };
+    match rfs::statx(dir, name, flags, rfs::StatxFlags::MNT_ID) {
+        Ok(sx) if sx.stx_mask & rfs::StatxFlags::MNT_ID.bits() != 0 => Ok(Some(sx.stx_mnt_id)),
+        Ok(_) => Ok(None),
+        Err(e) if e == rustix::io::Errno::NOSYS => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -288,28 +350,61 @@ pub fn make_node(dir: &OwnedFd, name: &[u8], entry: &Entry) -> io::Result<()> {
 }
 
 /// Applies `entry`'s ownership (when permitted), permissions (not for symlinks, whose mode
-/// Linux ignores) and mtime to the node `name` in `dir` that Ferry just created, without
-/// following it. Returns 1 when ownership was skipped for lack of privilege.
+/// Linux ignores) and mtime to the node `name` in `dir` that Ferry just created. Returns 1
+/// when ownership was skipped for lack of privilege.
+///
+/// The name is looked up once, with `O_PATH | O_NOFOLLOW`, and every change goes through that
+/// fd: a local user who swaps the name for a symlink (or another node) between the create and
+/// here makes this fail, never redirects a chmod, chown or utimes to another file. The node
+/// must still be of the entry's kind and owned by this process (it just created it).
+///
+/// # Errors
+/// The calls' errors; `InvalidData` when the name no longer holds the node Ferry created.
 pub fn apply_meta_at(dir: &OwnedFd, name: &[u8], entry: &Entry) -> io::Result<u64> {
+    let fd =
+        rfs::openat(dir, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let st = rfs::fstat(&fd)?;
+    let want = match entry.kind {
+        EntryKind::Symlink { .. } => FileType::Symlink,
+        EntryKind::Fifo => FileType::Fifo,
+        EntryKind::CharDevice { .. } => FileType::CharacterDevice,
+        EntryKind::BlockDevice { .. } => FileType::BlockDevice,
+        _ => FileType::Unknown,
+    };
+    if file_type(&st) != want || st.st_uid != rustix::process::geteuid().as_raw() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a node Ferry created was replaced before its metadata was set",
+        ));
+    }
     let mut skipped = 0;
     if can_chown() {
+        // AT_EMPTY_PATH: the inode the fd holds (a symlink itself, never its target).
         rfs::chownat(
-            dir,
-            name,
+            &fd,
+            "",
             Some(rustix::process::Uid::from_raw(entry.meta.uid)),
             Some(rustix::process::Gid::from_raw(entry.meta.gid)),
-            AtFlags::SYMLINK_NOFOLLOW,
+            AtFlags::EMPTY_PATH,
         )?;
     } else {
         skipped = 1;
     }
-    if !matches!(entry.kind, EntryKind::Symlink { .. }) {
-        // A fresh node, not a symlink: chmod after chown (chown clears setuid), and past the
-        // umask that mknod applied.
-        rfs::chmodat(dir, name, Mode::from_bits_truncate(entry.meta.mode), AtFlags::empty())?;
+    if want != FileType::Symlink {
+        // An O_PATH fd cannot be fchmod'ed; its /proc/self/fd magic link names exactly its
+        // inode (no lookup by name). After chown (which clears setuid), and past the umask
+        // mknod applied.
+        rfs::chmod(fd_path(&fd)?.as_c_str(), Mode::from_bits_truncate(entry.meta.mode))?;
     }
-    rfs::utimensat(dir, name, &times(entry.meta.mtime_ns), AtFlags::SYMLINK_NOFOLLOW)?;
+    rfs::utimensat(&fd, "", &times(entry.meta.mtime_ns), AtFlags::EMPTY_PATH)?;
     Ok(skipped)
+}
+
+/// `/proc/self/fd/N` for an fd: the inode itself, whatever its name is now.
+fn fd_path(fd: &impl AsFd) -> io::Result<CString> {
+    use std::os::fd::AsRawFd;
+    CString::new(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
 /// Replaces `path` with `bytes` atomically and durably: a temp file beside it, fsync,
@@ -331,15 +426,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Removes `name` in `dir` and, if it is a directory, everything beneath it, never following
-/// a symlink and never entering another filesystem. Returns (entries removed, entries left
-/// because they are on another device).
-pub fn remove_tree(dir: &OwnedFd, name: &[u8], root_dev: u64) -> io::Result<(u64, u64)> {
+/// a symlink and never entering another mount (another device, or a bind mount of the same
+/// one: see [`Boundary::crosses`]). Returns (entries removed, entries left because they are
+/// on another mount).
+pub fn remove_tree(dir: &OwnedFd, name: &[u8], root: &Boundary) -> io::Result<(u64, u64)> {
     let st = match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,
         Err(rustix::io::Errno::NOENT) => return Ok((0, 0)),
         Err(e) => return Err(e.into()),
     };
-    if st.st_dev != root_dev {
+    if root.crosses(dir, name, st.st_dev)? {
         return Ok((0, 1));
     }
     if file_type(&st) != FileType::Directory {
@@ -363,7 +459,7 @@ pub fn remove_tree(dir: &OwnedFd, name: &[u8], root_dev: u64) -> io::Result<(u64
         }
     }
     for n in names {
-        let (r, k) = remove_tree(&sub, &n, root_dev)?;
+        let (r, k) = remove_tree(&sub, &n, root)?;
         removed += r;
         kept += k;
     }

@@ -207,7 +207,10 @@ impl Walker {
         } else {
             read_xattrs(&level.fd, name, self.opts.max_xattr_value)?
         };
-        let descend = if is_dir && !(self.opts.one_file_system && st.st_dev != self.root.dev()) {
+        let other_mount = is_dir
+            && self.opts.one_file_system
+            && self.root.boundary().crosses(&level.fd, name, st.st_dev)?;
+        let descend = if is_dir && !other_mount {
             match rfs::openat(
                 &level.fd,
                 name,

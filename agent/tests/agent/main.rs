@@ -26,3 +26,7 @@ mod crash;
 mod safety;
 // The `ferry` binary as a user runs it: flags, output, exit codes.
 mod cli;
+// A local user racing the destination's temp names: metadata never follows a swapped symlink.
+mod races;
+// Bind mounts of the same filesystem: --delete and -x stop at them.
+mod mounts;

@@ -216,7 +216,7 @@ impl LocalDestination {
         let mut removed = 0;
         if let Ok(st) = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             if file_type(&st) == FileType::Directory {
-                let (r, kept) = remove_tree(dir, name, self.root.dev())?;
+                let (r, kept) = remove_tree(dir, name, &self.root.boundary())?;
                 removed = r;
                 if kept > 0 {
                     let _ = rfs::unlinkat(dir, tmp, AtFlags::empty());
@@ -611,7 +611,8 @@ impl LocalDestination {
 
     fn delete(&self, entry: &LocalEntry) -> io::Result<WorkCounts> {
         let dir = self.root.parent_of(&entry.entry.path)?;
-        let (deleted, kept) = remove_tree(&dir, entry.entry.path.file_name(), self.root.dev())?;
+        let (deleted, kept) =
+            remove_tree(&dir, entry.entry.path.file_name(), &self.root.boundary())?;
         if deleted > 0 {
             self.mark_dirty(&entry.entry.path);
         }
