@@ -1,7 +1,7 @@
 //! `ferry bench --peer`: round-trip time and raw throughput each way over the real link, then
 //! a synthetic round with the real sessions into a scratch directory on the server.
 
-use ferry_core::Stats;
+use ferry_core::{SessionOptions, Stats};
 use ferry_transport::frame::{read_value, write_value};
 use ferry_transport::lanes::DATA_LANES;
 use ferry_transport::net::{Link, LinkKind, LinkReader};
@@ -140,7 +140,9 @@ pub(super) async fn bench_server(
                 };
                 let opts = SyncOptions { threads, ..SyncOptions::default() };
                 let dst = open_destination(&scratch.path, &opts)?;
-                let side = Side::target(dst, &opts.session(), opts.thread_count());
+                // The scratch space was sized for `n` bytes: the client is held to them.
+                let session = SessionOptions { max_file_bytes: Some(n), ..opts.session() };
+                let side = Side::target(dst, &session, opts.thread_count());
                 write_value(&mut link.writer, &Probe::Ready).await.map_err(io)?;
                 let (where_, in_memory) = (scratch.path.clone(), scratch.in_memory);
                 // The client's `ferry bench` returns when it hears Done: the scratch tree (and

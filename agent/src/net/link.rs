@@ -110,7 +110,7 @@ pub(super) async fn run_over_link(
         }
         // Dropping the sender lets every lane flush and close.
     });
-    let peer_handle = Peer { outgoing: out_tx, sent, received };
+    let peer_handle = Peer::new(out_tx, sent, received);
     let driver = tokio::task::spawn_blocking(move || {
         let (mut on_item, mut on_progress) = (on_item, on_progress);
         let r = run_remote(

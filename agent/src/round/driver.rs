@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_core::delta::SegmentHow;
+use ferry_core::limits::OUTGOING_QUEUE_BYTES;
 use ferry_core::session::{Itemized, SessionError};
 use ferry_core::{
     Message, SessionOptions, SourceOutcome, SourceSession, SourceWork, Stats, TargetOutcome,
@@ -430,7 +431,46 @@ pub struct Peer {
     pub sent: Arc<std::sync::atomic::AtomicU64>,
     /// Bytes read from the link so far.
     pub received: Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes of messages handed to `outgoing` so far (bulk payloads only: never more than
+    /// their encoding, so `queued - sent` never overstates what waits).
+    pub queued: std::sync::atomic::AtomicU64,
 }
+
+impl Peer {
+    /// A handle on a link's writer queue and byte counters.
+    pub fn new(
+        outgoing: tokio::sync::mpsc::UnboundedSender<Message>,
+        sent: Arc<std::sync::atomic::AtomicU64>,
+        received: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Peer {
+        Peer { outgoing, sent, received, queued: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    fn send(&self, m: Message) {
+        use std::sync::atomic::Ordering;
+        let bulk = match &m {
+            Message::Segment { data, .. } => data.len(),
+            Message::SignaturePiece { blocks, .. } => blocks.len(),
+            Message::Entries(es) => es.iter().map(|e| e.path.as_bytes().len()).sum(),
+            _ => 0,
+        };
+        self.queued.fetch_add(bulk as u64, Ordering::Relaxed);
+        // A closed writer surfaces as the reader's end of stream.
+        let _ = self.outgoing.send(m);
+    }
+
+    /// Whether the writers are less than [`OUTGOING_QUEUE_BYTES`] behind: a peer that stops
+    /// reading stops the round here (the session is neither drained nor given work) instead
+    /// of filling our memory.
+    fn has_room(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let queued = self.queued.load(Ordering::Relaxed);
+        queued.saturating_sub(self.sent.load(Ordering::Relaxed)) < OUTGOING_QUEUE_BYTES
+    }
+}
+
+/// How long the driver waits for the writers to catch up before it looks again.
+const BACKPRESSURE_POLL: Duration = Duration::from_millis(5);
 
 /// Runs one side of a round against a network peer. Events (work outcomes and the peer's
 /// messages) arrive on `rx`; the link's reader task must send [`Event::Peer`] on `tx`.
@@ -454,11 +494,15 @@ pub fn run_remote(
     let mut link_err: Option<ferry_transport::TransportError> = None;
     let mut peer_open = true;
     loop {
-        while let Some(m) = side.poll_transmit() {
-            // A closed writer surfaces as the reader's end of stream.
-            let _ = peer.outgoing.send(m);
+        // Backpressure: messages go out only while the writers keep up, and no new work
+        // starts (so no new messages are made) while they do not. The peer's messages are
+        // still taken in meanwhile.
+        while peer.has_room() {
+            let Some(m) = side.poll_transmit() else { break };
+            peer.send(m);
         }
-        let n = side.dispatch(&tx, on_item);
+        let room = peer.has_room();
+        let n = if room { side.dispatch(&tx, on_item) } else { 0 };
         lp.inflight += n;
         if (side.finished() || err.is_some() || link_err.is_some()) && lp.inflight == 0 {
             break;
@@ -466,7 +510,16 @@ pub fn run_remote(
         if !peer_open && lp.inflight == 0 && n == 0 {
             break;
         }
-        let Ok(first) = rx.recv() else { break };
+        let first = if room {
+            let Ok(first) = rx.recv() else { break };
+            first
+        } else {
+            match rx.recv_timeout(BACKPRESSURE_POLL) {
+                Ok(ev) => ev,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        };
         let mut next = Some(first);
         while let Some(ev) = next {
             match ev {
@@ -507,7 +560,7 @@ pub fn run_remote(
     }
     // Flush whatever the session said last (an Abort, or Done).
     while let Some(m) = side.poll_transmit() {
-        let _ = peer.outgoing.send(m);
+        peer.send(m);
     }
     let is_source = matches!(side, Side::Source { .. });
     if let Some(e) = err.or_else(|| side.take_error()) {

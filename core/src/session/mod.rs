@@ -64,6 +64,10 @@ pub struct SessionOptions {
     /// Target: ask the driver whether a large file cut mid-way by an earlier round can resume
     /// ([`TargetWork::Resume`]); the driver keeps a journal of the segments it wrote.
     pub resume: bool,
+    /// Target: most bytes of regular files the source may list this round (`ferry bench
+    /// --peer`'s synthetic round holds the client to the size it declared); `None`: no bound
+    /// beyond the destination's free space.
+    pub max_file_bytes: Option<u64>,
 }
 
 impl Default for SessionOptions {
@@ -80,6 +84,7 @@ impl Default for SessionOptions {
             scan_batch: 512,
             limits: Limits::default(),
             resume: false,
+            max_file_bytes: None,
         }
     }
 }

@@ -37,6 +37,14 @@ impl TargetSession {
             if e.kind == EntryKind::File {
                 self.stats.files_scanned += 1;
                 self.stats.source_bytes += e.size;
+                if let Some(max) = self.opts.max_file_bytes {
+                    LimitExceeded::check(
+                        "file bytes beyond the round's declared size",
+                        self.stats.source_bytes,
+                        max,
+                    )
+                    .map_err(ProtocolError::from)?;
+                }
             }
             self.src.push_back((self.src_next_id, e));
             self.src_next_id += 1;

@@ -125,3 +125,13 @@ fn a_target_refuses_metadata_beyond_its_round_budget() {
     t.settle().expect("merge");
     t.assert_refuses(Message::Entries(batch(1)), is_limit("held by the destination"));
 }
+
+#[test]
+fn a_target_holds_the_source_to_the_declared_size_of_the_round() {
+    // `ferry bench --peer` declared 1 byte and filled 2 GiB of /dev/shm.
+    let opts = SessionOptions { max_file_bytes: Some(1), ..SessionOptions::default() };
+    LoneTarget::new(opts, MemTree::default()).assert_refuses(
+        Message::Entries(vec![file_entry("a", 1), file_entry("b", 1 << 31)]),
+        is_limit("declared size"),
+    );
+}
