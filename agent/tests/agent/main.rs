@@ -24,6 +24,8 @@ mod faults;
 mod crash;
 // What a hostile or confused peer cannot make the destination do, in process.
 mod safety;
+// What a hostile peer can make `ferry serve` hold (peak RSS under the budget).
+mod memory;
 // The `ferry` binary as a user runs it: flags, output, exit codes.
 mod cli;
 // A local user racing the destination's temp names: metadata never follows a swapped symlink.

@@ -1,0 +1,181 @@
+//! What a hostile peer can make `ferry serve` hold: crafted clients drive a real server and
+//! its peak RSS (VmHWM in /proc/PID/status) must stay under the budget core/src/limits.rs
+//! states. One server per pattern, since VmHWM is a peak over the process's life.
+
+use std::time::{Duration, Instant};
+
+use ferry_agent::net::{Direction, Response};
+use ferry_core::entry::{Entry, EntryKind, Meta, Xattr};
+use ferry_core::{Limits, Message};
+use ferry_transport::frame::{read_value, write_message, write_value};
+use ferry_transport::net::Link;
+
+use crate::common::peer::{hostile_client, request};
+use crate::common::{creds, noise, s, serve, Server};
+
+/// Peak resident set of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib << 10
+}
+
+async fn accepted(c: &std::path::Path, srv: &Server, dir: Direction) -> Link {
+    let mut l = hostile_client(c, srv.addr).await;
+    write_value(&mut l.writer, &request("m", dir)).await.unwrap();
+    match read_value::<Response, _>(&mut l.reader).await.unwrap() {
+        Response::Accepted { .. } => l,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn hello() -> Message {
+    Message::Hello {
+        min: ferry_core::message::PROTOCOL_MIN,
+        max: ferry_core::message::PROTOCOL_VERSION,
+        features: 0,
+    }
+}
+
+/// Waits until the server's peak RSS has not grown for a while (or `max` is up).
+fn settled_peak(pid: u32, max: Duration) -> u64 {
+    let start = Instant::now();
+    let (mut peak, mut since) = (peak_rss(pid), Instant::now());
+    while start.elapsed() < max && since.elapsed() < Duration::from_millis(1500) {
+        std::thread::sleep(Duration::from_millis(100));
+        let p = peak_rss(pid);
+        if p > peak {
+            (peak, since) = (p, Instant::now());
+        }
+    }
+    peak
+}
+
+const MIB: u64 = 1 << 20;
+
+/// The budget a pull round may add to the server's resident memory: messages queued for the
+/// peer (`OUTGOING_QUEUE_BYTES`), the work in flight (a few 8 MiB segments), and the
+/// allocator's slack. Far under what the pattern made the server hold before (as much of the
+/// tree as the client's credit allowed, read ahead).
+const ROUND_BUDGET: u64 = 160 * MIB;
+
+#[test]
+fn a_pull_client_that_stops_reading_does_not_grow_the_server() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let src = t.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // 48 incompressible files of 8 MiB (384 MiB): more than any credit allows ahead.
+    let data = noise(8 << 20, 1);
+    for i in 0..48 {
+        std::fs::write(src.join(format!("f{i:02}")), &data).unwrap();
+    }
+    let srv = serve(&c.join("destination"), &[format!("m={}", s(&src))]);
+    let pid = srv.child.id();
+    let base = peak_rss(pid);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let peak = rt.block_on(async {
+        let mut l = accepted(&c, &srv, Direction::Pull).await;
+        // As much credit as a target may grant, every file asked for whole, then silence:
+        // nothing the server sends is read.
+        let max = Limits::default().max_window_bytes;
+        write_message(&mut l.writer, &hello()).await.unwrap();
+        let credit = Message::Credit { entries: 1000, bytes: max, decided: 0 };
+        write_message(&mut l.writer, &credit).await.unwrap();
+        // The manifest first (Wants are only for listed files), then no more reading.
+        let limits = Limits::default();
+        loop {
+            match ferry_transport::frame::read_message(&mut l.reader, &limits).await.unwrap() {
+                Some(Message::EndOfManifest { .. }) => break,
+                Some(Message::Abort { reason }) => panic!("{reason}"),
+                Some(_) => {}
+                None => panic!("closed"),
+            }
+        }
+        for file in 0..48 {
+            write_message(&mut l.writer, &Message::Want { file, basis: None }).await.unwrap();
+        }
+        use tokio::io::AsyncWriteExt;
+        l.writer.flush().await.unwrap();
+        let peak = tokio::task::spawn_blocking(move || settled_peak(pid, Duration::from_secs(12)))
+            .await
+            .unwrap();
+        drop(l);
+        peak
+    });
+    eprintln!(
+        "pull, client not reading: server peak RSS {} MiB (base {} MiB)",
+        peak >> 20,
+        base >> 20
+    );
+    assert!(peak < base + ROUND_BUDGET, "peak {} MiB, base {} MiB", peak >> 20, base >> 20);
+}
+
+#[test]
+fn a_push_of_directories_with_large_xattrs_is_refused_within_the_budget() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let dst = t.path().join("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    let srv = serve(&c.join("destination"), &[format!("m={}", s(&dst))]);
+    let pid = srv.child.id();
+    let base = peak_rss(pid);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (peak, aborted) = rt.block_on(async {
+        let l = accepted(&c, &srv, Direction::Push).await;
+        let (mut reader, mut writer) = (l.reader, l.writer);
+        // Read (and keep) what the server says, so only the server's holding is measured.
+        let reading = tokio::spawn(async move {
+            let limits = Limits::default();
+            loop {
+                match ferry_transport::frame::read_message(&mut reader, &limits).await {
+                    Ok(Some(Message::Abort { reason })) => return Some(reason),
+                    Ok(Some(_)) => continue,
+                    _ => return None,
+                }
+            }
+        });
+        write_message(&mut writer, &hello()).await.unwrap();
+        // 2000 directories with 4 xattrs of 60 KiB each: 480 MiB of metadata the server would
+        // hold to the end of the round, 60 per message.
+        let meta = Meta { mode: 0o755, uid: 0, gid: 0, mtime_ns: 0 };
+        let value = noise(60 << 10, 2);
+        for batch in 0..34 {
+            let dirs: Vec<Entry> = (0..60)
+                .map(|i| Entry {
+                    path: ferry_core::RelPath::new(format!("d{batch:02}{i:02}")).unwrap(),
+                    kind: EntryKind::Dir,
+                    size: 0,
+                    meta,
+                    xattrs: (0..4)
+                        .map(|k| Xattr {
+                            name: format!("user.x{k}").into_bytes(),
+                            value: value.clone(),
+                        })
+                        .collect(),
+                    hash: None,
+                })
+                .collect();
+            if write_message(&mut writer, &Message::Entries(dirs)).await.is_err() {
+                break;
+            }
+        }
+        use tokio::io::AsyncWriteExt;
+        let _ = writer.flush().await;
+        let aborted = tokio::time::timeout(Duration::from_secs(20), reading).await;
+        let peak = peak_rss(pid);
+        (peak, aborted.ok().and_then(|r| r.ok()).flatten())
+    });
+    eprintln!(
+        "push, directories with xattrs: server peak RSS {} MiB (base {} MiB)",
+        peak >> 20,
+        base >> 20
+    );
+    let reason = aborted.expect("the server aborts the round");
+    assert!(reason.contains("max_held_bytes"), "{reason}");
+    // The held budget, plus a frame or two being decoded and the allocator's slack; before,
+    // every directory's 240 KiB of xattrs was held (480 MiB).
+    let budget = Limits::default().max_held_bytes + 96 * MIB;
+    assert!(peak < base + budget, "peak {} MiB, base {} MiB", peak >> 20, base >> 20);
+}
