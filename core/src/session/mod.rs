@@ -64,6 +64,9 @@ pub struct SessionOptions {
     /// Target: ask the driver whether a large file cut mid-way by an earlier round can resume
     /// ([`TargetWork::Resume`]); the driver keeps a journal of the segments it wrote.
     pub resume: bool,
+    /// Target: what it accepts from the source's manifest, whatever the source sends
+    /// (specials, privileged bits, id maps).
+    pub policy: crate::policy::ReceivePolicy,
 }
 
 impl Default for SessionOptions {
@@ -80,6 +83,7 @@ impl Default for SessionOptions {
             scan_batch: 512,
             limits: Limits::default(),
             resume: false,
+            policy: crate::policy::ReceivePolicy::default(),
         }
     }
 }
