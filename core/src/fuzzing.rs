@@ -216,6 +216,12 @@ pub fn source_session(data: &[u8]) {
     }
 }
 
+/// The receiving side's policy: an arbitrary entry (postcard) through an arbitrary policy
+/// (the first byte's bits); what comes out obeys the policy.
+pub fn receive_policy(data: &[u8]) {
+    crate::policy::fuzz_admit(data);
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -225,7 +231,7 @@ mod tests {
     fn replay_fuzz_corpus() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
         type Harness = fn(&[u8]);
-        let targets: [(&str, Harness); 7] = [
+        let targets: [(&str, Harness); 8] = [
             ("rel_path", super::rel_path),
             ("frames", super::frames),
             ("signature_delta", super::signature_delta),
@@ -233,6 +239,7 @@ mod tests {
             ("segment", super::segment),
             ("target_session", super::target_session),
             ("source_session", super::source_session),
+            ("receive_policy", super::receive_policy),
         ];
         let mut replayed = 0;
         for (name, f) in targets {

@@ -16,6 +16,8 @@
 //! - [`message`]: the [`Message`]s of a round and their framing.
 //! - [`session`]: the round as two sans-IO state machines, [`SourceSession`] and
 //!   [`TargetSession`], that ask a driver to do [`SourceWork`]/[`TargetWork`].
+//! - [`ReceivePolicy`]: what the receiving side accepts from a peer's manifest (specials,
+//!   setuid/setgid, capabilities, id maps), its own decision.
 //! - [`Limits`]: every bound on what a peer can make us allocate.
 //! - [`rng`]: the workspace's one seedable, non-cryptographic generator, for test data,
 //!   benchmark datasets and jitter.
@@ -36,6 +38,7 @@ pub mod hash;
 pub mod limits;
 pub mod message;
 pub mod path;
+pub mod policy;
 pub mod rng;
 pub mod segment;
 pub mod session;
@@ -48,6 +51,7 @@ pub use entry::{Entry, EntryKind, LocalEntry, Meta, RootMeta, Xattr};
 pub use limits::Limits;
 pub use message::Message;
 pub use path::RelPath;
+pub use policy::ReceivePolicy;
 pub use session::{
     SessionError, SessionOptions, SourceOutcome, SourceSession, SourceWork, TargetOutcome,
     TargetSession, TargetWork,

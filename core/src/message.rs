@@ -15,9 +15,13 @@ use crate::stats::Stats;
 /// Protocol version this build speaks; `Hello` carries the supported range. 2: the
 /// handshake negotiates data streams (`lanes`) and QUIC frames carry lane dependencies.
 /// 3: a file cut mid-way resumes from the destination's journal (`Resume`, `Payload::Kept`).
-pub const PROTOCOL_VERSION: u32 = 3;
-/// Oldest protocol version this build accepts (2 had no resume messages).
-pub const PROTOCOL_MIN: u32 = 3;
+/// 4: `Done`'s stats carry the receiving policy's counters and the source's read errors, and
+/// the source reports read errors in the manifest stream (`SourceErrors`), so a partial round
+/// deletes nothing and is known to be partial on both sides.
+pub const PROTOCOL_VERSION: u32 = 4;
+/// Oldest protocol version this build accepts (3's `Done` had fewer counters and no way to
+/// say a round was partial; such a peer is refused at the handshake with a version error).
+pub const PROTOCOL_MIN: u32 = 4;
 
 /// Index of a file entry in the source's manifest, in stream order.
 pub type FileId = u64;

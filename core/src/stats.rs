@@ -45,6 +45,15 @@ pub struct Stats {
     /// Bytes of files cut mid-way by an interrupted round that the destination still held
     /// (its resume journal) and that were not sent again.
     pub resumed_bytes: u64,
+    /// Fifos and device nodes from the source that the receiving side refused (no
+    /// `--specials` there); the destination's entry at their path was left alone.
+    pub specials_refused: u64,
+    /// Entries whose setuid/setgid bits or `security.capability` xattr the receiving side
+    /// dropped (no `--keep-privileged` there).
+    pub privileged_dropped: u64,
+    /// Errors the source met reading its tree (unreadable or vanished directories, too many
+    /// open files, ...). Non-zero makes the round partial: `--delete` was off for the round.
+    pub source_errors: u64,
 }
 
 impl Stats {
@@ -70,6 +79,9 @@ impl Stats {
             mount_points_skipped,
             source_bytes,
             resumed_bytes,
+            specials_refused,
+            privileged_dropped,
+            source_errors,
         } = o;
         self.entries_scanned += entries_scanned;
         self.files_scanned += files_scanned;
@@ -90,5 +102,14 @@ impl Stats {
         self.mount_points_skipped += mount_points_skipped;
         self.source_bytes += source_bytes;
         self.resumed_bytes += resumed_bytes;
+        self.specials_refused += specials_refused;
+        self.privileged_dropped += privileged_dropped;
+        self.source_errors += source_errors;
+    }
+
+    /// Whether the round was partial: the source could not read all of its tree, so the
+    /// destination may lack entries and nothing was deleted.
+    pub fn partial(&self) -> bool {
+        self.source_errors > 0
     }
 }

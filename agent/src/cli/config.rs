@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::exit::Usage;
 use super::flags::{
-    NetFlags, RoundFlags, ScheduleFlags, ServeFlags, SnapshotKind, SourceImageFlags,
+    NetFlags, ReceiveFlags, RoundFlags, ScheduleFlags, ServeFlags, SnapshotKind, SourceImageFlags,
     SourceImageKind, Transport,
 };
 use crate::fs::image::SourceSnapshot;
@@ -18,6 +18,7 @@ use crate::state::snapshot::{Retention, Snapshotter};
 use crate::state::StateConfig;
 use crate::unattended::runner::Plan;
 use crate::unattended::schedule::Backoff;
+use ferry_core::ReceivePolicy;
 
 /// zstd level of local rounds: no wire to save.
 pub const LOCAL_COMPRESS_LEVEL: i32 = 1;
@@ -38,6 +39,7 @@ impl RoundFlags {
             threads: self.threads.get,
             specials: self.specials,
             one_file_system: self.one_file_system,
+            policy: self.receive.policy(self.specials),
         }
     }
 
@@ -45,6 +47,19 @@ impl RoundFlags {
     /// output is JSON).
     pub fn itemize(&self) -> bool {
         (self.itemize || self.dry_run) && !self.json
+    }
+}
+
+impl ReceiveFlags {
+    /// The receiving side's policy these flags (and `--specials`) mean.
+    pub fn policy(&self, specials: bool) -> ReceivePolicy {
+        ReceivePolicy {
+            specials,
+            keep_privileged: self.keep_privileged,
+            chown: self.chown.map_or((None, None), |c| (c.0, c.1)),
+            usermap: self.usermap.clone().map(|m| m.0).unwrap_or_default(),
+            groupmap: self.groupmap.clone().map(|m| m.0).unwrap_or_default(),
+        }
     }
 }
 
@@ -182,6 +197,7 @@ impl ServeFlags {
                 bwlimit: self.bwlimit.get.unwrap_or(0),
                 state,
                 agent: None,
+                policy: self.receive.policy(self.specials),
             },
         })
     }

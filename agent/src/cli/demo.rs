@@ -148,6 +148,7 @@ pub fn run(dir: &Path, files: usize, big_mib: usize) -> anyhow::Result<ExitCode>
             signature_cache: true,
         }),
         agent: None,
+        policy: ferry_core::ReceivePolicy::default(),
     };
     let module = ModuleState::new(&state, "data");
     module.prepare(&dst, &Snapshotter::Hardlink)?;

@@ -231,6 +231,49 @@ pub struct ServeFlags {
     /// (then every changed file's basis is read and signed again; see README).
     #[arg(long)]
     pub no_signature_cache: bool,
+    /// Create fifos and device nodes that clients push (refused and counted by default), and
+    /// include them in what pulls are served.
+    #[arg(long)]
+    pub specials: bool,
+    /// What this server accepts from a pushing client.
+    #[command(flatten)]
+    pub receive: ReceiveFlags,
+}
+
+/// What this side accepts when it receives (`sync`, `pull`, `serve`): its own policy,
+/// whatever the peer sends. `push` leaves this to the server.
+#[derive(clap::Args, Clone, Default)]
+pub struct ReceiveFlags {
+    /// Keep setuid/setgid bits and security.capability xattrs of received entries (dropped
+    /// and counted by default).
+    #[arg(long)]
+    pub keep_privileged: bool,
+    /// Give every received entry this owner and/or group: UID:GID, UID: or :GID (numeric),
+    /// after --usermap/--groupmap.
+    #[arg(long, value_name = "UID:GID", value_parser = parse_chown)]
+    pub chown: Option<Chown>,
+    /// Replace owners of received entries: FROM:TO[,FROM:TO...] (numeric ids).
+    #[arg(long, value_name = "FROM:TO,...", value_parser = parse_id_map)]
+    pub usermap: Option<IdMap>,
+    /// Replace groups of received entries: FROM:TO[,FROM:TO...] (numeric ids).
+    #[arg(long, value_name = "FROM:TO,...", value_parser = parse_id_map)]
+    pub groupmap: Option<IdMap>,
+}
+
+/// `--chown`: owner and group, each optional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chown(pub Option<u32>, pub Option<u32>);
+
+/// `--usermap`/`--groupmap`: id pairs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdMap(pub Vec<(u32, u32)>);
+
+fn parse_chown(s: &str) -> Result<Chown, String> {
+    ferry_core::ReceivePolicy::parse_chown(s).map(|(u, g)| Chown(u, g)).map_err(|e| e.to_string())
+}
+
+fn parse_id_map(s: &str) -> Result<IdMap, String> {
+    ferry_core::ReceivePolicy::parse_map(s).map(IdMap).map_err(|e| e.to_string())
 }
 
 /// `--snapshot KIND`.
@@ -378,9 +421,13 @@ pub struct RoundFlags {
     /// `--threads`.
     #[command(flatten)]
     pub threads: ThreadsFlag,
-    /// Also copy fifos and device nodes.
+    /// Also copy fifos and device nodes (the sender's walk; and what the receiving side
+    /// accepts on `sync` and `pull`).
     #[arg(long)]
     pub specials: bool,
+    /// What this side accepts when it receives (`sync`, `pull`).
+    #[command(flatten)]
+    pub receive: ReceiveFlags,
     /// Do not cross filesystem boundaries on the source.
     #[arg(short = 'x', long)]
     pub one_file_system: bool,

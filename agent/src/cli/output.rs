@@ -100,6 +100,7 @@ fn action_code(a: Action) -> &'static str {
         Action::Metadata => ".meta   ",
         Action::Delete => "-delete ",
         Action::Unchanged => "=same   ",
+        Action::Refused => "!refused",
     }
 }
 
@@ -155,6 +156,18 @@ pub fn print_summary(r: &Report, dry_run: bool) {
         println!(
             "  note: ownership of {} entries not set (not running as root)",
             s.ownership_skipped
+        );
+    }
+    if s.specials_refused > 0 {
+        println!(
+            "  refused: {} fifos/device nodes from the source (this side has no --specials)",
+            s.specials_refused
+        );
+    }
+    if s.privileged_dropped > 0 {
+        println!(
+            "  dropped: setuid/setgid or capabilities of {} entries (no --keep-privileged)",
+            s.privileged_dropped
         );
     }
     if s.files_failed > 0 {

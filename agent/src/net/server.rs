@@ -36,6 +36,9 @@ pub struct ServeConfig {
     pub state: Option<StateConfig>,
     /// Live status and metrics (`--http`), when served.
     pub agent: Option<Arc<Agent>>,
+    /// What pushes may create (`--specials`, `--keep-privileged`, id maps), decided here
+    /// whatever the client sends; `specials` also includes them in what pulls are served.
+    pub policy: ferry_core::ReceivePolicy,
 }
 
 /// Serves modules on `listen` (QUIC and TLS-over-TCP on the same port) until the process ends.
@@ -192,6 +195,8 @@ pub async fn serve_link(
             ..req.options.clone()
         },
         threads: cfg.threads,
+        specials: cfg.policy.specials,
+        policy: cfg.policy.clone(),
         ..SyncOptions::default()
     };
     let mut session = opts.session();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_core::session::Itemized;
-use ferry_core::{Limits, SessionOptions, Stats};
+use ferry_core::{Limits, ReceivePolicy, SessionOptions, Stats};
 use serde::{Deserialize, Serialize};
 
 use self::driver::{run_local, PhaseTimes, Progress, RoundError};
@@ -76,6 +76,9 @@ pub struct SyncOptions {
     pub specials: bool,
     /// Do not descend into other filesystems on the source.
     pub one_file_system: bool,
+    /// What this side accepts when it receives (its `specials` is replaced by the field
+    /// above, so one flag means both).
+    pub policy: ReceivePolicy,
 }
 
 /// What a sync did.
@@ -165,7 +168,8 @@ pub fn run_with(
 impl SyncOptions {
     /// The session options these flags mean.
     pub fn session(&self) -> SessionOptions {
-        self.round.session()
+        let policy = ReceivePolicy { specials: self.specials, ..self.policy.clone() };
+        SessionOptions { policy, ..self.round.session() }
     }
 
     /// Worker threads per side (one per core when 0).

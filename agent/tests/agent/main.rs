@@ -32,3 +32,5 @@ mod cli;
 mod races;
 // Bind mounts of the same filesystem: --delete and -x stop at them.
 mod mounts;
+// The receiving side's policy: specials, setuid/setgid and capabilities, id maps.
+mod policy;

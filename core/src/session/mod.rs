@@ -68,6 +68,9 @@ pub struct SessionOptions {
     /// --peer`'s synthetic round holds the client to the size it declared); `None`: no bound
     /// beyond the destination's free space.
     pub max_file_bytes: Option<u64>,
+    /// Target: what it accepts from the source's manifest, whatever the source sends
+    /// (specials, privileged bits, id maps).
+    pub policy: crate::policy::ReceivePolicy,
 }
 
 impl Default for SessionOptions {
@@ -85,6 +88,7 @@ impl Default for SessionOptions {
             limits: Limits::default(),
             resume: false,
             max_file_bytes: None,
+            policy: crate::policy::ReceivePolicy::default(),
         }
     }
 }

@@ -294,7 +294,10 @@ impl TargetSession {
                 if let Some(r) = &root {
                     self.check_xattrs(&r.xattrs)?;
                 }
-                self.root = root;
+                self.root = root.map(|mut r| {
+                    self.stats.privileged_dropped += u64::from(self.opts.policy.admit_root(&mut r));
+                    r
+                });
                 Ok(())
             }
             (Phase::Merging, Message::Segment { file, index, payload, encoding, data }) => {

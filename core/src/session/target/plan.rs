@@ -7,6 +7,7 @@ use crate::delta::BlockSize;
 use crate::entry::{Entry, EntryKind, LocalEntry};
 use crate::message::{FileId, Message};
 use crate::path::RelPath;
+use crate::policy::Admission;
 
 /// Files smaller than this travel whole: a signature would cost more than it saves.
 const DELTA_MIN_BASIS: u64 = 1024;
@@ -16,8 +17,23 @@ impl TargetSession {
         self.events.push_back(Itemized { path: path.clone(), action, kind });
     }
 
-    /// Decides what to do with source entry `e` given the destination's `local` entry.
-    pub(super) fn plan(&mut self, id: FileId, e: Entry, local: Option<LocalEntry>) {
+    /// Decides what to do with source entry `e` given the destination's `local` entry,
+    /// after the receiving side's [`ReceivePolicy`](crate::policy::ReceivePolicy) had its say.
+    pub(super) fn plan(&mut self, id: FileId, mut e: Entry, local: Option<LocalEntry>) {
+        match self.opts.policy.admit(&mut e) {
+            Admission::Refused => {
+                self.stats.specials_refused += 1;
+                self.itemize(&e.path, Action::Refused, e.kind.name());
+                // Whatever the destination has there stays, subtree included.
+                if let Some(l) = local.filter(|l| l.entry.kind == EntryKind::Dir) {
+                    self.skip_under = Some(l.entry.path);
+                }
+                return;
+            }
+            Admission::Admitted { dropped } => {
+                self.stats.privileged_dropped += u64::from(dropped);
+            }
+        }
         let local_is_dir = matches!(&local, Some(l) if l.entry.kind == EntryKind::Dir);
         if local_is_dir && e.kind != EntryKind::Dir {
             // The directory's contents follow in the local stream; they go with it.

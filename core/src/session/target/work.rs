@@ -208,6 +208,9 @@ pub enum Action {
     Delete,
     /// Same on both sides.
     Unchanged,
+    /// Not created: the receiving side's policy refuses it (a special file without
+    /// `--specials`).
+    Refused,
 }
 
 /// One line of the itemized plan.
