@@ -26,3 +26,8 @@ mod crash;
 mod safety;
 // The `ferry` binary as a user runs it: flags, output, exit codes.
 mod cli;
+// What a network peer cannot do: hold a module with a silent link, pass a refused
+// certificate off as a hiccup, forge log lines.
+mod netlimits;
+// --http on an open network: the trigger's token and rate, idle connections.
+mod httpsafe;
