@@ -31,3 +31,5 @@ mod cli;
 mod netlimits;
 // --http on an open network: the trigger's token and rate, idle connections.
 mod httpsafe;
+// What a local user with write access to the state directory cannot make Ferry do.
+mod statesafe;
