@@ -24,7 +24,7 @@ pub async fn read_body<R: AsyncRead + Unpin>(
     match r.read_exact(&mut head).await {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(TransportError::Io(e)),
+        Err(e) => return Err(TransportError::from_io(e)),
     }
     let len = u32::from_le_bytes(head) as usize;
     if len > max {
@@ -33,7 +33,7 @@ pub async fn read_body<R: AsyncRead + Unpin>(
         )));
     }
     let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await.map_err(TransportError::Io)?;
+    r.read_exact(&mut body).await.map_err(TransportError::from_io)?;
     Ok(Some(body))
 }
 
@@ -90,6 +90,6 @@ pub async fn write_value<T: Serialize, W: AsyncWrite + Unpin>(
         postcard::to_allocvec(v).map_err(|e| TransportError::Frame(DecodeError::Malformed(e)))?;
     let mut buf = (body.len() as u32).to_le_bytes().to_vec();
     buf.extend_from_slice(&body);
-    w.write_all(&buf).await.map_err(TransportError::Io)?;
-    w.flush().await.map_err(TransportError::Io)
+    w.write_all(&buf).await.map_err(TransportError::from_io)?;
+    w.flush().await.map_err(TransportError::from_io)
 }

@@ -30,7 +30,7 @@ use ferry_core::{Limits, Message};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::frame::{read_message, write_message};
+use crate::frame::{read_body, read_message, write_message};
 use crate::net::{Link, LinkReader, LinkWriter};
 use crate::TransportError;
 
@@ -270,25 +270,50 @@ impl LaneSender {
     }
 }
 
+/// A keep-alive: a frame of length zero, which no message encodes to. Sent on lane 0 of a TCP
+/// or stdio link when it has been quiet for the keep-alive interval, and skipped by the
+/// reader, so an honest peer that is busy (signing, snapshotting) never looks idle.
+pub const KEEPALIVE: [u8; 4] = [0; 4];
+
+/// The keep-alive interval for an idle timeout: a third of it, at most 5 s (as QUIC's).
+pub fn keepalive_interval(idle: Duration) -> Duration {
+    (idle / 3).min(Duration::from_secs(5))
+}
+
 /// Starts one writer task per lane. `sent` counts bytes written; `bwlimit` (bytes/s, 0 for
-/// none) paces all lanes together. The returned handle finishes when every lane has been
-/// flushed and shut down after the sender is dropped.
+/// none) paces all lanes together; `keepalive` (TCP and stdio links) sends a [`KEEPALIVE`] on
+/// lane 0 whenever it has been quiet that long, pacing included. The returned handle
+/// finishes when every lane has been flushed and shut down after the sender is dropped.
 pub fn spawn_writers(
     writers: Vec<LinkWriter>,
     sent: Arc<AtomicU64>,
     bwlimit: u64,
+    keepalive: Option<Duration>,
 ) -> (LaneSender, tokio::task::JoinHandle<Result<(), TransportError>>) {
     let data = writers.len() - 1;
     let start = tokio::time::Instant::now();
     let mut queues = Vec::new();
     let mut tasks = Vec::new();
-    for mut w in writers {
+    for (lane, mut w) in writers.into_iter().enumerate() {
         let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<u64>, Message)>();
         queues.push(tx);
         let sent = sent.clone();
+        let keepalive = keepalive.filter(|_| lane == 0);
         tasks.push(tokio::spawn(async move {
             let mut head = Vec::new();
-            while let Some((deps, m)) = rx.recv().await {
+            loop {
+                let next = match keepalive {
+                    None => rx.recv().await,
+                    Some(k) => match tokio::time::timeout(k, rx.recv()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            w.write_all(&KEEPALIVE).await.map_err(TransportError::Io)?;
+                            w.flush().await.map_err(TransportError::Io)?;
+                            continue;
+                        }
+                    },
+                };
+                let Some((deps, m)) = next else { break };
                 head.clear();
                 for d in &deps {
                     head.extend_from_slice(&d.to_le_bytes());
@@ -299,6 +324,15 @@ pub fn spawn_writers(
                 if bwlimit > 0 {
                     // Pace to the cap: never be ahead of total/bwlimit seconds since the start.
                     let due = start + Duration::from_secs_f64(total as f64 / bwlimit as f64);
+                    if let Some(k) = keepalive {
+                        // A long pause between paced frames must not look like a dead peer.
+                        w.flush().await.map_err(TransportError::Io)?;
+                        while due.saturating_duration_since(tokio::time::Instant::now()) > k {
+                            tokio::time::sleep(k).await;
+                            w.write_all(&KEEPALIVE).await.map_err(TransportError::Io)?;
+                            w.flush().await.map_err(TransportError::Io)?;
+                        }
+                    }
                     tokio::time::sleep_until(due).await;
                 }
                 if rx.is_empty() {
@@ -391,9 +425,22 @@ async fn read_frame<R: AsyncRead + Unpin>(
     }
     let deps: Vec<u64> =
         head.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+    if deps_len == 0 {
+        // A single-lane link (TCP, stdio) carries keep-alives between frames: skip them.
+        loop {
+            match read_body(r, limits.max_frame).await? {
+                Some(b) if b.is_empty() => continue,
+                Some(b) => {
+                    let m =
+                        ferry_core::message::decode(&b, limits).map_err(TransportError::Frame)?;
+                    return Ok(Some((deps, m)));
+                }
+                None => return Ok(None),
+            }
+        }
+    }
     match read_message(r, limits).await? {
         Some(m) => Ok(Some((deps, m))),
-        None if deps_len == 0 => Ok(None),
         None => Err(TransportError::Io(std::io::ErrorKind::UnexpectedEof.into())),
     }
 }

@@ -12,12 +12,14 @@
 //!   one compiled in.
 //! - [`net`]: a [`net::Server`] listening for QUIC and TLS-over-TCP on one port, and
 //!   `connect_quic` / `connect_tcp` for clients.
+//! - [`idle`]: the inactivity limit of TCP and stdio links (QUIC has its own).
 //! - [`frame`]: length-prefixed frames, the length checked against the receiver's limit
 //!   before the body is buffered.
 //! - [`MemoryPipe`]: the in-process channel of `ferry sync`, framing included.
 #![forbid(unsafe_code)]
 
 pub mod frame;
+pub mod idle;
 pub mod lanes;
 pub mod net;
 pub mod tls;
@@ -107,8 +109,30 @@ pub enum TransportError {
     },
 }
 
-/// TLS alerts that mean "your certificate was refused" (RFC 8446 section 6.2).
-const AUTH_ALERTS: [u8; 8] = [42, 43, 44, 45, 46, 48, 49, 116];
+/// A string from a peer made safe to print on one log line: control characters (newlines,
+/// carriage returns, escape sequences) and Unicode line separators are shown escaped
+/// (`\n`, `\u{1b}`), so a peer's refusal or abort reason cannot forge log lines or move the
+/// terminal's cursor. Everything else is kept as is.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{85}');
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if bad(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// TLS alerts that mean "your certificate was refused" (RFC 8446 section 6.2). 51
+/// (decrypt_error) is what rustls sends for a certificate whose signature does not verify
+/// (a CA of the same name but another key), or a bad CertificateVerify.
+const AUTH_ALERTS: [u8; 9] = [42, 43, 44, 45, 46, 48, 49, 51, 116];
 
 impl TransportError {
     /// Tags the error with the peer it concerns.
@@ -165,6 +189,32 @@ impl TransportError {
         }
     }
 
+    /// Classifies an I/O error of an established link: a TLS alert from the peer about our
+    /// certificate (TLS 1.3 delivers the server's verdict on the client's certificate with
+    /// the first read after the handshake) or a QUIC connection closed by the peer with one
+    /// is an authentication failure; anything else stays an I/O error.
+    pub fn from_io(e: std::io::Error) -> TransportError {
+        if let Some(inner) = e.get_ref() {
+            if inner.downcast_ref::<rustls::Error>().is_some() {
+                return TransportError::from_tls_io(e);
+            }
+            let lost = if let Some(quinn::ReadError::ConnectionLost(c)) = inner.downcast_ref() {
+                Some(c.clone())
+            } else if let Some(quinn::WriteError::ConnectionLost(c)) = inner.downcast_ref() {
+                Some(c.clone())
+            } else {
+                None
+            };
+            if let Some(c) = lost {
+                return match TransportError::from_quic(c) {
+                    TransportError::Handshake(_) => TransportError::Io(e),
+                    other => other,
+                };
+            }
+        }
+        TransportError::Io(e)
+    }
+
     /// Classifies an error from a rustls stream (TLS over TCP).
     pub fn from_tls_io(e: std::io::Error) -> TransportError {
         let msg = e.to_string();
@@ -207,6 +257,7 @@ fn alert_name(a: u8) -> &'static str {
         46 => "certificate unknown",
         48 => "unknown CA",
         49 => "access denied",
+        51 => "bad signature",
         116 => "certificate required",
         _ => "alert",
     }

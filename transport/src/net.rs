@@ -158,6 +158,79 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(s)
 }
 
+/// What a [`Server`] allows: how long a connection may be idle and how many may be open.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// QUIC's idle timeout (TCP and stdio rounds use the same value, see [`crate::idle`]).
+    pub idle_timeout: Duration,
+    /// Connections open at once, authenticated or not; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits { idle_timeout: IDLE_TIMEOUT, max_connections: DEFAULT_MAX_CONNECTIONS }
+    }
+}
+
+/// Connections a server keeps open at once by default (rounds are one per module; the rest
+/// are handshakes, refusals and busy answers).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+
+/// How long a TLS-over-TCP client has to finish its handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TCP keep-alive: the kernel probes a connection quiet this long, so a peer that vanished
+/// (power off, cable cut) is found even when neither side has anything to send.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// Turns on TCP keep-alive probes (15 s, then every 5 s, 3 misses) and `TCP_NODELAY`.
+pub fn tune_tcp(sock: &TcpStream) {
+    use rustix::net::sockopt as so;
+    let _ = sock.set_nodelay(true);
+    let _ = so::set_socket_keepalive(sock, true);
+    let _ = so::set_tcp_keepidle(sock, TCP_KEEPALIVE);
+    let _ = so::set_tcp_keepintvl(sock, Duration::from_secs(5));
+    let _ = so::set_tcp_keepcnt(sock, 3);
+}
+
+/// Sleeps after a failed `accept`: EMFILE/ENFILE/ENOBUFS stay true until a connection
+/// closes, and retrying at once only spins. Doubles from 10 ms to 1 s; reset on success.
+pub async fn accept_backoff(e: &std::io::Error, backoff: &mut Duration) {
+    if *backoff >= Duration::from_secs(1) || backoff.is_zero() {
+        tracing::warn!("accept failed ({e}); backing off");
+    }
+    *backoff = (*backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    tokio::time::sleep(*backoff).await;
+}
+
+/// A stream that holds a connection slot of its server for as long as it lives.
+struct Slot<R> {
+    inner: R,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Slot<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+/// After a refused TLS handshake, lets the alert reach the client before the socket closes:
+/// closing with the client's first bytes unread would send a reset, and a reset can discard
+/// the alert on its way, leaving the client to guess (a transient error instead of exit 3).
+async fn linger_close(mut sock: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = sock.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let drain = async { while matches!(sock.read(&mut buf).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+}
+
 /// A destination listening for QUIC and TLS-over-TCP on the same port.
 pub struct Server {
     incoming: mpsc::Receiver<Result<Link, TransportError>>,
@@ -171,26 +244,44 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Binds UDP and TCP at `addr` (port 0 picks one free for both).
+    /// Binds UDP and TCP at `addr` (port 0 picks one free for both), with default limits.
     ///
     /// # Errors
     /// When either socket cannot be bound or the identity is unusable.
     pub async fn bind(addr: SocketAddr, identity: &Identity) -> Result<Server, TransportError> {
+        Server::bind_with(addr, identity, ServerLimits::default()).await
+    }
+
+    /// [`Server::bind`] with `limits`.
+    ///
+    /// # Errors
+    /// As [`Server::bind`].
+    pub async fn bind_with(
+        addr: SocketAddr,
+        identity: &Identity,
+        limits: ServerLimits,
+    ) -> Result<Server, TransportError> {
         let tls = Arc::new(identity.server_config()?);
         let (tcp, udp) = bind_pair(addr).await?;
         let local = tcp.local_addr().map_err(TransportError::Io)?;
         let quic_tls = QuicServerConfig::try_from((*tls).clone())
             .map_err(|e| TransportError::Handshake(e.to_string()))?;
         let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
-        sc.transport_config(Arc::new(transport_config()));
+        sc.transport_config(Arc::new(transport_config_idle(limits.idle_timeout)));
         let runtime = quinn::default_runtime()
             .ok_or_else(|| TransportError::Handshake("no async runtime".into()))?;
         let endpoint = quinn::Endpoint::new(endpoint_config(), Some(sc), udp, runtime)
             .map_err(TransportError::Io)?;
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
         let (tx, rx) = mpsc::channel(16);
-        let qtx = tx.clone();
+        let (qtx, qslots) = (tx.clone(), slots.clone());
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
+                let Ok(permit) = qslots.clone().try_acquire_owned() else {
+                    tracing::debug!("{}: too many connections; refused", incoming.remote_address());
+                    incoming.refuse();
+                    continue;
+                };
                 let tx = qtx.clone();
                 tokio::spawn(async move {
                     let peer = incoming.remote_address().to_string();
@@ -199,7 +290,7 @@ impl Server {
                         let (send, recv) =
                             conn.accept_bi().await.map_err(TransportError::from_quic)?;
                         Ok(Link {
-                            reader: Box::pin(recv),
+                            reader: Box::pin(Slot { inner: recv, _permit: permit }),
                             writer: Box::pin(send),
                             kind: LinkKind::Quic,
                             peer: peer.clone(),
@@ -213,23 +304,41 @@ impl Server {
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         tokio::spawn(async move {
+            let mut backoff = Duration::ZERO;
             loop {
-                let Ok((sock, peer)) = tcp.accept().await else { continue };
+                let (sock, peer) = match tcp.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        accept_backoff(&e, &mut backoff).await;
+                        continue;
+                    }
+                };
+                backoff = Duration::ZERO;
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    // Closed at once: the descriptor is what a flood would exhaust.
+                    tracing::debug!("{peer}: too many connections; closed");
+                    continue;
+                };
                 let (tx, acceptor) = (tx.clone(), acceptor.clone());
                 tokio::spawn(async move {
-                    let _ = sock.set_nodelay(true);
+                    tune_tcp(&sock);
                     let peer = peer.to_string();
-                    let r =
-                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock))
-                            .await
-                        {
-                            Ok(Ok(s)) => {
-                                let (r, w) = tokio::io::split(s);
-                                Ok(Link::from_streams(r, w, LinkKind::Tcp, peer.clone()))
-                            }
-                            Ok(Err(e)) => Err(TransportError::from_tls_io(e)),
-                            Err(_) => Err(TransportError::Timeout("TLS handshake")),
-                        };
+                    let accept = acceptor.accept(sock).into_fallible();
+                    let r = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept).await {
+                        Ok(Ok(s)) => {
+                            let (r, w) = tokio::io::split(s);
+                            let r = Slot { inner: r, _permit: permit };
+                            Ok(Link::from_streams(r, w, LinkKind::Tcp, peer.clone()))
+                        }
+                        Ok(Err((e, sock))) => {
+                            let e = TransportError::from_tls_io(e);
+                            let _ = tx.send(Err(e.with_peer(&peer))).await;
+                            linger_close(sock).await;
+                            drop(permit);
+                            return;
+                        }
+                        Err(_) => Err(TransportError::Timeout("TLS handshake")),
+                    };
                     let _ = tx.send(r.map_err(|e| e.with_peer(&peer))).await;
                 });
             }
@@ -340,7 +449,7 @@ pub async fn connect_tcp(
     let connector = tokio_rustls::TlsConnector::from(tls);
     let fut = async {
         let sock = TcpStream::connect(addr).await.map_err(TransportError::Io)?;
-        let _ = sock.set_nodelay(true);
+        tune_tcp(&sock);
         connector.connect(name, sock).await.map_err(TransportError::from_tls_io)
     };
     let stream = match tokio::time::timeout(timeout, fut).await {

@@ -16,6 +16,7 @@ use crate::net::{RemoteOptions, ServeConfig, Via};
 use crate::round::{RoundOptions, SyncOptions};
 use crate::state::snapshot::{Retention, Snapshotter};
 use crate::state::StateConfig;
+use crate::unattended::http::HttpConfig;
 use crate::unattended::runner::Plan;
 use crate::unattended::schedule::Backoff;
 use ferry_core::ReceivePolicy;
@@ -140,6 +141,28 @@ impl SourceImageFlags {
 }
 
 impl ScheduleFlags {
+    /// `--http` and its trigger token (read from `--http-token-file` now, so a missing or
+    /// empty file stops the agent before its first round).
+    ///
+    /// # Errors
+    /// [`Usage`] when the token file cannot be read or holds no token.
+    pub fn http(&self) -> Result<Option<(std::net::SocketAddr, HttpConfig)>, Usage> {
+        let Some(addr) = self.http.get else { return Ok(None) };
+        let token = match &self.http_token_file {
+            None => None,
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| Usage(format!("--http-token-file {}: {e}", p.display())))?;
+                let t = text.trim();
+                if t.is_empty() {
+                    return Err(Usage(format!("--http-token-file {}: empty", p.display())));
+                }
+                Some(t.to_string())
+            }
+        };
+        Ok(Some((addr, HttpConfig { token })))
+    }
+
     /// When and how rounds run, with the source image a push reads (`None` for pull).
     pub fn plan(&self, source_image: Option<(SourceSnapshot, PathBuf)>) -> Plan {
         Plan {
@@ -198,6 +221,8 @@ impl ServeFlags {
                 state,
                 agent: None,
                 policy: self.receive.policy(self.specials),
+                idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
+                max_connections: self.max_connections.max(1),
             },
         })
     }

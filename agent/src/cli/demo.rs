@@ -149,6 +149,8 @@ pub fn run(dir: &Path, files: usize, big_mib: usize) -> anyhow::Result<ExitCode>
         }),
         agent: None,
         policy: ferry_core::ReceivePolicy::default(),
+        idle_timeout: ferry_transport::net::IDLE_TIMEOUT,
+        max_connections: ferry_transport::net::DEFAULT_MAX_CONNECTIONS,
     };
     let module = ModuleState::new(&state, "data");
     module.prepare(&dst, &Snapshotter::Hardlink)?;

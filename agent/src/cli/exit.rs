@@ -82,11 +82,12 @@ fn classify_round(e: &RoundError) -> u8 {
 }
 
 /// The error and its causes on one line, each cause once (a cause's text is often already
-/// part of the message above it).
+/// part of the message above it). Control characters are escaped: causes carry peer strings
+/// (a refusal's or an abort's reason, a TLS close reason) that must not forge log lines.
 pub fn explain(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
-        let text = cause.to_string();
+        let text = ferry_transport::printable(&cause.to_string()).into_owned();
         if !out.contains(&text) {
             if !out.is_empty() {
                 out.push_str(": ");

@@ -238,6 +238,14 @@ pub struct ServeFlags {
     /// What this server accepts from a pushing client.
     #[command(flatten)]
     pub receive: ReceiveFlags,
+    /// Seconds a round's connection may hear nothing from the client before the round fails
+    /// and the module is free again: QUIC's idle timeout, and the same limit over TLS/TCP and
+    /// --stdio (both sides send keep-alives meanwhile, so only a stopped peer gets there).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub idle_timeout: u64,
+    /// Connections (QUIC and TCP, authenticated or not) open at once; more are closed at once.
+    #[arg(long, value_name = "N", default_value_t = ferry_transport::net::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
 }
 
 /// What this side accepts when it receives (`sync`, `pull`, `serve`): its own policy,
@@ -334,7 +342,7 @@ pub struct HttpFlag {
     /// Serve GET /status (JSON: last round, next run, the current round's progress and ETA),
     /// /healthz, /readyz (200 once the last round succeeded) and /metrics (Prometheus) on
     /// ADDR, e.g. 0.0.0.0:9873. For push and pull also POST /trigger (a round now; SIGUSR1
-    /// does the same).
+    /// does the same), when --http-token-file is given.
     #[arg(id = "http", long = "http", value_name = "ADDR")]
     pub get: Option<std::net::SocketAddr>,
 }
@@ -465,6 +473,10 @@ pub struct ScheduleFlags {
     /// `--http`.
     #[command(flatten)]
     pub http: HttpFlag,
+    /// Turn on POST /trigger on --http: the file holds the bearer token a trigger must send
+    /// (`Authorization: Bearer TOKEN`). Without it POST /trigger is refused (403).
+    #[arg(long, value_name = "PATH", requires = "http")]
+    pub http_token_file: Option<PathBuf>,
     /// Run CMD (with sh -c) before each round attempt, e.g. to quiesce an application (a
     /// database checkpoint). A non-zero exit skips the attempt (retried like a transient
     /// error). Environment: FERRY_ROOT (the local directory), FERRY_DIRECTION (push|pull),
@@ -518,8 +530,9 @@ pub struct NetFlags {
     /// Seconds to wait for a connection.
     #[arg(long, default_value_t = 10)]
     pub connect_timeout: u64,
-    /// Seconds a QUIC connection may hear nothing (keep-alives flow meanwhile) before the
-    /// round fails as a transient error and is retried.
+    /// Seconds the connection may hear nothing from the server (keep-alives flow meanwhile,
+    /// on QUIC, TLS/TCP and --rsh alike) before the round fails as a transient error and is
+    /// retried.
     #[arg(long, default_value_t = 30)]
     pub idle_timeout: u64,
 }

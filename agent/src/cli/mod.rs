@@ -75,7 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &net,
                 &round,
                 &when.plan(image),
-                when.http.get,
+                when.http()?,
             )
         }
         Command::Pull { url, dst, net, round, when } => replicate::run(
@@ -85,7 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             &net,
             &round,
             &when.plan(None),
-            when.http.get,
+            when.http()?,
         ),
         Command::Bench { peer, size_mib, sync_mib, json, net } => {
             replicate::bench(&peer, size_mib, sync_mib, json, &net)
@@ -139,13 +139,14 @@ fn serve_status(
     rt: &tokio::runtime::Runtime,
     addr: std::net::SocketAddr,
     agent: &Arc<Agent>,
-    also: &str,
+    cfg: crate::unattended::http::HttpConfig,
 ) -> anyhow::Result<()> {
+    let also = if cfg.token.is_some() { ", POST /trigger (with its token)" } else { "" };
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(addr))
         .with_context(|| format!("--http {addr}: cannot listen"))?;
     let bound = listener.local_addr().unwrap_or(addr);
     tracing::info!("status on http://{bound}/status, metrics on /metrics{also}");
-    rt.spawn(crate::unattended::http::serve_http(listener, agent.clone()));
+    rt.spawn(crate::unattended::http::serve_http(listener, agent.clone(), cfg));
     Ok(())
 }

@@ -13,6 +13,7 @@ use super::output::{human_bytes, print_summary, Progress};
 use crate::net::{run_bench, run_client, Direction, RemoteError, RemoteOptions, Url};
 use crate::round::driver::Progress as DriverProgress;
 use crate::round::{Report, SyncOptions};
+use crate::unattended::http::HttpConfig;
 use crate::unattended::runner::{self, Plan, Target};
 use crate::unattended::status::Agent;
 
@@ -24,14 +25,14 @@ pub(super) fn run(
     net: &NetFlags,
     round: &RoundFlags,
     plan: &Plan,
-    http: Option<std::net::SocketAddr>,
+    http: Option<(std::net::SocketAddr, HttpConfig)>,
 ) -> anyhow::Result<ExitCode> {
     let opts = net.remote(round.options(NETWORK_COMPRESS_LEVEL));
     let rt = super::runtime()?;
     super::exit_on_sigterm(&rt);
     let (agent, triggered) = Agent::new(true);
-    if let Some(addr) = http {
-        super::serve_status(&rt, addr, &agent, ", POST /trigger")?;
+    if let Some((addr, cfg)) = http {
+        super::serve_status(&rt, addr, &agent, cfg)?;
     }
     {
         let agent = agent.clone();

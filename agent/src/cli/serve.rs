@@ -28,7 +28,7 @@ pub(super) fn run(s: Serve) -> anyhow::Result<ExitCode> {
     super::exit_on_sigterm(&rt);
     if let Some(addr) = s.http {
         let (agent, _) = Agent::new(false);
-        super::serve_status(&rt, addr, &agent, "")?;
+        super::serve_status(&rt, addr, &agent, Default::default())?;
         cfg.agent = Some(agent);
     }
     if s.stdio {
@@ -39,8 +39,14 @@ pub(super) fn run(s: Serve) -> anyhow::Result<ExitCode> {
             "stdio".into(),
         );
         let busy = Arc::new(BusyHandle::default());
-        let _guard = rt.enter();
-        rt.block_on(serve_link(link, &cfg, &busy))?;
+        let r = {
+            let _guard = rt.enter();
+            rt.block_on(serve_link(link, &cfg, &busy))
+        };
+        // tokio reads stdin on a blocking thread that may still be waiting for a client that
+        // fell silent; dropping the runtime would wait for it forever.
+        rt.shutdown_background();
+        r?;
         return Ok(ExitCode::SUCCESS);
     }
     let dir = s.identity.ok_or_else(|| Usage("--identity DIR is required".into()))?;

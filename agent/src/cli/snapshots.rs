@@ -16,7 +16,9 @@ impl SnapshotRef {
     /// The module's snapshots, after checking this one exists.
     fn find(&self) -> anyhow::Result<Snapshots> {
         let snaps = ModuleState::new(&self.state_dir, &self.module).snapshots();
-        if !snaps.list()?.iter().any(|r| r.id == self.snapshot) {
+        if !crate::state::snapshot::valid_id(&self.snapshot)
+            || !snaps.list()?.iter().any(|r| r.id == self.snapshot)
+        {
             anyhow::bail!(Usage(format!(
                 "module {:?} has no snapshot {:?} (see `ferry snapshots list`)",
                 self.module, self.snapshot
@@ -167,6 +169,8 @@ pub(super) fn restore(r: &SnapshotRef, to: &Path, hardlinks: bool) -> anyhow::Re
 pub(super) fn promote(r: &SnapshotRef, data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let snaps = r.find()?;
     let commits = ModuleState::new(&r.state_dir, &r.module).commits();
+    let from_record = data.is_none();
+    let data = data.map(std::path::absolute).transpose().context("--data")?;
     let Some(data) = data.or_else(|| commits.module_path()) else {
         anyhow::bail!(Usage(format!(
             "where is module {:?}'s data? pass --data DIR (no `ferry serve` has recorded it in {})",
@@ -174,12 +178,26 @@ pub(super) fn promote(r: &SnapshotRef, data: Option<PathBuf>) -> anyhow::Result<
             r.state_dir.display()
         )));
     };
+    promote::check_data_path(&data).map_err(|e| {
+        Usage(format!(
+            "refusing to replace {} ({}): {e:#}; pass --data DIR to name the data directory",
+            data.display(),
+            if from_record { "recorded in module.json" } else { "--data" }
+        ))
+    })?;
+    println!(
+        "promote: {} will be replaced by snapshot {} (the replaced tree is kept beside it)",
+        data.display(),
+        r.snapshot
+    );
     let staged = promote::staging_path(&data, &r.snapshot);
+    let made = promote::create_staging(&staged)?;
     // A new copy on the data's filesystem: the live tree must not share inodes with the
     // snapshot (the application will write into it).
     let report =
         sync_with_progress(&snaps.path(&r.snapshot), &staged, &copy_options(), false, true)
             .with_context(|| format!("copying snapshot {} to {}", r.snapshot, staged.display()))?;
+    promote::check_staging(&staged, made)?;
     let aside = promote::swap_in(&staged, &data)?;
     print_summary(&report, false);
     println!(

@@ -4,7 +4,7 @@
 use ferry_core::{SessionOptions, Stats};
 use ferry_transport::frame::{read_value, write_value};
 use ferry_transport::lanes::DATA_LANES;
-use ferry_transport::net::{Link, LinkKind, LinkReader};
+use ferry_transport::net::{Link, LinkKind, LinkReader, IDLE_TIMEOUT};
 use ferry_transport::TransportError;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
@@ -151,8 +151,17 @@ pub(super) async fn bench_server(
                     before_done: Some(Box::new(move |_: &Stats| drop((scratch, claim)))),
                     ..Hooks::none()
                 };
-                let r =
-                    run_over_link(link, data, false, side, opts.session().limits, 0, hooks).await;
+                let r = run_over_link(
+                    link,
+                    data,
+                    false,
+                    side,
+                    opts.session().limits,
+                    0,
+                    IDLE_TIMEOUT,
+                    hooks,
+                )
+                .await;
                 tracing::info!(
                     "{peer}: synthetic round into {} ({}): {}",
                     where_.display(),
@@ -280,9 +289,17 @@ pub async fn run_bench(
     let s = &opts.sync;
     let src = open_source(&scratch.path, s)?;
     let side = Side::source(src, &s.session(), s.thread_count());
-    let out =
-        run_over_link(link, data, true, side, s.session().limits, opts.bwlimit, Hooks::none())
-            .await?;
+    let out = run_over_link(
+        link,
+        data,
+        true,
+        side,
+        s.session().limits,
+        opts.bwlimit,
+        opts.idle_timeout,
+        Hooks::none(),
+    )
+    .await?;
     let secs = out.elapsed.as_secs_f64().max(1e-6);
     report.sync = Some(SyncBench {
         bytes: sync_bytes,

@@ -107,7 +107,10 @@ pub async fn connect(url: &Url, opts: &RemoteOptions) -> Result<Link, RemoteErro
                 Ok(l) => Ok(l),
                 Err(e) if e.is_auth() => Err(err(e)),
                 Err(e) => {
-                    tracing::info!("QUIC to {target} failed ({e}); trying TLS over TCP");
+                    tracing::info!(
+                        "QUIC to {target} failed ({}); trying TLS over TCP",
+                        ferry_transport::printable(&e.to_string())
+                    );
                     connect_tcp(addr, &url.host, &identity, t).await.map_err(err)
                 }
             }
@@ -181,6 +184,7 @@ pub async fn run_client(
         side,
         session.limits,
         opts.bwlimit,
+        opts.idle_timeout,
         Hooks { on_item, on_progress, progress_every, before_done: None },
     )
     .await;

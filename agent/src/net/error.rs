@@ -25,7 +25,7 @@ pub enum RemoteError {
         source: TransportError,
     },
     /// The server refused the request.
-    #[error("the server refused: {reason}")]
+    #[error("the server refused: {}", ferry_transport::printable(reason))]
     Refused {
         /// Why, as a code.
         code: Refusal,

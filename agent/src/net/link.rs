@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use ferry_core::session::Itemized;
 use ferry_core::{Limits, Message, Stats};
+use ferry_transport::idle::Idle;
 use ferry_transport::lanes::{self, Lanes};
-use ferry_transport::net::Link;
+use ferry_transport::net::{Link, LinkKind};
 use ferry_transport::TransportError;
 
 use crate::round::driver::{run_remote, Event, Peer, Progress, RoundError, RoundOutcome, Side};
@@ -62,17 +63,32 @@ impl Hooks {
 /// link's stream alone): reader tasks feeding the driver's event channel in dependency order,
 /// writer tasks draining its outgoing messages (paced by `bwlimit`), and the driver on a
 /// blocking thread.
+///
+/// `idle` is the round's idle timeout. QUIC enforces its own (quinn's keep-alives and idle
+/// timer); on TCP and stdio the link is wrapped in [`Idle`] (a read or write waiting on the
+/// peer that long fails, transiently) and lane 0 carries keep-alive frames every third of
+/// it, so a peer that stops cannot hold the round (and its module) while a slow, honest one
+/// never looks idle.
+#[allow(clippy::too_many_arguments)] // The round's parts, each used once: a struct adds nothing.
 pub(super) async fn run_over_link(
-    link: Link,
+    mut link: Link,
     data: usize,
     client: bool,
     side: Side,
     limits: Limits,
     bwlimit: u64,
+    idle: Duration,
     hooks: Hooks,
 ) -> Result<RoundOutcome, RoundError> {
     let Hooks { on_item, on_progress, progress_every, before_done } = hooks;
     let (kind, peer) = (link.kind, link.peer.clone());
+    let keepalive = if kind == LinkKind::Quic {
+        None
+    } else {
+        link.reader = Box::pin(Idle::new(link.reader, idle));
+        link.writer = Box::pin(Idle::new(link.writer, idle));
+        Some(lanes::keepalive_interval(idle))
+    };
     let (lanes_, quic) = lanes::split(link, data, client).await.map_err(RoundError::Link)?;
     let side_kind =
         if matches!(side, Side::Source { .. }) { SideKind::Source } else { SideKind::Target };
@@ -92,7 +108,8 @@ pub(super) async fn run_over_link(
             }
         }
     });
-    let (mut lane_tx, writers_done) = lanes::spawn_writers(writers, sent.clone(), bwlimit);
+    let (mut lane_tx, writers_done) =
+        lanes::spawn_writers(writers, sent.clone(), bwlimit, keepalive);
     let mut before_done = before_done;
     let router = tokio::spawn(async move {
         let data = lane_tx.data_lanes();

@@ -9,6 +9,7 @@ use ferry_core::message::{PROTOCOL_MIN, PROTOCOL_VERSION};
 use ferry_transport::frame::{read_value, write_value};
 use ferry_transport::lanes::DATA_LANES;
 use ferry_transport::net::Link;
+use ferry_transport::TransportError;
 use serde::{Deserialize, Serialize};
 
 use super::RemoteError;
@@ -216,8 +217,15 @@ impl Request {
 pub async fn handshake(link: &mut Link, req: &Request) -> Result<usize, RemoteError> {
     let peer = link.peer.clone();
     let hs = |e| RemoteError::Connect { addr: peer.clone(), source: e };
-    write_value(&mut link.writer, req).await.map_err(hs)?;
-    match read_value::<Response, _>(&mut link.reader).await.map_err(hs)? {
+    let answer = match write_value(&mut link.writer, req).await {
+        Ok(()) => read_value::<Response, _>(&mut link.reader).await,
+        Err(e) => Err(e),
+    };
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => return Err(hs(verdict(link, e).await)),
+    };
+    match answer {
         Response::Accepted { lanes, .. } => Ok(usize::from(lanes).min(DATA_LANES)),
         Response::Refused { code: Refusal::Version, server_min, server_max, .. } => {
             Err(RemoteError::Version {
@@ -229,4 +237,38 @@ pub async fn handshake(link: &mut Link, req: &Request) -> Result<usize, RemoteEr
         }
         Response::Refused { code, reason, .. } => Err(RemoteError::Refused { code, reason }),
     }
+}
+
+/// How long a client waits for the server's verdict on its certificate after the first
+/// exchange failed.
+const VERDICT_WAIT: Duration = Duration::from_secs(2);
+
+/// Why the first exchange after the TLS handshake failed. In TLS 1.3 the client finishes its
+/// handshake before the server has checked the client's certificate, so a refusal arrives as
+/// the first read's error (TCP: a TLS alert; QUIC: the connection closed with a crypto error
+/// code). A failed write or a bare I/O error may hide it: wait briefly for the real verdict
+/// before calling the failure transient, so a refused certificate is exit 3 every time.
+async fn verdict(link: &mut Link, e: TransportError) -> TransportError {
+    if e.is_auth() {
+        return e;
+    }
+    if let Some((conn, _)) = &link.quic {
+        if let Ok(reason) = tokio::time::timeout(VERDICT_WAIT, conn.closed()).await {
+            let why = TransportError::from_quic(reason);
+            if why.is_auth() {
+                return why;
+            }
+        }
+        return e;
+    }
+    if link.kind == ferry_transport::net::LinkKind::Tcp {
+        // The write may have failed first; the alert is still waiting to be read.
+        let later = tokio::time::timeout(VERDICT_WAIT, read_value::<Response, _>(&mut link.reader));
+        if let Ok(Err(why)) = later.await {
+            if why.is_auth() {
+                return why;
+            }
+        }
+    }
+    e
 }

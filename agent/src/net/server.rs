@@ -9,9 +9,9 @@ use ferry_core::message::{PROTOCOL_MIN, PROTOCOL_VERSION};
 use ferry_core::Stats;
 use ferry_transport::frame::write_value;
 use ferry_transport::lanes::DATA_LANES;
-use ferry_transport::net::{Link, LinkKind, Server};
+use ferry_transport::net::{Link, LinkKind, Server, ServerLimits};
 use ferry_transport::tls::Identity;
-use ferry_transport::TransportError;
+use ferry_transport::{printable, TransportError};
 
 use super::bench::bench_server;
 use super::link::{run_over_link, salvage, Hooks};
@@ -39,6 +39,11 @@ pub struct ServeConfig {
     /// What pushes may create (`--specials`, `--keep-privileged`, id maps), decided here
     /// whatever the client sends; `specials` also includes them in what pulls are served.
     pub policy: ferry_core::ReceivePolicy,
+    /// How long a round's link may hear nothing from the client (`--idle-timeout`): QUIC's
+    /// idle timeout, and the same limit on TCP and stdio (keep-alive frames flow meanwhile).
+    pub idle_timeout: Duration,
+    /// Connections open at once (`--max-connections`); more are closed at once.
+    pub max_connections: usize,
 }
 
 /// Serves modules on `listen` (QUIC and TLS-over-TCP on the same port) until the process ends.
@@ -53,7 +58,9 @@ pub async fn serve(
     cfg: ServeConfig,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), TransportError> {
-    let mut server = Server::bind(listen, identity).await?;
+    let limits =
+        ServerLimits { idle_timeout: cfg.idle_timeout, max_connections: cfg.max_connections };
+    let mut server = Server::bind_with(listen, identity, limits).await?;
     ready(server.local_addr());
     let cfg = Arc::new(cfg);
     let busy = Arc::new(BusyHandle::default());
@@ -84,13 +91,13 @@ pub async fn serve(
                             r.stats.files_new, r.stats.files_changed, r.stats.files_deleted, r.stats.literal_bytes
                         ),
                         Ok(None) => {}
-                        Err(e) => tracing::warn!("{peer} ({kind}): {e}"),
+                        Err(e) => tracing::warn!("{peer} ({kind}): {}", printable(&e.to_string())),
                     }
                 });
             }
             // A refused handshake (unknown CA, expired certificate, no certificate) is logged
             // and the server carries on: nothing of the peer's was read.
-            Err(e) => tracing::warn!("connection refused: {e}"),
+            Err(e) => tracing::warn!("connection refused: {}", printable(&e.to_string())),
         }
     }
     Ok(())
@@ -268,7 +275,17 @@ pub async fn serve_link(
             }
         }));
     }
-    let out = run_over_link(link, data, false, side, session.limits, cfg.bwlimit, hooks).await;
+    let out = run_over_link(
+        link,
+        data,
+        false,
+        side,
+        session.limits,
+        cfg.bwlimit,
+        cfg.idle_timeout,
+        hooks,
+    )
+    .await;
     let unfinished = crate::lock(&pending).take();
     if let Err(e) = &out {
         salvage(dest.as_deref(), e);

@@ -25,7 +25,8 @@ use ferry_core::{Entry, EntryKind, LocalEntry, Stats};
 use rustix::fs::{Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
-use crate::fs::{write_atomic, Root};
+use super::write_state_file as write_atomic;
+use crate::fs::Root;
 
 pub use crate::fs::dest::ContentKey;
 

@@ -30,9 +30,10 @@ use ferry_core::RelPath;
 use rustix::fs::{self as rfs, AtFlags};
 use serde::{Deserialize, Serialize};
 
+use super::write_state_file as write_atomic;
 use crate::fs::dest::{Partial, ResumeJournal};
 use crate::fs::walk::TEMP_PREFIX;
-use crate::fs::{write_atomic, Root};
+use crate::fs::Root;
 use crate::lock;
 
 /// Longest journal line read back (a line is a few hundred bytes; longer is damage).
@@ -95,7 +96,13 @@ impl Journal {
             }
         }
         write_atomic(&path, &text)?;
-        let log = std::fs::OpenOptions::new().append(true).open(&path)?;
+        let log = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&path)?
+        };
         Ok(Journal { path, log: Mutex::new(log), partials: Mutex::new(partials) })
     }
 

@@ -23,8 +23,11 @@ pub mod promote;
 pub mod sigcache;
 pub mod snapshot;
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
 use ferry_core::Stats;
 
@@ -65,6 +68,63 @@ impl ModuleState {
         &self.dir
     }
 
+    /// The state directory as a [`crate::fs::Root`]: everything of the module's state is
+    /// reached beneath it without following a symlink.
+    ///
+    /// # Errors
+    /// When the state directory cannot be opened.
+    pub fn root(&self) -> io::Result<crate::fs::Root> {
+        crate::fs::Root::open(&self.dir)
+    }
+
+    /// Creates (if missing) and checks the state subdirectory `rel` (e.g. `journal`,
+    /// `signatures/MODULE/blobs`): every component must be a real directory beneath the state
+    /// directory. A symlink planted by someone with write access to the state directory would
+    /// otherwise make Ferry empty, truncate or delete its target.
+    ///
+    /// # Errors
+    /// `ELOOP` (with the path in the message) when a component is a symlink; I/O errors.
+    pub fn subdir(&self, rel: &str) -> io::Result<PathBuf> {
+        // The state directory itself is the user's to choose (a symlink to it is fine).
+        std::fs::create_dir_all(&self.dir)?;
+        let root = self.root()?;
+        let mut at = String::new();
+        for part in rel.split('/') {
+            let parent = if at.is_empty() {
+                None
+            } else {
+                Some(root.open_beneath(
+                    at.as_bytes(),
+                    OFlags::RDONLY | OFlags::DIRECTORY,
+                    Mode::empty(),
+                )?)
+            };
+            let made = match &parent {
+                Some(p) => rfs::mkdirat(p, part, Mode::from_raw_mode(0o700)),
+                None => rfs::mkdirat(root.fd(), part, Mode::from_raw_mode(0o700)),
+            };
+            match made {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if !at.is_empty() {
+                at.push('/');
+            }
+            at.push_str(part);
+            root.open_beneath(at.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{}: not a plain directory beneath the state directory (a symlink?): {e}",
+                            self.dir.join(&at).display()
+                        ),
+                    )
+                })?;
+        }
+        Ok(self.dir.join(rel))
+    }
+
     /// The module's commit records.
     pub fn commits(&self) -> CommitLog {
         CommitLog::at(self.dir.join("commits").join(&self.module))
@@ -89,6 +149,12 @@ impl ModuleState {
         module_path: &Path,
         how: &Snapshotter,
     ) -> Result<Snapshots, SnapshotError> {
+        for rel in [format!("snapshots/{}", self.module), format!("commits/{}", self.module)] {
+            self.subdir(&rel).map_err(|source| SnapshotError::Io {
+                what: "the state directory".into(),
+                source,
+            })?;
+        }
         Snapshots::open(self.snapshots_dir(), &self.dir, module_path, how)
     }
 
@@ -97,12 +163,16 @@ impl ModuleState {
     /// # Errors
     /// I/O errors creating it.
     pub fn journal(&self) -> std::io::Result<Journal> {
-        Journal::open(&self.dir.join("journal").join(format!("{}.jsonl", self.module)))
+        Journal::open(&self.subdir("journal")?.join(format!("{}.jsonl", self.module)))
     }
 
     /// The module's signature cache, checked against the files beneath `root`.
-    pub fn signature_cache(&self, root: &crate::fs::Root) -> SignatureCache {
-        SignatureCache::open(&self.dir.join("signatures").join(&self.module), root)
+    ///
+    /// # Errors
+    /// When its directories are not plain directories beneath the state directory.
+    pub fn signature_cache(&self, root: &crate::fs::Root) -> io::Result<SignatureCache> {
+        let dir = self.subdir(&format!("signatures/{}/blobs", self.module))?;
+        Ok(SignatureCache::open(dir.parent().unwrap_or(&dir), root))
     }
 
     /// Checks at start-up that snapshots can work for the module at `module_path`, and
@@ -144,11 +214,21 @@ impl ModuleState {
         if let Some(j) = &journal {
             dest.use_journal(j.clone());
         }
-        let sigs = (cfg.signature_cache && !dry_run).then(|| {
-            let cache = Arc::new(self.signature_cache(dest.root()));
-            dest.use_signature_cache(cache.clone());
-            cache
-        });
+        let sigs = if cfg.signature_cache && !dry_run {
+            match self.signature_cache(dest.root()) {
+                Ok(c) => {
+                    let cache = Arc::new(c);
+                    dest.use_signature_cache(cache.clone());
+                    Some(cache)
+                }
+                Err(e) => {
+                    tracing::warn!("module {:?}: no signature cache: {e}", self.module);
+                    None
+                }
+            }
+        } else {
+            None
+        };
         PushRound {
             state: self.clone(),
             cfg: cfg.clone(),
@@ -237,4 +317,57 @@ impl PushRound {
             }
         }
     }
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename, fsync of the directory)
+/// without following a symlink: the directory is opened `O_NOFOLLOW`, and the temp file is
+/// created `O_CREAT | O_EXCL | O_NOFOLLOW` after removing whatever has its name (`unlinkat`
+/// removes a planted symlink itself, never its target). The state directory's files are
+/// written only through this.
+///
+/// # Errors
+/// I/O errors; `EEXIST` when something reappears under the temp name meanwhile.
+pub(crate) fn write_state_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_state_file_with(path, bytes, true)
+}
+
+/// [`write_state_file`], without the fsyncs when `durable` is false (a cache entry lost in a
+/// crash only costs a miss).
+///
+/// # Errors
+/// As [`write_state_file`].
+pub(crate) fn write_state_file_with(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+    use std::io::Write;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::other(format!("{}: not a file path", path.display())));
+    };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dfd = rfs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
+    tmp.push(".tmp");
+    match rfs::unlinkat(&dfd, tmp.as_os_str(), AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let fd = rfs::openat(
+        &dfd,
+        tmp.as_os_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(bytes)?;
+    if durable {
+        f.sync_all()?;
+    }
+    rfs::renameat(&dfd, tmp.as_os_str(), &dfd, name)?;
+    if durable {
+        rfs::fsync(&dfd)?;
+    }
+    Ok(())
 }

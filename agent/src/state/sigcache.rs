@@ -37,8 +37,9 @@ use ferry_core::{Limits, RelPath};
 use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
+use super::write_state_file as write_atomic;
 use crate::fs::dest::SignatureStore;
-use crate::fs::{ctime_ns, file_type, mtime_ns, write_atomic, Root};
+use crate::fs::{ctime_ns, file_type, mtime_ns, Root};
 use crate::lock;
 
 pub use crate::fs::dest::{SIGNATURE_CACHE_MAX_BYTES, SIGNATURE_CACHE_MIN};
@@ -269,12 +270,10 @@ impl SignatureStore for SignatureCache {
         blocks: &[u8],
     ) -> io::Result<()> {
         let id = FileIdentity::of(st);
-        std::fs::create_dir_all(self.dir.join("blobs"))?;
         let blob = blob_path(&self.dir, &id);
-        // Not fsynced: a signature lost in a crash fails its hash check and is a miss.
-        let tmp = blob.with_extension("tmp");
-        std::fs::write(&tmp, blocks)?;
-        std::fs::rename(&tmp, &blob)?;
+        // Not fsynced: a signature lost in a crash fails its hash check and is a miss. The
+        // blob directory was checked to be a plain directory when the cache was opened.
+        super::write_state_file_with(&blob, blocks, false)?;
         let entry = CacheEntry {
             path: path.as_bytes().to_vec(),
             id,
@@ -323,13 +322,13 @@ mod tests {
         let blocks = signature_blocks(&content, bs);
         let limits = Limits::default();
 
-        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root);
+        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root).unwrap();
         c.store(&RelPath::new(b"big".to_vec()).unwrap(), &stat(&f), bs, &blocks).unwrap();
         // A hard link (what a snapshot does) changes the ctime; finish stamps the new one.
         std::fs::hard_link(&f, data.path().join("snap")).unwrap();
         assert_eq!(c.finish(&root).unwrap().stored, 1);
 
-        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root);
+        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root).unwrap();
         assert_eq!(c.lookup(&stat(&f), bs, &limits), Some(blocks.clone()));
         let other = BlockSize::new(bs.get() / 2).unwrap();
         assert_eq!(c.lookup(&stat(&f), other, &limits), None, "another block size");
@@ -338,7 +337,7 @@ mod tests {
 
         // A chmod between rounds changes only the ctime: the entry is dropped on open.
         std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root);
+        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root).unwrap();
         assert_eq!(c.lookup(&stat(&f), bs, &limits), None);
         assert_eq!(c.counts().dropped, 1);
         c.finish(&root).unwrap();
@@ -353,7 +352,7 @@ mod tests {
         std::fs::write(&f, &content).unwrap();
         let bs = BlockSize::for_basis(content.len() as u64, content.len() as u64);
         let blocks = signature_blocks(&content, bs);
-        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root);
+        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root).unwrap();
         c.store(&RelPath::new(b"f".to_vec()).unwrap(), &stat(&f), bs, &blocks).unwrap();
         c.finish(&root).unwrap();
         let blob = std::fs::read_dir(state.path().join("signatures/m/blobs"))
@@ -365,12 +364,12 @@ mod tests {
         let mut bad = blocks.clone();
         bad[7] ^= 1;
         std::fs::write(&blob, &bad).unwrap();
-        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root);
+        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root).unwrap();
         assert_eq!(c.lookup(&stat(&f), bs, &Limits::default()), None, "flipped bit");
         std::fs::write(&blob, &blocks[..blocks.len() - 1]).unwrap();
         assert_eq!(c.lookup(&stat(&f), bs, &Limits::default()), None, "short");
         std::fs::write(state.path().join("signatures/m/index.bin"), b"\xff\xff\xff").unwrap();
-        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root);
+        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root).unwrap();
         assert_eq!(c.lookup(&stat(&f), bs, &Limits::default()), None, "garbage index");
     }
 
@@ -380,13 +379,13 @@ mod tests {
         let f = data.path().join("f");
         std::fs::write(&f, vec![1u8; 2 << 20]).unwrap();
         let bs = BlockSize::for_len(2 << 20);
-        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root);
+        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root).unwrap();
         c.store(&RelPath::new(b"f".to_vec()).unwrap(), &stat(&f), bs, &[0; 20]).unwrap();
         std::fs::remove_file(&f).unwrap();
         std::fs::write(&f, vec![2u8; 2 << 20]).unwrap();
         let counts = c.finish(&root).unwrap();
         assert_eq!(counts.dropped, 1);
-        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root);
+        let c = crate::state::ModuleState::new(state.path(), "m").signature_cache(&root).unwrap();
         assert_eq!(c.lookup(&stat(&f), bs, &Limits::default()), None);
     }
 }

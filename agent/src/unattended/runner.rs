@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use ferry_core::rng::SplitMix64;
+use ferry_transport::printable;
 
 use super::schedule::{Backoff, Retries, Schedule};
 use super::status::Agent;
@@ -117,7 +118,8 @@ pub fn run(
                 Err(e) if e.is_transient() && plan.retries.allows(attempt) => {
                     let d = plan.backoff.delay(attempt, rng.next_unit());
                     tracing::warn!(
-                        "round failed ({e}); retry {} in {:.1} s",
+                        "round failed ({}); retry {} in {:.1} s",
+                        printable(&e.to_string()),
                         attempt + 1,
                         d.as_secs_f64()
                     );
@@ -153,8 +155,9 @@ pub fn run(
             // Fatal errors fail fast even on a schedule: retrying cannot fix them.
             Err(e) if once || !e.is_transient() => return Err(e.into()),
             Err(e) => tracing::error!(
-                "round failed after {} attempt(s): {e}; waiting for the next one",
-                attempt + 1
+                "round failed after {} attempt(s): {}; waiting for the next one",
+                attempt + 1,
+                printable(&e.to_string())
             ),
         }
         match next {

@@ -34,3 +34,10 @@ mod races;
 mod mounts;
 // The receiving side's policy: specials, setuid/setgid and capabilities, id maps.
 mod policy;
+// What a network peer cannot do: hold a module with a silent link, pass a refused
+// certificate off as a hiccup, forge log lines.
+mod netlimits;
+// --http on an open network: the trigger's token and rate, idle connections.
+mod httpsafe;
+// What a local user with write access to the state directory cannot make Ferry do.
+mod statesafe;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use ferry_agent::net::credentials as init;
 
 use crate::common::{
-    assert_same_tree, check_ok, creds, ferry, http, s, sample, serve, serve_with, FERRY,
+    assert_same_tree, check_ok, creds, ferry, http, http_with, s, sample, serve, serve_with, FERRY,
 };
 
 /// Transient failures are retried with backoff, fatal ones are not, and the status file says
@@ -112,9 +112,13 @@ fn http_status_metrics_and_manual_triggers() {
         &["--state-dir", s(&state), "--http", &srv_http],
     );
     let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+    let token_file = t.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
     let mut push = Command::new(FERRY)
         .args(["push", s(&src), &url, "--identity", s(&c.join("source")), "--every", "1h"])
         .args(["--http", "127.0.0.1:0", "--transport", "tcp"])
+        .arg("--http-token-file")
+        .arg(&token_file)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -154,7 +158,8 @@ fn http_status_metrics_and_manual_triggers() {
     assert_eq!(http(&addr, "GET", "/readyz").0, 200);
     // A manual round, then another from SIGUSR1.
     std::fs::write(src.join("db/new"), b"after the trigger").unwrap();
-    assert_eq!(http(&addr, "POST", "/trigger").0, 202);
+    let bearer = "Authorization: Bearer s3cret-token\r\n";
+    assert_eq!(http_with(&addr, "POST", "/trigger", bearer).0, 202);
     let v = status(2);
     assert_eq!(v["last_stats"]["files_new"], 1, "{v}");
     rustix::process::kill_process(

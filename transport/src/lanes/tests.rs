@@ -132,7 +132,7 @@ async fn lanes_deliver_in_dependency_order_through_small_buffers() {
     let (ws, rs) = pipes(3, 4096);
     let sent = Arc::new(AtomicU64::new(0));
     let received = Arc::new(AtomicU64::new(0));
-    let (mut tx, writers) = spawn_writers(ws, sent.clone(), 0);
+    let (mut tx, writers) = spawn_writers(ws, sent.clone(), 0, None);
     let mut rx = spawn_readers(rs, Limits::default(), received.clone());
     // A big message on lane 1 fills its pipe many times over; lane 2 and lane 0 keep moving.
     let big = Message::Segment {

@@ -30,8 +30,9 @@ pub use self::retention::Retention;
 pub use self::verify::Verification;
 use crate::fs::dest::ContentKey;
 use crate::fs::tree::walk_tree;
-use crate::fs::{write_atomic, Root};
+use crate::fs::Root;
 use crate::state::commit::{CommitLog, CommitRecord, HashCache, TreeHasher};
+use crate::state::write_state_file as write_atomic;
 
 /// The record of one snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -211,15 +212,31 @@ impl Snapshots {
             .map_err(io_err(format!("reading {}", self.dir.display())))?;
         for e in rd.flatten() {
             let p = e.path();
-            if p.extension().is_some_and(|x| x == "json") {
-                if let Ok(r) = std::fs::read(&p)
-                    .map_err(|_| ())
-                    .and_then(|b| serde_json::from_slice::<SnapshotRecord>(&b).map_err(|_| ()))
-                {
-                    // A record counts only with its tree (see `take`), unless it has none.
-                    if !r.has_tree() || p.with_extension("").is_dir() {
-                        out.push(r);
-                    }
+            // The id is the record's file name, checked against the id grammar; the record's
+            // own `id` field is never used to name a path (it could say `../../x`).
+            let name = e.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
+            if !valid_id(id) {
+                continue;
+            }
+            if e.file_type().is_ok_and(|t| !t.is_file()) {
+                continue;
+            }
+            if let Ok(mut r) = std::fs::read(&p)
+                .map_err(|_| ())
+                .and_then(|b| serde_json::from_slice::<SnapshotRecord>(&b).map_err(|_| ()))
+            {
+                if r.id != id {
+                    tracing::warn!(
+                        "snapshot record {}: its id field {:?} is not its name; using the name",
+                        p.display(),
+                        r.id
+                    );
+                    r.id = id.to_string();
+                }
+                // A record counts only with its tree (see `take`), unless it has none.
+                if !r.has_tree() || p.with_extension("").is_dir() {
+                    out.push(r);
                 }
             }
         }
@@ -227,7 +244,8 @@ impl Snapshots {
         Ok(out)
     }
 
-    /// The directory holding snapshot `id`.
+    /// The directory holding snapshot `id` (callers check `id` with [`valid_id`] or take it
+    /// from [`Snapshots::list`]).
     pub fn path(&self, id: &str) -> PathBuf {
         self.dir.join(id)
     }
@@ -384,8 +402,14 @@ impl Snapshots {
     /// Deletes snapshot `id` (record first, so a half-deleted tree is never listed).
     ///
     /// # Errors
-    /// I/O errors.
+    /// I/O errors; an id outside the grammar ([`valid_id`]).
     pub fn delete(&self, id: &str) -> Result<(), SnapshotError> {
+        if !valid_id(id) {
+            return Err(SnapshotError::Io {
+                what: format!("deleting snapshot {id:?}"),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "not a snapshot id"),
+            });
+        }
         let json = self.dir.join(format!("{id}.json"));
         let kind = std::fs::read(&json)
             .ok()
@@ -430,6 +454,23 @@ pub fn utc(secs: u64, separators: bool) -> String {
             }
         })
         .unwrap_or_else(|_| secs.to_string())
+}
+
+/// Whether `id` is a snapshot id as `take` names them: the round (6 or more digits), `-`, and
+/// a UTC time `YYYYMMDDTHHMMSSZ`. Nothing else names a snapshot's files, so no id read from
+/// the state directory can reach outside it.
+pub fn valid_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    let Some(dash) = id.find('-') else { return false };
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    let time = &b[dash + 1..];
+    (6..=20).contains(&dash)
+        && digits(&b[..dash])
+        && time.len() == 16
+        && digits(&time[..8])
+        && time[8] == b'T'
+        && digits(&time[9..15])
+        && time[15] == b'Z'
 }
 
 #[cfg(test)]
