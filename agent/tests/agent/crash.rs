@@ -50,6 +50,18 @@ fn versions(base: &Path) -> [(PathBuf, Tree); 2] {
             data[0] = v;
             std::fs::write(root.join(format!("d{}/f{i}", i % 4)), data).unwrap();
         }
+        // Each version's files get their own mtime: written within one timestamp tick, two
+        // versions of a file with the same size would look unchanged to the quick check.
+        let when = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + 1000 * u64::from(v));
+        let mut files = vec![root.join("big.bin")];
+        for d in 0..4 {
+            for e in std::fs::read_dir(root.join(format!("d{d}"))).unwrap() {
+                files.push(e.unwrap().path());
+            }
+        }
+        for f in files {
+            std::fs::File::options().write(true).open(f).unwrap().set_modified(when).unwrap();
+        }
         let tree = Tree::read(&root);
         out.push((root, tree));
     }
