@@ -32,3 +32,5 @@ mod races;
 mod mounts;
 // The receiving side's policy: specials, setuid/setgid and capabilities, id maps.
 mod policy;
+// Source read errors make a partial round (no deletes, exit 23); deep trees with few fds.
+mod partial;
