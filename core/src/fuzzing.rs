@@ -196,9 +196,11 @@ pub fn source_session(data: &[u8]) {
         let _ = s.handle_message(m);
         while let Some((id, w)) = s.poll_work() {
             let o = match w {
-                SourceWork::Scan { .. } => {
-                    SourceOutcome::Scanned { entries: tree.take().unwrap_or_default(), done: true }
-                }
+                SourceWork::Scan { .. } => SourceOutcome::Scanned {
+                    entries: tree.take().unwrap_or_default(),
+                    done: true,
+                    errors: Vec::new(),
+                },
                 SourceWork::Match { .. } => {
                     SourceOutcome::Matched { hash: SegmentHash([0; 32]), matches: Vec::new() }
                 }

@@ -175,6 +175,17 @@ pub enum Message {
         /// Why, for the peer's log.
         reason: String,
     },
+    /// Source → target, in the manifest stream: the source could not read part of its tree
+    /// (an unreadable or vanished directory, out of fds, ...), so entries are missing from the
+    /// manifest. Sent right after the entries read before the error. The round is partial:
+    /// the target deletes nothing from then on (rsync's "IO error encountered -- skipping file
+    /// deletion") and counts the errors in `Stats::source_errors`.
+    SourceErrors {
+        /// Errors since the previous `SourceErrors` (at least 1).
+        count: u64,
+        /// The first of them, for the log (at most 1024 characters).
+        first: String,
+    },
 }
 
 impl Message {

@@ -17,6 +17,18 @@ pub const PEER: u8 = 5;
 pub const TRANSIENT: u8 = 6;
 /// A local I/O error (source unreadable, destination not writable, no space).
 pub const LOCAL_IO: u8 = 7;
+/// The round ran, but the source could not read all of its tree: a partial round (rsync's
+/// 23), with nothing deleted.
+pub const PARTIAL: u8 = 23;
+
+/// The exit code of a round that ran: 0, or [`PARTIAL`].
+pub fn of_report(r: &crate::round::Report) -> std::process::ExitCode {
+    if r.partial {
+        std::process::ExitCode::from(PARTIAL)
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
 
 /// A command line that parsed but does not make sense (a missing companion flag, a
 /// snapshot that does not exist): exit code 2.

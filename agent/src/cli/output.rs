@@ -108,7 +108,13 @@ fn action_code(a: Action) -> &'static str {
 pub fn print_summary(r: &Report, dry_run: bool) {
     let s = &r.stats;
     let p = &r.phases;
-    let head = if dry_run { "dry run (nothing written)" } else { "round complete" };
+    let partial =
+        format!("round PARTIAL: {} error(s) reading the source, nothing deleted", s.source_errors);
+    let head = match (dry_run, r.partial) {
+        (true, _) => "dry run (nothing written)",
+        (false, true) => partial.as_str(),
+        (false, false) => "round complete",
+    };
     match &r.transport {
         Some(t) if r.streams > 1 => {
             println!("{head} in {:.2}s over {t} ({} streams)", r.elapsed_secs, r.streams)

@@ -47,7 +47,9 @@ pub(super) fn run(
     }
     let target = Target { direction, local, url };
     let mut one = |from: &Path| one_round(&rt, direction, from, url, &opts, round, &agent);
+    let mut last = ExitCode::SUCCESS;
     let mut show = |r: &Report| -> anyhow::Result<()> {
+        last = super::exit::of_report(r);
         if round.json {
             println!("{}", serde_json::to_string_pretty(r)?);
         } else {
@@ -56,7 +58,8 @@ pub(super) fn run(
         Ok(())
     };
     runner::run(plan, &target, &agent, &triggered, &mut one, &mut show)?;
-    Ok(ExitCode::SUCCESS)
+    // The last round's: 23 when it was partial.
+    Ok(last)
 }
 
 /// One network round with its progress display.

@@ -23,7 +23,7 @@ pub(super) fn sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_summary(&report, a.round.dry_run);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(super::exit::of_report(&report))
 }
 
 /// `ferry init`: a pair's credentials, and Kubernetes Secrets when asked.

@@ -121,7 +121,17 @@ impl LocalSource {
     }
 
     fn scan(&self, max: usize) -> SourceOutcome {
-        let batch = crate::lock(&self.walker).next_batch(max);
+        let (batch, errors) = {
+            let mut w = crate::lock(&self.walker);
+            let before = w.errors;
+            let batch = w.next_batch(max);
+            let new = (w.errors - before) as usize;
+            // Texts for the first new errors (the list is bounded); the count is exact.
+            let texts = w.skipped.iter().rev().take(new).rev().cloned();
+            let mut errors: Vec<String> = texts.collect();
+            errors.resize(new, String::from("(more read errors)"));
+            (batch, errors)
+        };
         let (local, done) = match batch {
             Ok(b) => b,
             Err(e) => {
@@ -142,7 +152,7 @@ impl LocalSource {
                 e.hash.get_or_insert([0; 32]);
             }
         }
-        SourceOutcome::Scanned { entries, done }
+        SourceOutcome::Scanned { entries, done, errors }
     }
 
     fn hash_file(&self, path: &RelPath) -> io::Result<[u8; 32]> {

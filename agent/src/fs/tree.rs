@@ -33,7 +33,8 @@ fn tree_walk() -> WalkOptions {
 /// symlink.
 ///
 /// # Errors
-/// The first I/O error; a partly built `dest` is left for the caller to remove.
+/// The first I/O error, or any entry the walk could not read (never a silently shorter
+/// tree); a partly built `dest` is left for the caller to remove.
 pub fn walk_tree(
     src: &Path,
     build: Option<(&Path, bool)>,
@@ -104,6 +105,16 @@ pub fn walk_tree(
         if done {
             break;
         }
+    }
+    if walker.errors > 0 {
+        // A whole-tree walk (snapshot, verify, restore) that skipped anything would name a
+        // tree that is not the one on disk: fail instead.
+        return Err(io::Error::other(format!(
+            "{} entries of {} could not be read: {}",
+            walker.errors,
+            src.display(),
+            walker.skipped.first().map_or("", String::as_str)
+        )));
     }
     let Some(dst_root) = dst_root else { return Ok((entries, bytes)) };
     // Directory metadata last and deepest first: adding entries changes a directory's mtime.

@@ -32,9 +32,17 @@ pub struct WalkOptions {
     pub remove_stale_temps: Option<Vec<u8>>,
 }
 
+/// Directory fds a walk keeps open at most (plus the root's): deeper levels close the fd of
+/// the level [`OPEN_LEVELS`] above and reopen it, by name from the nearest open ancestor,
+/// when the walk climbs back. A tree of any depth needs a bounded number of fds.
+pub const OPEN_LEVELS: usize = 32;
+
 struct Level {
     path: Option<RelPath>,
-    fd: OwnedFd,
+    /// `None` while closed to bound the fds held (see [`OPEN_LEVELS`]).
+    fd: Option<OwnedFd>,
+    /// The directory's (dev, ino), checked when it is reopened.
+    id: (u64, u64),
     /// Sorted names, consumed from the front.
     names: std::vec::IntoIter<Vec<u8>>,
 }
@@ -49,6 +57,9 @@ pub struct Walker {
     links: HashMap<(u64, u64), RelPath>,
     /// Warnings about entries that could not be read (and were skipped).
     pub skipped: Vec<String>,
+    /// How many entries or directories could not be read, over the whole walk (a source
+    /// with any is a partial round: see [`Walker::next_batch`]).
+    pub errors: u64,
     /// Temp files of interrupted rounds removed by this walk.
     pub stale_temps_removed: u64,
     keep: std::collections::HashSet<Vec<u8>>,
@@ -70,6 +81,7 @@ impl Walker {
             started: false,
             links: HashMap::new(),
             skipped: Vec::new(),
+            errors: 0,
             stale_temps_removed: 0,
             keep: std::collections::HashSet::new(),
         }
@@ -84,18 +96,40 @@ impl Walker {
     /// Up to `max` more entries, each with its inode facts; `true` when the walk is done.
     ///
     /// # Errors
-    /// When the root itself cannot be listed. Entries that vanish or cannot be read midway
-    /// are skipped and noted in [`Walker::skipped`].
+    /// When the root itself cannot be listed. An entry that vanishes before it is examined
+    /// is left out; any other entry or directory that cannot be read (unreadable, vanished
+    /// before it could be listed, out of fds, a name that cannot be sent) is noted in
+    /// [`Walker::skipped`], counted in [`Walker::errors`], and ends the batch right there,
+    /// so a caller that hears of the error before sending later entries can act on it
+    /// before anything after the missing part is compared (the source turns `--delete` off).
     pub fn next_batch(&mut self, max: usize) -> io::Result<(Vec<LocalEntry>, bool)> {
         if !self.started {
             self.started = true;
             let fd = self.root.open_dir(None)?;
+            let st = rfs::fstat(&fd)?;
             let names = list_dir(&fd)?;
-            self.stack.push(Level { path: None, fd, names: names.into_iter() });
+            self.stack.push(Level {
+                path: None,
+                fd: Some(fd),
+                id: (st.st_dev, st.st_ino),
+                names: names.into_iter(),
+            });
         }
         let mut out = Vec::with_capacity(max.min(4096));
-        while out.len() < max {
+        let errors_before = self.errors;
+        while out.len() < max && self.errors == errors_before {
+            if let Err(e) = self.reopen_top() {
+                // The directory cannot be reopened (replaced, or out of fds): its remaining
+                // names are not read.
+                let l = self.stack.pop().expect("reopen_top had a level");
+                self.error(format!(
+                    "{}: cannot reopen directory: {e}",
+                    l.path.map(|p| p.display()).unwrap_or_default()
+                ));
+                continue;
+            }
             let Some(level) = self.stack.last_mut() else { break };
+            let Some(fd) = level.fd.as_ref() else { break };
             let Some(name) = level.names.next() else {
                 self.stack.pop();
                 continue;
@@ -105,7 +139,7 @@ impl Walker {
                     // Only files and symlinks: Ferry never makes a temp directory.
                     if !name.starts_with(own)
                         && !self.keep.contains(&name)
-                        && rfs::unlinkat(&level.fd, name.as_slice(), AtFlags::empty()).is_ok()
+                        && rfs::unlinkat(fd, name.as_slice(), AtFlags::empty()).is_ok()
                     {
                         self.stale_temps_removed += 1;
                     }
@@ -117,25 +151,24 @@ impl Walker {
                 None => RelPath::from_component(&name),
             };
             let Ok(path) = path else {
-                self.skipped
-                    .push(format!("{}: name not representable", String::from_utf8_lossy(&name)));
+                self.error(format!("{}: name not representable", String::from_utf8_lossy(&name)));
                 continue;
             };
             match self.visit(&name, path) {
                 Ok(Some((e, descend))) => {
                     if let Some(fd) = descend {
-                        let names = match list_dir(&fd) {
-                            Ok(n) => n,
-                            Err(err) => {
-                                self.skipped.push(format!("{}: {err}", e.entry.path));
-                                Vec::new()
+                        match list_dir(&fd) {
+                            Ok(names) => {
+                                self.close_far_levels();
+                                self.stack.push(Level {
+                                    path: Some(e.entry.path.clone()),
+                                    fd: Some(fd),
+                                    id: (e.dev, e.ino),
+                                    names: names.into_iter(),
+                                });
                             }
-                        };
-                        self.stack.push(Level {
-                            path: Some(e.entry.path.clone()),
-                            fd,
-                            names: names.into_iter(),
-                        });
+                            Err(err) => self.error(format!("{}: {err}", e.entry.path)),
+                        }
                     }
                     out.push(e);
                 }
@@ -143,7 +176,7 @@ impl Walker {
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
                 Err(err) => {
                     let p = self.stack.last().and_then(|l| l.path.clone());
-                    self.skipped.push(format!(
+                    self.error(format!(
                         "{}/{}: {err}",
                         p.map(|p| p.display()).unwrap_or_default(),
                         String::from_utf8_lossy(&name)
@@ -154,6 +187,70 @@ impl Walker {
         Ok((out, self.stack.is_empty()))
     }
 
+    fn error(&mut self, what: String) {
+        self.errors += 1;
+        // The count is what matters; the texts are bounded.
+        if self.skipped.len() < 1000 {
+            self.skipped.push(what);
+        }
+    }
+
+    /// Closes the fd of the level [`OPEN_LEVELS`] above the one about to be pushed (never the
+    /// root's), so the walk holds a bounded number of fds at any depth.
+    fn close_far_levels(&mut self) {
+        let n = self.stack.len();
+        if n > OPEN_LEVELS {
+            if let Some(l) = self.stack.get_mut(n - OPEN_LEVELS).filter(|l| l.path.is_some()) {
+                l.fd = None;
+            }
+        }
+    }
+
+    /// Reopens the top level if its fd was closed: from the nearest open ancestor, one
+    /// `O_NOFOLLOW` component at a time (no path length limit), each checked against the
+    /// (dev, ino) it had when first listed, so a directory replaced meanwhile is an error,
+    /// never another tree walked under the old name. The levels reopened on the way stay
+    /// open (the walk climbs through them next); far ones are closed again.
+    fn reopen_top(&mut self) -> io::Result<()> {
+        let Some(top) = self.stack.len().checked_sub(1) else { return Ok(()) };
+        if self.stack[top].fd.is_some() {
+            return Ok(());
+        }
+        let base = (0..top).rev().find(|&i| self.stack[i].fd.is_some()).unwrap_or(0);
+        for i in base + 1..=top {
+            if self.stack[i].fd.is_some() {
+                continue;
+            }
+            let name = self.stack[i]
+                .path
+                .as_ref()
+                .map(|p| p.file_name().to_vec())
+                .ok_or_else(|| io::Error::other("the root level has no name"))?;
+            let parent =
+                self.stack[i - 1].fd.as_ref().ok_or_else(|| io::Error::other("no parent fd"))?;
+            let fd = rfs::openat(
+                parent,
+                name.as_slice(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let st = rfs::fstat(&fd)?;
+            if (st.st_dev, st.st_ino) != self.stack[i].id {
+                return Err(io::Error::other("the directory was replaced during the walk"));
+            }
+            self.stack[i].fd = Some(fd);
+        }
+        // Keep at most OPEN_LEVELS open below the root.
+        let open: Vec<usize> =
+            (1..self.stack.len()).filter(|&i| self.stack[i].fd.is_some()).collect();
+        if open.len() > OPEN_LEVELS {
+            for &i in &open[..open.len() - OPEN_LEVELS] {
+                self.stack[i].fd = None;
+            }
+        }
+        Ok(())
+    }
+
     // st_nlink is u32 on some architectures and u64 on others.
     #[allow(clippy::type_complexity, clippy::useless_conversion)]
     fn visit(
@@ -162,7 +259,8 @@ impl Walker {
         path: RelPath,
     ) -> io::Result<Option<(LocalEntry, Option<OwnedFd>)>> {
         let level = self.stack.last().expect("visit is called with a level");
-        let st = rfs::statat(&level.fd, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        let dir = level.fd.as_ref().expect("visit is called with an open level");
+        let st = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
         let ft = file_type(&st);
         let is_dir = ft == FileType::Directory;
         if self.opts.excludes.is_excluded(&path, is_dir) {
@@ -187,7 +285,7 @@ impl Walker {
             }
             FileType::Directory => EntryKind::Dir,
             FileType::Symlink => {
-                let target = rfs::readlinkat(&level.fd, name, Vec::new())?.into_bytes();
+                let target = rfs::readlinkat(dir, name, Vec::new())?.into_bytes();
                 EntryKind::Symlink { target }
             }
             FileType::Fifo if self.opts.specials => EntryKind::Fifo,
@@ -205,21 +303,21 @@ impl Walker {
         let xattrs = if ft == FileType::Symlink {
             Vec::new()
         } else {
-            read_xattrs(&level.fd, name, self.opts.max_xattr_value)?
+            read_xattrs(dir, name, self.opts.max_xattr_value)?
         };
         let other_mount = is_dir
             && self.opts.one_file_system
-            && self.root.boundary().crosses(&level.fd, name, st.st_dev)?;
+            && self.root.boundary().crosses(dir, name, st.st_dev)?;
         let descend = if is_dir && !other_mount {
             match rfs::openat(
-                &level.fd,
+                dir,
                 name,
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
             ) {
                 Ok(fd) => Some(fd),
                 Err(e) => {
-                    self.skipped.push(format!("{path}: cannot open directory: {e}"));
+                    self.error(format!("{path}: cannot open directory: {e}"));
                     None
                 }
             }

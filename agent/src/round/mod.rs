@@ -100,6 +100,9 @@ pub struct Report {
     pub transport: Option<String>,
     /// Streams a network round used: 1 (control) plus its data streams (QUIC); 0 locally.
     pub streams: usize,
+    /// The source could not read all of its tree (`stats.source_errors`): entries may be
+    /// missing on the destination, nothing was deleted, and the exit code is 23.
+    pub partial: bool,
 }
 
 /// Why a sync failed.
@@ -204,6 +207,7 @@ impl Report {
             warnings,
             transport: None,
             streams: 0,
+            partial: out.target.partial(),
         }
     }
 }

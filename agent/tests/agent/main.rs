@@ -41,3 +41,5 @@ mod netlimits;
 mod httpsafe;
 // What a local user with write access to the state directory cannot make Ferry do.
 mod statesafe;
+// Source read errors make a partial round (no deletes, exit 23); deep trees with few fds.
+mod partial;

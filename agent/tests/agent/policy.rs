@@ -67,6 +67,7 @@ fn hostile_push(c: &Path, addr: std::net::SocketAddr) -> Stats {
                     SourceWork::Scan { .. } => SourceOutcome::Scanned {
                         entries: manifest.take().unwrap_or_default(),
                         done: true,
+                        errors: Vec::new(),
                     },
                     SourceWork::Segment { index, len, file_len, .. } => {
                         let data = b"hello"[..len].to_vec();

@@ -15,8 +15,8 @@ pub(super) struct FileInfo {
 }
 
 impl SourceSession {
-    pub(super) fn on_scanned(&mut self, entries: Vec<Entry>) {
-        if entries.is_empty() && !self.scan_done {
+    pub(super) fn on_scanned(&mut self, entries: Vec<Entry>, errors: Vec<String>) {
+        if entries.is_empty() && !self.scan_done && errors.is_empty() {
             return;
         }
         for e in &entries {
@@ -33,6 +33,14 @@ impl SourceSession {
         }
         if !entries.is_empty() {
             self.out.push_back(Message::Entries(entries));
+        }
+        if let Some(first) = errors.first() {
+            // Right after the entries read before the error, before any after it: the target
+            // turns --delete off before it could compare what the source failed to list.
+            let count = errors.len() as u64;
+            self.stats.source_errors += count;
+            let first: String = first.chars().take(1024).collect();
+            self.out.push_back(Message::SourceErrors { count, first });
         }
         if self.scan_done && !self.end_sent {
             self.end_sent = true;

@@ -267,10 +267,10 @@ impl SourceSession {
             .ok_or_else(|| SessionError::Local(format!("outcome for unknown work {id}")))?;
         match (pending, outcome) {
             (_, SourceOutcome::Fatal(e)) => Err(SessionError::Local(e)),
-            (Pending::Scan, SourceOutcome::Scanned { entries, done }) => {
+            (Pending::Scan, SourceOutcome::Scanned { entries, done, errors }) => {
                 self.scan_busy = false;
                 self.scan_done = done;
-                self.on_scanned(entries);
+                self.on_scanned(entries, errors);
                 Ok(())
             }
             (Pending::Segment { file, index, len }, outcome) => {
@@ -375,5 +375,6 @@ pub(super) fn message_name(m: &Message) -> &'static str {
         Message::Settled { .. } => "Settled",
         Message::Done { .. } => "Done",
         Message::Abort { .. } => "Abort",
+        Message::SourceErrors { .. } => "SourceErrors",
     }
 }

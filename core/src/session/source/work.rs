@@ -72,6 +72,10 @@ pub enum SourceOutcome {
         entries: Vec<Entry>,
         /// Whether the walk is complete.
         done: bool,
+        /// Errors the walk met reading the tree since the last batch (unreadable or vanished
+        /// directories, out of fds, ...). The batch ends at the first one, so the target hears
+        /// of it before any entry after the missing part.
+        errors: Vec<String>,
     },
     /// A segment is ready.
     Segment {

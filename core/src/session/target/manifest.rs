@@ -196,7 +196,9 @@ impl TargetSession {
         if l.entry.kind == EntryKind::Dir {
             self.skip_under = Some(l.entry.path.clone());
         }
-        if !self.opts.delete {
+        if !self.opts.delete || self.stats.source_errors > 0 {
+            // A partial source (a read error) deletes nothing: what it failed to list is not
+            // what it does not have.
             return;
         }
         self.itemize(&l.entry.path, Action::Delete, l.entry.kind.name());

@@ -92,6 +92,8 @@ pub struct TargetSession {
     /// Bytes of metadata held (`limits::held_size`): entries waiting for the merge,
     /// directories and hard links kept to the end of the round.
     held: u64,
+    /// The first read error the source reported (the round is partial).
+    source_error: Option<String>,
     stats: Stats,
 }
 
@@ -136,6 +138,7 @@ impl TargetSession {
             commit_batch: Vec::new(),
             failed_paths: HashSet::new(),
             held: 0,
+            source_error: None,
             stats: Stats::default(),
             opts,
         };
@@ -214,6 +217,12 @@ impl TargetSession {
         &self.stats
     }
 
+    /// The first read error the source reported, if any: the round is partial and deleted
+    /// nothing after it.
+    pub fn source_error(&self) -> Option<&str> {
+        self.source_error.as_deref()
+    }
+
     /// The error that ended the round, if any.
     pub fn error(&self) -> Option<&SessionError> {
         self.error.as_ref()
@@ -282,6 +291,18 @@ impl TargetSession {
             }
             (Phase::AwaitHello, _) => Err(ProtocolError::Unexpected { what: "pre-hello" }.into()),
             (Phase::Merging, Message::Entries(entries)) => self.on_entries(entries),
+            (Phase::Merging, Message::SourceErrors { count, first }) => {
+                if self.src_done || count == 0 {
+                    return Err(ProtocolError::Unexpected { what: "SourceErrors" }.into());
+                }
+                // From here on nothing is deleted: what the source failed to list must not
+                // look like what it does not have.
+                self.stats.source_errors = self.stats.source_errors.saturating_add(count);
+                if self.source_error.is_none() {
+                    self.source_error = Some(first.chars().take(1024).collect());
+                }
+                Ok(())
+            }
             (Phase::Merging, Message::EndOfManifest { count, root }) => {
                 if self.src_done || count != self.src_next_id {
                     return Err(ProtocolError::Invalid(format!(

@@ -163,7 +163,7 @@ impl SourceFs {
                         e.hash = Some(*blake3::hash(bytes).as_bytes());
                     }
                 }
-                SourceOutcome::Scanned { entries, done }
+                SourceOutcome::Scanned { entries, done, errors: Vec::new() }
             }
             SourceWork::Segment {
                 path,

@@ -395,7 +395,10 @@ fn source_has_no_pending_work_once_a_failed_round_drains() {
     let (id, _scan) = s.src.poll_work().expect("a scan");
     assert!(s.feed(Message::Settled { file: 3 }).is_err());
     s.src
-        .handle_outcome(id, SourceOutcome::Scanned { entries: Vec::new(), done: true })
+        .handle_outcome(
+            id,
+            SourceOutcome::Scanned { entries: Vec::new(), done: true, errors: Vec::new() },
+        )
         .expect("a late outcome is accepted");
     assert!(!s.src.has_pending_work(), "source still reports pending work");
 }
