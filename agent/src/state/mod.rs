@@ -285,7 +285,15 @@ impl PushRound {
             }
         }
         let mut end = RoundEnd::default();
-        if !self.dry_run {
+        if stats.source_errors > 0 {
+            // What was read is in place, but the tree is not the source's: no record or
+            // snapshot may claim to be a complete copy of it.
+            end.snapshot_error = Some(format!(
+                "the source could not read {} part(s) of its tree: a partial round gets no \
+                 commit record and no snapshot",
+                stats.source_errors
+            ));
+        } else if !self.dry_run {
             let fresh = self.dest.take_hashes();
             let how = &self.cfg.snapshotter;
             let taken = self.state.open_snapshots(&self.module_path, how).and_then(|s| {

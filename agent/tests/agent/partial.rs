@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{ferry, s, FERRY};
+use crate::common::{creds, ferry, s, serve_with, FERRY};
 
 /// Makes `p` and everything under it belong to `nobody` (65534).
 fn give_to_nobody(p: &Path) {
@@ -111,4 +111,37 @@ fn count(dir: &Path, n: &mut u64) {
             count(&e.path(), n);
         }
     }
+}
+
+/// A partial pushed round leaves the destination's files in place but no commit record and
+/// no snapshot: no snapshot claims to be a complete copy of a tree the source could not read.
+#[test]
+fn a_partial_push_gets_no_snapshot() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let c = creds(&t.path().join("creds"));
+    let (src, dst, state) = (t.path().join("src"), t.path().join("dst"), t.path().join("state"));
+    std::fs::create_dir_all(src.join("secret")).unwrap();
+    std::fs::write(src.join("secret/precious"), b"precious").unwrap();
+    std::fs::write(src.join("a"), b"a").unwrap();
+    let srv = serve_with(
+        &c.join("destination"),
+        &[format!("m={}", s(&dst))],
+        &["--state-dir", s(&state)],
+    );
+    give_to_nobody(&src);
+    give_to_nobody(&c.join("source"));
+    std::fs::set_permissions(src.join("secret"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", FERRY, "push"])
+        .arg(&src)
+        .args([&url, "--identity", s(&c.join("source"))])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(23), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(dst.join("a")).unwrap(), b"a");
+    let list = ferry(&["snapshots", "list", "--state-dir", s(&state), "--module", "m", "--json"]);
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).unwrap_or_default();
+    assert!(v.is_empty(), "a partial round was snapshotted: {v:?}");
 }
