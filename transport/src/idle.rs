@@ -68,6 +68,30 @@ impl<T: AsyncRead + Unpin> AsyncRead for Idle<T> {
     }
 }
 
+impl<T> Idle<T> {
+    /// One rule for every write-side poll: waiting for room longer than the limit is a
+    /// timeout; anything ready resets the wait.
+    fn write_side<R>(
+        &mut self,
+        p: Poll<io::Result<R>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<R>> {
+        match p {
+            Poll::Pending => {
+                if expired(&mut self.write_wait, self.limit, cx) {
+                    self.write_wait = None;
+                    return Poll::Ready(Err(timed_out(self.limit, "read nothing")));
+                }
+                Poll::Pending
+            }
+            ready => {
+                self.write_wait = None;
+                ready
+            }
+        }
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -75,53 +99,20 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Pending => {
-                if expired(&mut this.write_wait, this.limit, cx) {
-                    this.write_wait = None;
-                    return Poll::Ready(Err(timed_out(this.limit, "read nothing")));
-                }
-                Poll::Pending
-            }
-            ready => {
-                this.write_wait = None;
-                ready
-            }
-        }
+        let p = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.write_side(p, cx)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Pending => {
-                if expired(&mut this.write_wait, this.limit, cx) {
-                    this.write_wait = None;
-                    return Poll::Ready(Err(timed_out(this.limit, "read nothing")));
-                }
-                Poll::Pending
-            }
-            ready => {
-                this.write_wait = None;
-                ready
-            }
-        }
+        let p = Pin::new(&mut this.inner).poll_flush(cx);
+        this.write_side(p, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_shutdown(cx) {
-            Poll::Pending => {
-                if expired(&mut this.write_wait, this.limit, cx) {
-                    this.write_wait = None;
-                    return Poll::Ready(Err(timed_out(this.limit, "read nothing")));
-                }
-                Poll::Pending
-            }
-            ready => {
-                this.write_wait = None;
-                ready
-            }
-        }
+        let p = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.write_side(p, cx)
     }
 }
 
