@@ -18,10 +18,66 @@ use crate::stats::Stats;
 /// 4: `Done`'s stats carry the receiving policy's counters and the source's read errors, and
 /// the source reports read errors in the manifest stream (`SourceErrors`), so a partial round
 /// deletes nothing and is known to be partial on both sides.
-pub const PROTOCOL_VERSION: u32 = 4;
-/// Oldest protocol version this build accepts (3's `Done` had fewer counters and no way to
-/// say a round was partial; such a peer is refused at the handshake with a version error).
-pub const PROTOCOL_MIN: u32 = 4;
+/// 5: `Done` carries the destination's commit result ([`Commit`]): a round ends when it is
+/// recorded, not merely written.
+pub const PROTOCOL_VERSION: u32 = 5;
+/// Oldest protocol version this build accepts (4's `Done` has no commit result, so its source
+/// could report a success its destination had not made durable; such a peer is refused at the
+/// handshake with a version error).
+pub const PROTOCOL_MIN: u32 = 5;
+
+/// Longest snapshot id or root hash a [`Commit`] may carry, in bytes.
+pub const MAX_COMMIT_FIELD: usize = 128;
+/// Longest reason a [`Commit::Failed`] may carry, in bytes.
+pub const MAX_COMMIT_REASON: usize = 1024;
+
+/// What the destination recorded of a round, sent with [`Message::Done`]: only once the
+/// commit record is durable and the snapshot exists does it say [`Commit::Recorded`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Commit {
+    /// The destination keeps no record of rounds (no state directory, a dry run, a local
+    /// sync): its files are durable in place, and nothing else was promised.
+    #[default]
+    Unrecorded,
+    /// The round's commit record and snapshot are durable.
+    Recorded {
+        /// The round's number in the module.
+        round: u64,
+        /// The snapshot's id.
+        snapshot: String,
+        /// The committed tree's root hash, hex.
+        root_hash: String,
+    },
+    /// The destination keeps records but could not record this round: its files are in
+    /// place, but no snapshot covers them.
+    Failed {
+        /// Why, for a person.
+        reason: String,
+    },
+}
+
+impl Commit {
+    /// Whether a peer's commit result is within the limits above (a longer one is a
+    /// protocol violation, not something to print or store).
+    pub fn within_limits(&self) -> bool {
+        match self {
+            Commit::Unrecorded => true,
+            Commit::Recorded { snapshot, root_hash, .. } => {
+                snapshot.len() <= MAX_COMMIT_FIELD && root_hash.len() <= MAX_COMMIT_FIELD
+            }
+            Commit::Failed { reason } => reason.len() <= MAX_COMMIT_REASON,
+        }
+    }
+
+    /// A failure, its reason cut to [`MAX_COMMIT_REASON`] bytes at a character boundary.
+    pub fn failed(reason: &str) -> Commit {
+        let mut end = reason.len().min(MAX_COMMIT_REASON);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        Commit::Failed { reason: reason[..end].to_string() }
+    }
+}
 
 /// Index of a file entry in the source's manifest, in stream order.
 pub type FileId = u64;
@@ -169,6 +225,8 @@ pub enum Message {
     Done {
         /// What the destination did.
         stats: Stats,
+        /// What it recorded of the round (filled in by the agent that keeps the records).
+        commit: Commit,
     },
     /// Either way: the round is aborted.
     Abort {

@@ -23,8 +23,9 @@ use ferry_core::ReceivePolicy;
 
 /// zstd level of local rounds: no wire to save.
 pub const LOCAL_COMPRESS_LEVEL: i32 = 1;
-/// zstd level of network rounds.
-pub const NETWORK_COMPRESS_LEVEL: i32 = 3;
+/// zstd level of network rounds: adapted during the round to whichever of the link and the
+/// CPU is behind (`crate::round::compression`).
+pub const NETWORK_COMPRESS_LEVEL: i32 = crate::round::compression::COMPRESS_AUTO;
 
 impl RoundFlags {
     /// The round's options, with `default_level` unless `--compress-level` was given.

@@ -62,6 +62,7 @@ pub fn classify(e: &anyhow::Error) -> u8 {
             RemoteError::Local(e) => classify_sync(e),
             RemoteError::Round(e) => classify_round(e),
             RemoteError::Rsh(_) => LOCAL_IO,
+            RemoteError::NotCommitted { .. } => TRANSIENT,
         };
     }
     match e.downcast_ref::<SyncError>() {
@@ -127,6 +128,7 @@ pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
                 Some("is `ferry serve` running and reachable? If UDP is blocked, use --transport tcp")
             }
             RemoteError::Refused { .. } => Some("check the module name and its :ro/:wo mode on the server"),
+            RemoteError::NotCommitted { .. } => Some("the files are in place; see the destination's log (its state directory: space, permissions, --snapshot), then run the round again"),
             RemoteError::Version { .. } => Some("run the same Ferry version on both sides"),
             RemoteError::Local(e) => sync_hint(e),
             RemoteError::Round(RoundError::Link(_)) => Some("the round can be run again: files already in place are not sent twice"),

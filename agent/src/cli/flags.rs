@@ -423,8 +423,10 @@ pub struct RoundFlags {
     /// Print every created, changed or deleted path (always on with --dry-run).
     #[arg(short = 'i', long)]
     pub itemize: bool,
-    /// zstd level for literal data (0 turns compression off; default 1 locally, 3 over a network).
-    #[arg(long, value_parser = clap::value_parser!(i32).range(0..=19))]
+    /// zstd level for literal data: 0 (off) to 19, or `auto`, which adapts it during the round:
+    /// up while the link is the bottleneck, down to off while the CPU is, and skips content
+    /// that does not compress. Default: auto over a network, 1 locally.
+    #[arg(long, value_name = "LEVEL|auto", value_parser = parse_compress_level)]
     pub compress_level: Option<i32>,
     /// `--threads`.
     #[command(flatten)]
@@ -556,6 +558,17 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
 }
 
 /// A human duration (`30s`, `5m`, `1h30m`).
+/// `--compress-level auto|0..=19`.
+fn parse_compress_level(s: &str) -> Result<i32, String> {
+    if s == "auto" {
+        return Ok(crate::round::compression::COMPRESS_AUTO);
+    }
+    match s.parse::<i32>() {
+        Ok(n) if (0..=19).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?}: expected a zstd level 0..=19 or `auto`")),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
 }

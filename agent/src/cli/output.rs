@@ -7,7 +7,7 @@ use std::time::Duration;
 use ferry_core::session::{Action, Itemized};
 
 use crate::round::driver::Progress as DriverProgress;
-use crate::round::{self, Report, SyncError, SyncOptions};
+use crate::round::{self, CommitReport, Report, SyncError, SyncOptions};
 
 /// A progress display: a spinner line on a terminal, periodic log lines otherwise.
 pub struct Progress {
@@ -121,6 +121,25 @@ pub fn print_summary(r: &Report, dry_run: bool) {
         }
         Some(t) => println!("{head} in {:.2}s over {t}", r.elapsed_secs),
         None => println!("{head} in {:.2}s", r.elapsed_secs),
+    }
+    // The peer's words: shown printable, never sliced at a byte that could split a character.
+    use ferry_transport::printable;
+    if let Some(c) = &r.compression {
+        println!("  compression {}", c.describe());
+    }
+    match &r.commit {
+        Some(CommitReport::Recorded { round, snapshot, root_hash }) => println!(
+            "  recorded by the destination: round {round}, snapshot {}, root {}",
+            printable(snapshot),
+            printable(&root_hash.chars().take(16).collect::<String>())
+        ),
+        Some(CommitReport::Unrecorded) if !dry_run => {
+            println!("  not recorded: the destination keeps no state directory (no snapshot)")
+        }
+        Some(CommitReport::Failed { reason }) => {
+            println!("  NOT recorded by the destination: {}", printable(reason))
+        }
+        _ => {}
     }
     println!(
         "  entries scanned {:>9}   files {:>9}   ({} in source)",

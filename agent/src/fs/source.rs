@@ -21,12 +21,14 @@ use rustix::fs::{self as rfs, FileType, Mode, OFlags};
 
 use crate::fs::walk::{WalkOptions, Walker};
 use crate::fs::{file_type, mtime_ns, Root};
+use crate::round::compression::Compression;
 
 /// A source directory on the local filesystem.
 pub struct LocalSource {
     root: Arc<Root>,
     walker: Mutex<Walker>,
     checksum: bool,
+    compression: Arc<Compression>,
 }
 
 impl std::fmt::Debug for LocalSource {
@@ -38,7 +40,23 @@ impl std::fmt::Debug for LocalSource {
 impl LocalSource {
     /// A source rooted at `root`; with `checksum`, every file's blake3 goes in the manifest.
     pub fn new(root: Arc<Root>, walk: WalkOptions, checksum: bool) -> Self {
-        LocalSource { walker: Mutex::new(Walker::new(root.clone(), walk)), root, checksum }
+        LocalSource {
+            walker: Mutex::new(Walker::new(root.clone(), walk)),
+            root,
+            checksum,
+            compression: Arc::new(Compression::new(1)),
+        }
+    }
+
+    /// This source, compressing as `c` says (a fixed level, or `auto`).
+    pub fn with_compression(mut self, c: Compression) -> Self {
+        self.compression = Arc::new(c);
+        self
+    }
+
+    /// How this source compresses, and what it did.
+    pub fn compression(&self) -> &Compression {
+        &self.compression
     }
 
     /// Warnings from the walk (entries that could not be read).
@@ -212,6 +230,8 @@ impl LocalSource {
         hash: SegmentHash,
     ) -> io::Result<SourceOutcome> {
         let offset = index * ferry_core::SEGMENT_LEN as u64;
+        let c = &self.compression;
+        let level = if c.is_auto() { c.level() } else { level };
         let encoded = match how {
             SegmentHow::Refined(plan) => {
                 segment::encode_refined(plan, offset - pre as u64, &buf, offset, len as u64, level)
@@ -224,6 +244,7 @@ impl LocalSource {
         }
         .map_err(io::Error::other)?;
         let segment::Encoded { payload, encoding, data, counts } = encoded;
+        c.observe(level, counts.literal as usize, encoding == Encoding::Zstd);
         Ok(SourceOutcome::Segment { hash, data, payload, encoding, counts })
     }
 }

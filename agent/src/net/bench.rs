@@ -148,7 +148,10 @@ pub(super) async fn bench_server(
                 // The client's `ferry bench` returns when it hears Done: the scratch tree (and
                 // the claim on synthetic rounds) must be gone by then.
                 let hooks = Hooks {
-                    before_done: Some(Box::new(move |_: &Stats| drop((scratch, claim)))),
+                    before_done: Some(Box::new(move |_: &Stats| {
+                        drop((scratch, claim));
+                        ferry_core::message::Commit::Unrecorded
+                    })),
                     ..Hooks::none()
                 };
                 let r = run_over_link(

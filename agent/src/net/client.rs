@@ -195,6 +195,13 @@ pub async fn run_client(
             return Err(e.into());
         }
     };
+    // A pushed round is a success only once the destination has recorded it; a partial
+    // round is never recorded, and says so by its own exit code.
+    if let Some(ferry_core::message::Commit::Failed { reason }) = &out.commit {
+        if !out.target.partial() {
+            return Err(RemoteError::NotCommitted { reason: reason.clone() });
+        }
+    }
     let mut warnings = warn_src.map(|s| s.walk_warnings()).unwrap_or_default();
     warnings.extend(warn_dst.map(|d| d.walk_warnings()).unwrap_or_default());
     let mut r = Report::new(&out, warnings);

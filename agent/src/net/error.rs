@@ -53,6 +53,13 @@ pub enum RemoteError {
     /// The remote shell command could not be started.
     #[error("starting the remote shell: {0}")]
     Rsh(std::io::Error),
+    /// The round's files reached the destination, but it could not record the round (write
+    /// its commit record or take its snapshot), so no point-in-time copy covers it.
+    #[error("the destination did not record the round: {}", ferry_transport::printable(reason))]
+    NotCommitted {
+        /// Why, as the destination said.
+        reason: String,
+    },
 }
 
 impl RemoteError {
@@ -62,6 +69,8 @@ impl RemoteError {
             RemoteError::Connect { source, .. } => source.is_transient(),
             RemoteError::Round(RoundError::Link(e)) => e.is_transient(),
             RemoteError::Refused { code: Refusal::Busy, .. } => true,
+            // The next round records everything again; a full disk may be freed meanwhile.
+            RemoteError::NotCommitted { .. } => true,
             _ => false,
         }
     }

@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use ferry_core::message::Commit;
 use ferry_core::session::Itemized;
 use ferry_core::{Limits, Message, Stats};
 use ferry_transport::idle::Idle;
@@ -30,8 +31,9 @@ fn lane_of(m: &Message, data: usize) -> usize {
     }
 }
 
-/// Work a destination finishes before its last message: called with its final stats.
-pub(super) type BeforeDone = Box<dyn FnOnce(&Stats) + Send>;
+/// Work a destination finishes before its last message: called with its final stats, it
+/// returns what the destination recorded of the round, which `Done` then carries.
+pub(super) type BeforeDone = Box<dyn FnOnce(&Stats) -> Commit + Send>;
 
 /// Work to do at a round's edges, beside the round itself.
 pub(super) struct Hooks {
@@ -113,13 +115,17 @@ pub(super) async fn run_over_link(
     let mut before_done = before_done;
     let router = tokio::spawn(async move {
         let data = lane_tx.data_lanes();
-        while let Some(m) = out_rx.recv().await {
-            if let Message::Done { stats } = &m {
+        while let Some(mut m) = out_rx.recv().await {
+            if let Message::Done { stats, commit } = &mut m {
                 // The peer takes Done as the end of the round: what must be finished by then
-                // (a commit, a snapshot, a scratch tree removed) is finished first.
+                // (a commit, a snapshot, a scratch tree removed) is finished first, and Done
+                // says how it went.
                 if let Some(hook) = before_done.take() {
                     let stats = *stats;
-                    let _ = tokio::task::spawn_blocking(move || hook(&stats)).await;
+                    *commit = match tokio::task::spawn_blocking(move || hook(&stats)).await {
+                        Ok(c) => c,
+                        Err(e) => Commit::failed(&format!("recording the round: {e}")),
+                    };
                 }
             }
             let barrier = m.is_barrier();

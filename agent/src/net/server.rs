@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_core::message::{PROTOCOL_MIN, PROTOCOL_VERSION};
+use ferry_core::message::{Commit, PROTOCOL_MIN, PROTOCOL_VERSION};
 use ferry_core::Stats;
 use ferry_transport::frame::write_value;
 use ferry_transport::lanes::DATA_LANES;
@@ -198,7 +198,10 @@ pub async fn serve_link(
     };
     let opts = SyncOptions {
         round: RoundOptions {
-            compress_level: req.options.compress_level.clamp(0, 19),
+            compress_level: req
+                .options
+                .compress_level
+                .clamp(crate::round::compression::COMPRESS_AUTO, 19),
             ..req.options.clone()
         },
         threads: cfg.threads,
@@ -267,12 +270,21 @@ pub async fn serve_link(
     let mut hooks = Hooks::none();
     if crate::lock(&pending).is_some() {
         let (pending, ended) = (pending.clone(), ended.clone());
+        // The root hash covers the whole destination tree, files the pusher never sent
+        // included: a write-only module's pusher could confirm guesses of them offline.
+        let withhold_root = module.access == Access::WriteOnly;
         hooks.before_done = Some(Box::new(move |stats: &Stats| {
-            if let Some(r) = crate::lock(&pending).take() {
-                let started = std::time::Instant::now();
-                let end = r.committed(stats);
-                *crate::lock(&ended) = Some((end, started.elapsed()));
+            let Some(r) = crate::lock(&pending).take() else { return Commit::Unrecorded };
+            let started = std::time::Instant::now();
+            let end = r.committed(stats);
+            let mut commit = end.commit();
+            if let Commit::Recorded { root_hash, .. } = &mut commit {
+                if withhold_root {
+                    root_hash.clear();
+                }
             }
+            *crate::lock(&ended) = Some((end, started.elapsed()));
+            commit
         }));
     }
     let out = run_over_link(

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use ferry_core::delta::SegmentHow;
 use ferry_core::limits::OUTGOING_QUEUE_BYTES;
+use ferry_core::message::Commit;
 use ferry_core::session::{Itemized, SessionError};
 use ferry_core::{
     Message, SessionOptions, SourceOutcome, SourceSession, SourceWork, Stats, TargetOutcome,
@@ -23,6 +24,7 @@ use serde::Serialize;
 
 use crate::fs::dest::Destination;
 use crate::fs::source::LocalSource;
+use crate::round::compression::CompressionReport;
 
 /// Thread-seconds spent per phase, summed over the worker threads.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -68,6 +70,10 @@ pub struct RoundOutcome {
     pub wire_bytes: (u64, u64),
     /// Wall time of the round.
     pub elapsed: Duration,
+    /// On the source: what the destination recorded of the round (from its `Done`).
+    pub commit: Option<Commit>,
+    /// On the source: how it compressed.
+    pub compression: Option<CompressionReport>,
 }
 
 /// Why a round failed.
@@ -252,6 +258,34 @@ impl Side {
         }
     }
 
+    /// What the destination recorded of the round, as its `Done` told the source.
+    fn commit(&self) -> Option<Commit> {
+        match self {
+            Side::Source { session, .. } => session.target_commit().cloned(),
+            Side::Target { .. } => None,
+        }
+    }
+
+    /// A source's compression report.
+    fn compression(&self) -> Option<CompressionReport> {
+        match self {
+            Side::Source { fs, .. } => Some(fs.compression().report()),
+            Side::Target { .. } => None,
+        }
+    }
+
+    /// Feeds the source's adaptive compression one turn of the loop (see
+    /// [`crate::round::compression`]): `backlog` bytes waiting for the link, `inflight` work
+    /// items out of the pool's threads.
+    fn adapt(&self, backlog: u64, inflight: usize) {
+        if let Side::Source { fs, pool, .. } = self {
+            let saturated = inflight >= pool.current_num_threads();
+            if let Some(level) = fs.compression().adjust(backlog, saturated) {
+                tracing::debug!("compression auto: level {level}");
+            }
+        }
+    }
+
     fn take_error(&mut self) -> Option<SessionError> {
         match self {
             Side::Source { session, .. } => session.take_error(),
@@ -419,6 +453,9 @@ pub fn run_local(
         phases: lp.phases,
         wire_bytes: (s2t.bytes(), t2s.bytes()),
         elapsed: start.elapsed(),
+        // In-process: no agent records the round.
+        commit: None,
+        compression: src.compression(),
     })
 }
 
@@ -463,9 +500,14 @@ impl Peer {
     /// reading stops the round here (the session is neither drained nor given work) instead
     /// of filling our memory.
     fn has_room(&self) -> bool {
+        self.backlog() < OUTGOING_QUEUE_BYTES
+    }
+
+    /// Bulk bytes handed to the writers and not yet written to the link.
+    fn backlog(&self) -> u64 {
         use std::sync::atomic::Ordering;
         let queued = self.queued.load(Ordering::Relaxed);
-        queued.saturating_sub(self.sent.load(Ordering::Relaxed)) < OUTGOING_QUEUE_BYTES
+        queued.saturating_sub(self.sent.load(Ordering::Relaxed))
     }
 }
 
@@ -510,6 +552,7 @@ pub fn run_remote(
         if !peer_open && lp.inflight == 0 && n == 0 {
             break;
         }
+        side.adapt(peer.backlog(), lp.inflight);
         let first = if room {
             let Ok(first) = rx.recv() else { break };
             first
@@ -581,5 +624,7 @@ pub fn run_remote(
         phases: lp.phases,
         wire_bytes: (peer.sent.load(Ordering::Relaxed), peer.received.load(Ordering::Relaxed)),
         elapsed: start.elapsed(),
+        commit: side.commit(),
+        compression: side.compression(),
     })
 }

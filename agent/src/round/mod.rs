@@ -3,6 +3,7 @@
 //! a local source directory into a local destination directory, through the same sessions and
 //! messages a network round uses.
 
+pub mod compression;
 pub mod driver;
 
 use std::path::{Path, PathBuf};
@@ -33,7 +34,8 @@ pub struct RoundOptions {
     pub dry_run: bool,
     /// `--exclude`: rsync-style patterns.
     pub excludes: Vec<String>,
-    /// `--compress-level`: zstd level for literal data (0: off).
+    /// `--compress-level`: zstd level for literal data (0: off), or
+    /// [`compression::COMPRESS_AUTO`] to adapt it to the link during the round.
     pub compress_level: i32,
 }
 
@@ -57,7 +59,9 @@ impl RoundOptions {
             delete: self.delete,
             checksum: self.checksum,
             dry_run: self.dry_run,
-            compress_level: self.compress_level,
+            // `auto` is the source's to apply (see `compression`): the session only carries
+            // a level, never a negative one to zstd.
+            compress_level: self.compress_level.max(0),
             limits: Limits::default(),
             ..SessionOptions::default()
         }
@@ -103,6 +107,50 @@ pub struct Report {
     /// The source could not read all of its tree (`stats.source_errors`): entries may be
     /// missing on the destination, nothing was deleted, and the exit code is 23.
     pub partial: bool,
+    /// What the destination recorded of a pushed round (`None` for a local sync or a pull).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<CommitReport>,
+    /// How the source compressed (when this side was the source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<compression::CompressionReport>,
+}
+
+/// What the destination recorded of a pushed round, as `--json`, the status file and
+/// `/status` show it (`"state"` says which).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum CommitReport {
+    /// The commit record is durable and the snapshot exists.
+    Recorded {
+        /// The round's number in the module.
+        round: u64,
+        /// The snapshot's id (for `ferry snapshots restore`).
+        snapshot: String,
+        /// The committed tree's root hash, hex.
+        root_hash: String,
+    },
+    /// The destination keeps no records (no `--state-dir`, or a dry run): the files are
+    /// durable in place, nothing more.
+    Unrecorded,
+    /// The destination could not record the round (the exit code is then 6, unless the
+    /// round was partial).
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl From<ferry_core::message::Commit> for CommitReport {
+    fn from(c: ferry_core::message::Commit) -> CommitReport {
+        use ferry_core::message::Commit;
+        match c {
+            Commit::Recorded { round, snapshot, root_hash } => {
+                CommitReport::Recorded { round, snapshot, root_hash }
+            }
+            Commit::Unrecorded => CommitReport::Unrecorded,
+            Commit::Failed { reason } => CommitReport::Failed { reason },
+        }
+    }
 }
 
 /// Why a sync failed.
@@ -208,6 +256,8 @@ impl Report {
             transport: None,
             streams: 0,
             partial: out.target.partial(),
+            commit: out.commit.clone().map(CommitReport::from),
+            compression: out.compression.clone(),
         }
     }
 }
@@ -219,7 +269,10 @@ impl Report {
 pub fn open_source(src: &Path, opts: &SyncOptions) -> Result<Arc<LocalSource>, SyncError> {
     let walk = opts.walk()?;
     let root = Root::open(src).map_err(|source| SyncError::Source { path: src.into(), source })?;
-    Ok(Arc::new(LocalSource::new(Arc::new(root), walk, opts.round.checksum)))
+    let compression = compression::Compression::new(opts.round.compress_level);
+    Ok(Arc::new(
+        LocalSource::new(Arc::new(root), walk, opts.round.checksum).with_compression(compression),
+    ))
 }
 
 /// Opens (creating it unless dry-running) `dst` as the destination of a round.

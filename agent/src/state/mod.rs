@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
+use ferry_core::message::Commit;
 use ferry_core::Stats;
 
 use self::commit::{CommitLog, CommitRecord};
@@ -261,6 +262,22 @@ pub struct RoundEnd {
     pub snapshot_error: Option<String>,
     /// What the signature cache did, when one was used and saved.
     pub cache: Option<CacheCounts>,
+}
+
+impl RoundEnd {
+    /// What the source is told of the round in `Done`: recorded (round, snapshot, root hash),
+    /// failed (why), or nothing recorded (a dry run).
+    pub fn commit(&self) -> Commit {
+        match (&self.committed, &self.snapshot_error) {
+            (Some((c, s)), _) => Commit::Recorded {
+                round: c.round,
+                snapshot: s.id.clone(),
+                root_hash: c.root_hash.clone(),
+            },
+            (None, Some(e)) => Commit::failed(e),
+            (None, None) => Commit::Unrecorded,
+        }
+    }
 }
 
 impl PushRound {

@@ -83,6 +83,10 @@ pub struct Status {
     /// The newest snapshot (destination side, with `--state-dir`).
     #[serde(default)]
     pub latest_snapshot: Option<String>,
+    /// What the destination recorded of the last successful pushed round (source side):
+    /// round, snapshot id and root hash once it is durable there.
+    #[serde(default)]
+    pub last_commit: Option<crate::round::CommitReport>,
     /// The round in progress, if any.
     #[serde(default)]
     pub current: Option<CurrentRound>,
@@ -114,6 +118,7 @@ impl Status {
                 self.last_transport = r.transport.clone();
                 self.last_stats = Some(r.stats);
                 self.last_wire_bytes_sent = r.wire_bytes_sent;
+                self.last_commit = r.commit.clone();
                 self.last_success_start_unix = Some(self.last_start_unix);
                 self.last_success_unix = Some(self.last_end_unix);
                 self.rounds_ok += 1;

@@ -14,6 +14,10 @@ mod hostile;
 mod rounds;
 // What a committed round leaves: snapshots of each kind, verify, restore, promote.
 mod snapshots;
+// A pushed round ends when the destination has recorded it: the commit result.
+mod commit;
+// `--compress-level auto`: harder on a slow link, off for what does not compress.
+mod compression;
 // Unattended pushes: retries, the status file, --http, --every, pre/post-round hooks.
 mod unattended;
 // A large file cut part way resumes from its journaled segments.

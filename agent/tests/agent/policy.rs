@@ -96,7 +96,7 @@ fn hostile_push(c: &Path, addr: std::net::SocketAddr) -> Stats {
             .expect("the server answers")
             .unwrap()
             .expect("the server does not hang up before Done");
-            if let Message::Done { stats } = &m {
+            if let Message::Done { stats, .. } = &m {
                 return *stats;
             }
             src.handle_message(m).unwrap();

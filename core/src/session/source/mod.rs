@@ -22,7 +22,7 @@ use super::{check_hello, hello, ProtocolError, SessionError, SessionOptions, Wor
 use crate::entry::RootMeta;
 use crate::hash::SegmentHash;
 use crate::limits::LimitExceeded;
-use crate::message::{FileId, Message};
+use crate::message::{Commit, FileId, Message};
 use crate::segment::seg_len;
 use crate::stats::Stats;
 
@@ -57,6 +57,7 @@ pub struct SourceSession {
     resume: HashMap<FileId, Vec<SegmentHash>>,
     stats: Stats,
     target_stats: Option<Stats>,
+    target_commit: Option<Commit>,
     root: Option<RootMeta>,
 }
 
@@ -91,6 +92,7 @@ impl SourceSession {
             resume: HashMap::new(),
             stats: Stats::default(),
             target_stats: None,
+            target_commit: None,
             root: None,
         };
         s.out.push_back(hello());
@@ -172,6 +174,11 @@ impl SourceSession {
         self.target_stats.as_ref()
     }
 
+    /// What the destination recorded of the round, once its `Done` arrived.
+    pub fn target_commit(&self) -> Option<&Commit> {
+        self.target_commit.as_ref()
+    }
+
     /// The error that ended the round, if any.
     pub fn error(&self) -> Option<&SessionError> {
         self.error.as_ref()
@@ -248,11 +255,17 @@ impl SourceSession {
                 }
                 _ => Err(ProtocolError::UnknownFile(file).into()),
             },
-            (Phase::Running, Message::Done { stats }) => {
+            (Phase::Running, Message::Done { stats, commit }) => {
                 if !self.end_sent || self.transfers.values().any(|t| !t.settled) {
                     return Err(ProtocolError::Unexpected { what: "early Done" }.into());
                 }
+                if !commit.within_limits() {
+                    return Err(
+                        ProtocolError::Unexpected { what: "oversized commit result" }.into()
+                    );
+                }
                 self.target_stats = Some(stats);
+                self.target_commit = Some(commit);
                 self.phase = Phase::Finished;
                 Ok(())
             }

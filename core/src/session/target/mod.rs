@@ -20,7 +20,7 @@ use self::file::{QueuedSegment, TFile};
 use super::source::message_name;
 use super::{check_hello, hello, ProtocolError, SessionError, SessionOptions, WorkId};
 use crate::entry::{Entry, LocalEntry, RootMeta};
-use crate::message::{FileId, Message};
+use crate::message::{Commit, FileId, Message};
 use crate::path::RelPath;
 use crate::stats::Stats;
 use crate::SEGMENT_LEN;
@@ -430,7 +430,7 @@ impl TargetSession {
         }
         if self.phase == Phase::Sync && self.pending.is_empty() {
             self.phase = Phase::Finished;
-            self.out.push_back(Message::Done { stats: self.stats });
+            self.out.push_back(Message::Done { stats: self.stats, commit: Commit::Unrecorded });
         }
         Ok(())
     }

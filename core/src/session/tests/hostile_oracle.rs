@@ -145,7 +145,7 @@ fn done_reports_only_what_the_round_did() {
         .sent
         .iter()
         .find_map(|m| match m {
-            Message::Done { stats } => Some(*stats),
+            Message::Done { stats, .. } => Some(*stats),
             _ => None,
         })
         .expect("Done");

@@ -159,18 +159,67 @@ fn source_refuses_settled_for_a_file_it_is_not_sending() {
 #[test]
 fn source_refuses_an_early_done() {
     // Before the manifest is complete.
-    LoneSource::new(source_tree(), false)
-        .assert_refuses(Message::Done { stats: crate::stats::Stats::default() }, |e| {
-            matches!(e, ProtocolError::Unexpected { what: "early Done" })
-        });
+    LoneSource::new(source_tree(), false).assert_refuses(
+        Message::Done {
+            stats: crate::stats::Stats::default(),
+            commit: crate::message::Commit::Unrecorded,
+        },
+        |e| matches!(e, ProtocolError::Unexpected { what: "early Done" }),
+    );
     // With a file sent but not settled.
     let mut s = LoneSource::new(source_tree(), true);
     s.feed(Message::Want { file: 2, basis: None }).expect("want");
     s.settle();
     assert!(s.sent.iter().any(|m| matches!(m, Message::FileEnd { file: 2, size: 10, .. })));
-    s.assert_refuses(Message::Done { stats: crate::stats::Stats::default() }, |e| {
-        matches!(e, ProtocolError::Unexpected { .. })
-    });
+    s.assert_refuses(
+        Message::Done {
+            stats: crate::stats::Stats::default(),
+            commit: crate::message::Commit::Unrecorded,
+        },
+        |e| matches!(e, ProtocolError::Unexpected { .. }),
+    );
+}
+
+#[test]
+fn source_keeps_the_commit_result_and_refuses_an_oversized_one() {
+    use crate::message::{Commit, MAX_COMMIT_FIELD, MAX_COMMIT_REASON};
+    let done = |commit: Commit| Message::Done { stats: crate::stats::Stats::default(), commit };
+    let recorded = Commit::Recorded {
+        round: 7,
+        snapshot: "000007-20261129T203000Z".into(),
+        root_hash: "ab".repeat(32),
+    };
+    // Nothing was wanted: the round may end as soon as the manifest is out.
+    let mut s = LoneSource::new(source_tree(), true);
+    s.feed(done(recorded.clone())).expect("a commit result within limits");
+    assert_eq!(s.src.target_commit(), Some(&recorded));
+    for oversized in [
+        Commit::Recorded {
+            round: 1,
+            snapshot: "x".repeat(MAX_COMMIT_FIELD + 1),
+            root_hash: "ab".into(),
+        },
+        Commit::Recorded {
+            round: 1,
+            snapshot: "x".into(),
+            root_hash: "a".repeat(MAX_COMMIT_FIELD + 1),
+        },
+        Commit::Failed { reason: "r".repeat(MAX_COMMIT_REASON + 1) },
+    ] {
+        LoneSource::new(source_tree(), true).assert_refuses(done(oversized), |e| {
+            matches!(e, ProtocolError::Unexpected { what: "oversized commit result" })
+        });
+    }
+}
+
+#[test]
+fn a_commit_failure_is_cut_to_its_limit_at_a_character_boundary() {
+    use crate::message::{Commit, MAX_COMMIT_REASON};
+    let long = "é".repeat(MAX_COMMIT_REASON);
+    let Commit::Failed { reason } = Commit::failed(&long) else { panic!("not a failure") };
+    assert!(reason.len() <= MAX_COMMIT_REASON && reason.len() >= MAX_COMMIT_REASON - 1);
+    assert!(Commit::failed(&long).within_limits());
+    assert_eq!(Commit::failed("no space"), Commit::Failed { reason: "no space".into() });
 }
 
 #[test]
