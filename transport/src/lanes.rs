@@ -280,6 +280,9 @@ pub fn keepalive_interval(idle: Duration) -> Duration {
     (idle / 3).min(Duration::from_secs(5))
 }
 
+/// Bytes a lane writer gathers before it writes to the link (see [`spawn_writers`]).
+const WRITE_BUFFER: usize = 64 << 10;
+
 /// Starts one writer task per lane. `sent` counts bytes written; `bwlimit` (bytes/s, 0 for
 /// none) paces all lanes together; `keepalive` (TCP and stdio links) sends a [`KEEPALIVE`] on
 /// lane 0 whenever it has been quiet that long, pacing included. The returned handle
@@ -294,7 +297,11 @@ pub fn spawn_writers(
     let start = tokio::time::Instant::now();
     let mut queues = Vec::new();
     let mut tasks = Vec::new();
-    for (lane, mut w) in writers.into_iter().enumerate() {
+    for (lane, w) in writers.into_iter().enumerate() {
+        // Messages are written into a buffer and flushed when the queue runs dry: over TLS
+        // each write to the stream is a record and a syscall, and a small file's round is a
+        // few messages of a few dozen bytes.
+        let mut w = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, w);
         let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<u64>, Message)>();
         queues.push(tx);
         let sent = sent.clone();
@@ -336,7 +343,13 @@ pub fn spawn_writers(
                     tokio::time::sleep_until(due).await;
                 }
                 if rx.is_empty() {
-                    w.flush().await.map_err(TransportError::Io)?;
+                    // One turn of the scheduler lets a producer that is mid-burst (the
+                    // driver answering a batch of small files) add to this write: a flush per
+                    // message would cost a syscall, and over TLS a record, per message.
+                    tokio::task::yield_now().await;
+                    if rx.is_empty() {
+                        w.flush().await.map_err(TransportError::Io)?;
+                    }
                 }
             }
             w.flush().await.map_err(TransportError::Io)?;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ferry_core::delta::SegmentHow;
 use ferry_core::limits::OUTGOING_QUEUE_BYTES;
 use ferry_core::message::Commit;
-use ferry_core::session::{Itemized, SessionError};
+use ferry_core::session::{Itemized, SessionError, WorkId};
 use ferry_core::{
     Message, SessionOptions, SourceOutcome, SourceSession, SourceWork, Stats, TargetOutcome,
     TargetSession, TargetWork,
@@ -134,6 +134,29 @@ impl PhaseTimes {
     }
 }
 
+/// Work on at most this many bytes is small enough to batch (see [`Side::dispatch`]).
+const SMALL_WORK: usize = 64 << 10;
+/// Most small work items in one batch: enough to amortise the hand-off, few enough that the
+/// session hears back soon and other workers get a share.
+const BATCH_MAX: usize = 32;
+
+/// Whether a target work item is small: a small file's data, its verification and
+/// metadata, a link, a directory's metadata. Scans, signatures, commits (which fsync) and
+/// deletes (a whole subtree) are not.
+fn small_target_work(w: &TargetWork) -> bool {
+    match w {
+        TargetWork::Write { len, .. } => *len <= SMALL_WORK,
+        TargetWork::Finish { entry, .. } => entry.size <= SMALL_WORK as u64,
+        TargetWork::Retouch { .. }
+        | TargetWork::MakeDir { .. }
+        | TargetWork::Link { .. }
+        | TargetWork::HardLink { .. }
+        | TargetWork::DirMeta { .. }
+        | TargetWork::Discard { .. } => true,
+        _ => false,
+    }
+}
+
 fn pool(name: &'static str, threads: usize) -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
@@ -195,29 +218,70 @@ impl Side {
     }
 
     /// Hands every work item the session wants to the pool; returns how many.
+    ///
+    /// Small items (a small file's segment, its verification, a directory's or link's
+    /// metadata) go in batches of up to [`BATCH_MAX`], run one after the other by one worker:
+    /// per item, a pool hand-off costs two thread wake-ups, more than creating a small file.
+    /// Large items keep a worker each, so big files still use every core.
     fn dispatch(&mut self, tx: &mpsc::Sender<Event>, on_item: &mut dyn FnMut(&Itemized)) -> usize {
         let mut n = 0;
         match self {
             Side::Source { session, fs, pool } => {
+                let mut batch = Vec::new();
+                let flush = |batch: &mut Vec<(WorkId, SourceWork, Phase)>| {
+                    if batch.is_empty() {
+                        return;
+                    }
+                    let (tx, fs, items) = (tx.clone(), fs.clone(), std::mem::take(batch));
+                    pool.spawn(move || {
+                        for (id, w, phase) in items {
+                            let t = Instant::now();
+                            let o = fs.perform(w);
+                            let _ = tx.send(Event::Source(id, o, phase, t.elapsed()));
+                        }
+                    });
+                };
                 while let Some((id, w)) = session.poll_work() {
                     let phase = match &w {
                         SourceWork::Scan { .. } => Phase::Scan,
                         SourceWork::Segment { how: SegmentHow::Literal, .. } => Phase::Read,
                         SourceWork::Segment { .. } | SourceWork::Match { .. } => Phase::Delta,
                     };
-                    let (tx, fs) = (tx.clone(), fs.clone());
                     n += 1;
+                    if matches!(&w, SourceWork::Segment { len, .. } if *len <= SMALL_WORK) {
+                        batch.push((id, w, phase));
+                        if batch.len() >= BATCH_MAX {
+                            flush(&mut batch);
+                        }
+                        continue;
+                    }
+                    let (tx, fs) = (tx.clone(), fs.clone());
                     pool.spawn(move || {
                         let t = Instant::now();
                         let o = fs.perform(w);
                         let _ = tx.send(Event::Source(id, o, phase, t.elapsed()));
                     });
                 }
+                flush(&mut batch);
             }
             Side::Target { session, fs, pool } => {
                 while let Some(ev) = session.poll_event() {
                     on_item(&ev);
                 }
+                let mut batch = Vec::new();
+                let flush = |batch: &mut Vec<(WorkId, TargetWork, Phase, u64)>| {
+                    if batch.is_empty() {
+                        return;
+                    }
+                    let (tx, fs, items) = (tx.clone(), fs.clone(), std::mem::take(batch));
+                    pool.spawn(move || {
+                        for (id, w, phase, bytes) in items {
+                            let t = Instant::now();
+                            let o = fs.perform(w);
+                            let _ = tx.send(Event::Target(id, o, phase, t.elapsed(), bytes));
+                        }
+                    });
+                };
                 while let Some((id, w)) = session.poll_work() {
                     let phase = match &w {
                         TargetWork::Scan { .. } | TargetWork::HashLocal { .. } => Phase::Scan,
@@ -230,14 +294,22 @@ impl Side {
                         TargetWork::Write { len, .. } => *len as u64,
                         _ => 0,
                     };
-                    let (tx, fs) = (tx.clone(), fs.clone());
                     n += 1;
+                    if small_target_work(&w) {
+                        batch.push((id, w, phase, bytes));
+                        if batch.len() >= BATCH_MAX {
+                            flush(&mut batch);
+                        }
+                        continue;
+                    }
+                    let (tx, fs) = (tx.clone(), fs.clone());
                     pool.spawn(move || {
                         let t = Instant::now();
                         let o = fs.perform(w);
                         let _ = tx.send(Event::Target(id, o, phase, t.elapsed(), bytes));
                     });
                 }
+                flush(&mut batch);
             }
         }
         n

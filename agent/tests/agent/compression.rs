@@ -20,6 +20,13 @@ fn bytes_at(c: &serde_json::Value, pred: impl Fn(i64) -> bool) -> u64 {
         .sum()
 }
 
+/// Bytes from a 64-character alphabet: about 6 bits of entropy per byte, as base64 of
+/// random data has.
+fn base64ish(len: usize, seed: u64) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    Rng::bytes(seed, len).into_iter().map(|b| ALPHABET[usize::from(b & 63)]).collect()
+}
+
 /// Text that compresses about 3:1 (words drawn from a small vocabulary).
 fn text(len: usize, seed: u64) -> Vec<u8> {
     let words = ["replica", "volume", "snapshot", "ferry", "round", "delta", "block", "the"];
@@ -33,22 +40,23 @@ fn text(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// On a link held to 4 MB/s, compressible data piles up for the writers: `auto` climbs past
-/// its starting level 3. (What is already queued when it climbs went at the level of its
-/// time: the driver lets the writers fall behind by up to 32 MiB.)
+/// On a link held to 16 MB/s, data piles up for the writers: `auto` climbs past its starting
+/// level 3. The driver lets the writers fall behind by up to 32 MiB, encoded at the level of
+/// its time, so the round must move more than that for the level to matter: 80 MiB of text
+/// that compresses about 4:3.
 #[test]
 fn auto_compresses_harder_when_the_link_is_the_bottleneck() {
     let t = tempfile::tempdir().unwrap();
     let c = creds(t.path());
     let (src, dst) = (t.path().join("src"), t.path().join("dst"));
     std::fs::create_dir_all(&src).unwrap();
-    for i in 0..6 {
-        std::fs::write(src.join(format!("log{i}.txt")), text(8 << 20, i)).unwrap();
+    for i in 0..10 {
+        std::fs::write(src.join(format!("b64-{i}.txt")), base64ish(8 << 20, i)).unwrap();
     }
     let srv = serve(&c.join("destination"), &[format!("m={}", s(&dst))]);
     let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
     let id = c.join("source");
-    let out = ferry(&["push", s(&src), &url, "--identity", s(&id), "--json", "--bwlimit", "4M"]);
+    let out = ferry(&["push", s(&src), &url, "--identity", s(&id), "--json", "--bwlimit", "16M"]);
     let comp = report(&out);
     assert_eq!(comp["mode"], "auto", "{comp}");
     assert!(comp["level_changes"].as_u64().unwrap() >= 1, "{comp}");
