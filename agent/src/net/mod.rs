@@ -12,6 +12,7 @@
 //! destination keeps between rounds is [`crate::state`]'s business: the server asks it.
 
 mod bench;
+mod choice;
 mod client;
 pub mod credentials;
 mod error;
