@@ -155,6 +155,16 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     // Bulk QUIC loses packets to small default buffers long before the network does.
     let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&s, UDP_BUFFER);
     let _ = rustix::net::sockopt::set_socket_send_buffer_size(&s, UDP_BUFFER);
+    // What the kernel offers decides QUIC's CPU per byte at a 1500-byte MTU (see
+    // docs/ARCHITECTURE.md): say it where a slow link is being diagnosed.
+    if let Ok(state) = quinn::udp::UdpSocketState::new((&s).into()) {
+        tracing::debug!(
+            "UDP offload on {:?}: GSO up to {} segments (quinn sends at most 10), GRO {} segments",
+            s.local_addr().ok(),
+            state.max_gso_segments(),
+            state.gro_segments()
+        );
+    }
     Ok(s)
 }
 

@@ -97,6 +97,13 @@ impl Identity {
         Ok(Identity { ca: parse(ca, "CA certificate")?, chain: parse(cert, "certificate")?, key })
     }
 
+    /// The pair's CA certificates (DER): what a server's certificate must chain to, so they
+    /// tell apart two servers that share an address (a client keys what it remembers about a
+    /// server by them).
+    pub fn ca_der(&self) -> impl Iterator<Item = &[u8]> {
+        self.ca.iter().map(|c| c.as_ref())
+    }
+
     fn roots(&self) -> Result<Arc<RootCertStore>, IdentityError> {
         let mut roots = RootCertStore::empty();
         for c in &self.ca {

@@ -315,7 +315,8 @@ pub enum Transport {
     Quic,
     /// TLS 1.3 over TCP only.
     Tcp,
-    /// Probe both and use the faster; TCP where UDP is blocked.
+    /// Race the two handshakes (QUIC preferred unless past rounds measured TCP faster); TCP
+    /// where UDP is blocked. Sends no probe data.
     Auto,
 }
 
@@ -517,8 +518,8 @@ pub struct NetFlags {
     /// Directory with this side's credentials (ca.pem, cert.pem, key.pem from `ferry init`).
     #[arg(long, value_name = "DIR")]
     pub identity: Option<PathBuf>,
-    /// quic, tcp (TLS 1.3 over TCP, for networks that block UDP) or auto (probe both, use
-    /// the faster; TCP where UDP is blocked).
+    /// quic, tcp (TLS 1.3 over TCP, for networks that block UDP) or auto (race the
+    /// handshakes, prefer what past rounds measured faster; TCP where UDP is blocked).
     #[arg(long, value_enum, default_value_t = Transport::Auto)]
     pub transport: Transport,
     /// Run the session over the stdin/stdout of CMD (run with sh -c), e.g.

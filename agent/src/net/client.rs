@@ -3,19 +3,17 @@
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ferry_core::session::Itemized;
-use ferry_transport::frame::{read_value, write_value};
 use ferry_transport::lanes::DATA_LANES;
 use ferry_transport::net::{connect_quic_idle, connect_tcp, Link, LinkKind};
 use ferry_transport::tls::Identity;
 use ferry_transport::TransportError;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 
-use super::bench::{bench_request, drain, send_bytes, Probe};
+use super::choice::{self, Transport, HEAD_START};
 use super::link::{run_over_link, salvage, Hooks};
 use super::protocol::{handshake, Direction, Request, Url};
 use super::RemoteError;
@@ -29,10 +27,10 @@ pub enum Via {
     Quic,
     /// TLS over TCP only.
     Tcp,
-    /// Whichever is faster on the link: both are probed with a short transfer in the round's
-    /// direction (QUIC alone if TCP does not connect, TCP alone if UDP is blocked), and the
-    /// choice is remembered for an hour per server in this process. `ferry bench --peer` with
-    /// `auto` tries QUIC first and falls back to TCP.
+    /// QUIC or TLS over TCP, without spending bytes on measuring: the two handshakes race (the
+    /// preferred one gets a short head start) and the first link up is used. Rounds remember
+    /// which was faster per server on disk (see [`super::choice`] for the policy).
+    /// `ferry bench --peer` with `auto` races with QUIC preferred and keeps no record.
     Auto,
     /// The stdin/stdout of a command run with `sh -c` (the command runs `ferry serve --stdio`).
     Rsh(String),
@@ -76,46 +74,119 @@ pub async fn connect(url: &Url, opts: &RemoteOptions) -> Result<Link, RemoteErro
         let reader = ChildReader { out, _child: child };
         return Ok(Link::from_streams(reader, inp, LinkKind::Stdio, cmd.clone()));
     }
-    let dir = opts.identity.as_deref().ok_or_else(|| {
-        RemoteError::Usage(
-            "--identity DIR is required (the source or destination directory from `ferry init`)"
-                .into(),
-        )
-    })?;
-    let identity = Identity::load(dir)?;
-    let target = format!("{}:{}", url.host, url.port);
-    let addr = tokio::net::lookup_host(&target)
-        .await
-        .map_err(|e| RemoteError::Connect { addr: target.clone(), source: TransportError::Io(e) })?
-        .next()
-        .ok_or_else(|| RemoteError::Connect {
-            addr: target.clone(),
-            source: TransportError::Closed,
-        })?;
-    let t = opts.connect_timeout;
-    let err = |source| RemoteError::Connect { addr: target.clone(), source };
+    let dialer = Dialer::new(url, opts).await?;
     match opts.via {
-        Via::Quic => {
-            connect_quic_idle(addr, &url.host, &identity, t, opts.idle_timeout).await.map_err(err)
+        Via::Quic => dialer.dial(Transport::Quic).await,
+        Via::Tcp => dialer.dial(Transport::Tcp).await,
+        Via::Auto => Ok(dialer.race(Transport::Quic).await?.0),
+        Via::Rsh(_) => unreachable!("handled above"),
+    }
+}
+
+/// What dialing a server over QUIC or TCP needs, resolved once for both.
+struct Dialer<'a> {
+    identity: Identity,
+    addr: std::net::SocketAddr,
+    /// `host:port` as given, for messages.
+    target: String,
+    host: &'a str,
+    opts: &'a RemoteOptions,
+}
+
+impl<'a> Dialer<'a> {
+    /// Loads the identity and resolves the address.
+    async fn new(url: &'a Url, opts: &'a RemoteOptions) -> Result<Dialer<'a>, RemoteError> {
+        let dir = opts.identity.as_deref().ok_or_else(|| {
+            RemoteError::Usage(
+                "--identity DIR is required (the source or destination directory from `ferry init`)"
+                    .into(),
+            )
+        })?;
+        let identity = Identity::load(dir)?;
+        let target = format!("{}:{}", url.host, url.port);
+        let addr = tokio::net::lookup_host(&target)
+            .await
+            .map_err(|e| RemoteError::Connect {
+                addr: target.clone(),
+                source: TransportError::Io(e),
+            })?
+            .next()
+            .ok_or_else(|| RemoteError::Connect {
+                addr: target.clone(),
+                source: TransportError::Closed,
+            })?;
+        Ok(Dialer { identity, addr, target, host: &url.host, opts })
+    }
+
+    fn error(&self, source: TransportError) -> RemoteError {
+        RemoteError::Connect { addr: self.target.clone(), source }
+    }
+
+    /// Connects over `t`.
+    async fn dial(&self, t: Transport) -> Result<Link, RemoteError> {
+        self.dial_raw(t).await.map_err(|e| self.error(e))
+    }
+
+    async fn dial_raw(&self, t: Transport) -> Result<Link, TransportError> {
+        let (o, id) = (self.opts, &self.identity);
+        match t {
+            Transport::Quic => {
+                connect_quic_idle(self.addr, self.host, id, o.connect_timeout, o.idle_timeout).await
+            }
+            Transport::Tcp => connect_tcp(self.addr, self.host, id, o.connect_timeout).await,
         }
-        Via::Tcp => connect_tcp(addr, &url.host, &identity, t).await.map_err(err),
-        Via::Auto => {
-            // UDP is often blocked (OpenShift Routes and most Ingresses carry only TCP): give
-            // QUIC a short chance, then fall back, unless the server refused our certificate.
-            let t = t.min(Duration::from_secs(3));
-            match connect_quic_idle(addr, &url.host, &identity, t, opts.idle_timeout).await {
-                Ok(l) => Ok(l),
-                Err(e) if e.is_auth() => Err(err(e)),
-                Err(e) => {
+    }
+
+    /// Races the two handshakes: `first` alone for [`HEAD_START`] (or until it fails), then
+    /// both; the first link up wins and the other attempt is dropped. A refused certificate
+    /// ends the race at once (it would be refused over the other transport too). Returns the
+    /// link and whether TCP won while QUIC, started first, had no answer.
+    async fn race(&self, first: Transport) -> Result<(Link, bool), RemoteError> {
+        let a = self.dial_raw(first);
+        let b = self.dial_raw(first.other());
+        tokio::pin!(a, b);
+        let (mut a_err, mut b_err) = (None, None);
+        let head = tokio::time::sleep(HEAD_START);
+        tokio::pin!(head);
+        tokio::select! {
+            r = &mut a => match r {
+                Ok(l) => return Ok((l, false)),
+                Err(e) if e.is_auth() => return Err(self.error(e)),
+                Err(e) => a_err = Some(e),
+            },
+            () = &mut head => {}
+        }
+        let quic_unanswered = |l: &Link| first == Transport::Quic && l.kind == LinkKind::Tcp;
+        loop {
+            tokio::select! {
+                r = &mut a, if a_err.is_none() => match r {
+                    Ok(l) => return Ok((l, false)),
+                    Err(e) if e.is_auth() => return Err(self.error(e)),
+                    Err(e) => a_err = Some(e),
+                },
+                r = &mut b, if b_err.is_none() => match r {
+                    Ok(l) => {
+                        let unanswered = quic_unanswered(&l);
+                        return Ok((l, unanswered));
+                    }
+                    Err(e) if e.is_auth() => return Err(self.error(e)),
+                    Err(e) => b_err = Some(e),
+                },
+            }
+            match (a_err.take(), b_err.take()) {
+                (Some(ea), Some(eb)) => {
+                    let (quic, tcp) = if first == Transport::Quic { (ea, eb) } else { (eb, ea) };
                     tracing::info!(
-                        "QUIC to {target} failed ({}); trying TLS over TCP",
-                        ferry_transport::printable(&e.to_string())
+                        "QUIC to {} failed ({})",
+                        self.target,
+                        ferry_transport::printable(&quic.to_string())
                     );
-                    connect_tcp(addr, &url.host, &identity, t).await.map_err(err)
+                    // TCP's error says more: a blocked UDP port only ever times out.
+                    return Err(self.error(tcp));
                 }
+                (ea, eb) => (a_err, b_err) = (ea, eb),
             }
         }
-        Via::Rsh(_) => unreachable!("handled above"),
     }
 }
 
@@ -163,15 +234,12 @@ pub async fn run_client(
             (Side::target(dst.clone(), &session, s.thread_count()), None, Some(dst))
         }
     };
-    let chosen;
-    let opts = if opts.via == Via::Auto {
-        chosen =
-            RemoteOptions { via: choose_transport(url, opts, direction).await, ..opts.clone() };
-        &chosen
+    let (mut link, auto) = if opts.via == Via::Auto {
+        let (link, entry) = connect_auto(url, opts).await?;
+        (link, Some(entry))
     } else {
-        opts
+        (connect(url, opts).await?, None)
     };
-    let mut link = connect(url, opts).await?;
     let kind = link.kind;
     tracing::info!("connected to {} over {kind}", link.peer);
     let lanes = if kind == LinkKind::Quic { DATA_LANES as u8 } else { 0 };
@@ -205,88 +273,38 @@ pub async fn run_client(
     let mut warnings = warn_src.map(|s| s.walk_warnings()).unwrap_or_default();
     warnings.extend(warn_dst.map(|d| d.walk_warnings()).unwrap_or_default());
     let mut r = Report::new(&out, warnings);
+    if let Some(mut entry) = auto {
+        let t = if kind == LinkKind::Quic { Transport::Quic } else { Transport::Tcp };
+        let now = choice::unix_now();
+        if entry.record_round(t, r.wire_bytes_sent + r.wire_bytes_received, r.elapsed_secs, now) {
+            choice::store(entry, now);
+        }
+    }
     r.transport = Some(kind.to_string());
     r.streams = data + 1;
     Ok(r)
 }
 
-/// How long `auto`'s choice of transport is remembered per server.
-const AUTO_REMEMBER: Duration = Duration::from_secs(3600);
-
-/// Bytes each transport moves in `auto`'s probe.
-const AUTO_PROBE_BYTES: u64 = 32 << 20;
-
-/// `auto`'s choices: server → (transport, when it was chosen).
-static AUTO_CHOICES: Mutex<Vec<(String, Via, std::time::Instant)>> = Mutex::new(Vec::new());
-
-/// Picks QUIC or TCP for `url` by measuring both in the round's direction (see [`Via::Auto`]).
-/// Returns [`Via::Auto`] when neither probe works, so that connecting reports the real error.
-async fn choose_transport(url: &Url, opts: &RemoteOptions, direction: Direction) -> Via {
-    let key = format!("{}:{}", url.host, url.port);
-    {
-        let choices = crate::lock(&AUTO_CHOICES);
-        if let Some((_, via, _)) =
-            choices.iter().find(|(k, _, at)| *k == key && at.elapsed() < AUTO_REMEMBER)
-        {
-            return via.clone();
-        }
-    }
-    let probe = |via: Via, timeout: Duration| {
-        let o = RemoteOptions { via, connect_timeout: timeout, ..opts.clone() };
-        async move { probe_once(url, &o, direction).await }
-    };
-    // UDP is often blocked (OpenShift Routes and most Ingresses carry only TCP): QUIC gets a
-    // short chance.
-    let quic = probe(Via::Quic, opts.connect_timeout.min(Duration::from_secs(3))).await;
-    let tcp = probe(Via::Tcp, opts.connect_timeout).await;
-    let show = |r: &Result<f64, RemoteError>| match r {
-        Ok(g) => format!("{:.0} MB/s", g * 1e3),
-        Err(e) => format!("failed ({e})"),
-    };
-    let via = match (&quic, &tcp) {
-        // QUIC is kept unless TCP is clearly faster: it recovers from loss per stream.
-        (Ok(q), Ok(t)) if *t > q * 1.1 => Via::Tcp,
-        (Ok(_), _) => Via::Quic,
-        (Err(_), Ok(_)) => Via::Tcp,
-        (Err(_), Err(_)) => return Via::Auto,
-    };
-    tracing::info!(
-        "transport auto: probed {key} with {} MiB {}: QUIC {}, TLS over TCP {}; using {} for the next hour",
-        AUTO_PROBE_BYTES >> 20,
-        if direction == Direction::Pull { "down" } else { "up" },
-        show(&quic),
-        show(&tcp),
-        if via == Via::Tcp { "TLS over TCP" } else { "QUIC" },
-    );
-    let mut choices = crate::lock(&AUTO_CHOICES);
-    choices.retain(|(k, _, _)| *k != key);
-    choices.push((key, via.clone(), std::time::Instant::now()));
-    via
-}
-
-/// One probe for [`choose_transport`]: connects with `opts.via` and moves
-/// [`AUTO_PROBE_BYTES`] the way the round will; returns GB/s.
-async fn probe_once(
+/// `--transport auto` for a round: races the handshakes, the one [`choice`]'s cache prefers
+/// first; returns the link and the server's cache entry (to record the round in).
+async fn connect_auto(
     url: &Url,
     opts: &RemoteOptions,
-    direction: Direction,
-) -> Result<f64, RemoteError> {
-    let mut link = connect(url, opts).await?;
-    let peer = link.peer.clone();
-    let io = |e| RemoteError::Connect { addr: peer.clone(), source: e };
-    handshake(&mut link, &bench_request(url, 0)).await?;
-    let t = tokio::time::Instant::now();
-    if direction == Direction::Pull {
-        write_value(&mut link.writer, &Probe::Download(AUTO_PROBE_BYTES)).await.map_err(io)?;
-        drain(&mut link.reader, AUTO_PROBE_BYTES).await.map_err(io)?;
-    } else {
-        write_value(&mut link.writer, &Probe::Upload(AUTO_PROBE_BYTES)).await.map_err(io)?;
-        send_bytes(&mut link.writer, AUTO_PROBE_BYTES).await.map_err(io)?;
-        link.writer.flush().await.map_err(|e| io(TransportError::Io(e)))?;
-        read_value::<Probe, _>(&mut link.reader).await.map_err(io)?;
+) -> Result<(Link, choice::ServerEntry), RemoteError> {
+    let dialer = Dialer::new(url, opts).await?;
+    let mut entry = choice::load(&dialer.target, &choice::ca_key(dialer.identity.ca_der()));
+    let plan = entry.plan(choice::unix_now());
+    let (link, quic_unanswered) = dialer.race(plan.first).await?;
+    tracing::info!(
+        "transport auto: {} first ({}); connected over {}",
+        plan.first,
+        plan.why,
+        link.kind
+    );
+    if quic_unanswered {
+        let now = choice::unix_now();
+        entry.record_quic_unanswered(now);
+        choice::store(entry.clone(), now);
     }
-    let secs = t.elapsed().as_secs_f64().max(1e-6);
-    let _ = write_value(&mut link.writer, &Probe::Done).await;
-    link.finish().await;
-    Ok(AUTO_PROBE_BYTES as f64 / secs / 1e9)
+    Ok((link, entry))
 }

@@ -5,6 +5,7 @@
 //!   client.rs ──Request──▶ server.rs        protocol.rs: Request/Response, the handshake
 //!      │      ◀─Response──    │             link.rs: a round's sessions over the link
 //!      └────── link.rs ───────┘             bench.rs: `ferry bench --peer`
+//!                                           choice.rs: which transport `auto` tries first
 //! ```
 //!
 //! A connection starts with a [`Request`] (protocol versions, module, direction, options)
@@ -12,6 +13,7 @@
 //! destination keeps between rounds is [`crate::state`]'s business: the server asks it.
 
 mod bench;
+mod choice;
 mod client;
 pub mod credentials;
 mod error;

@@ -12,6 +12,8 @@ mod handshake;
 mod hostile;
 // Whole rounds: push and pull over QUIC, TCP and rsh; pacing; bench; the signature cache.
 mod rounds;
+// --transport auto: the handshake race past blocked UDP, no probe bytes, the choice cache.
+mod autotransport;
 // What a committed round leaves: snapshots of each kind, verify, restore, promote.
 mod snapshots;
 // A pushed round ends when the destination has recorded it: the commit result.
