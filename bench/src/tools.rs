@@ -4,14 +4,22 @@
 //! | --- | --- |
 //! | [`Tool::FerrySync`] | `ferry sync --delete --json --no-progress SRC DST` (both sides in one process) |
 //! | [`Tool::Rsync`] | `rsync -aHAX --delete --no-whole-file --stats SRC/ DST/` (local: rsync forks its receiver) |
-//! | [`Tool::RsyncDaemon`] | `rsync -aHAX --delete --stats SRC/ rsync://127.0.0.1:PORT/ferrybench/` against `rsync --daemon --no-detach` on loopback, one daemon per run, module path = DST |
+//! | [`Tool::RsyncDaemon`] | `rsync -aHAX --delete --stats SRC/ rsync://ADDR:PORT/ferrybench/` against `rsync --daemon --no-detach`, one daemon per run, module path = DST |
 //! | [`Tool::Cp`] | `cp -a SRC DST`: the reference floor for initial copies only |
-//! | [`Tool::FerryPushQuic`], [`Tool::FerryPushTcp`] | `ferry push --delete --json --no-progress --transport quic\|tcp --identity CREDS/source SRC ferry://127.0.0.1:PORT/ferrybench` against `ferry serve --listen 127.0.0.1:0 --identity CREDS/destination --module ferrybench=DST`, one server per run |
+//! | [`Tool::FerryPushQuic`], [`Tool::FerryPushTcp`] | `ferry push --delete --json --no-progress --transport quic\|tcp --identity CREDS/source SRC ferry://ADDR:PORT/ferrybench` against `ferry serve --listen ADDR:0 --identity CREDS/destination --module ferrybench=DST`, one server per run |
+//! | [`Tool::FerryPush`], [`Tool::FerryBaseline`] | the same without `--transport` (the default), the server with `--state-dir STATE` (fresh per run, next to DST); the baseline with the `--ferry-baseline` binary |
+//! | [`Tool::FerryEvery`] | a round inside a long-running `ferry push --every` agent (`crate::every`) |
+//! | [`Tool::VolsyncStyle`], [`Tool::PvMigrateStyle`] | the rsync-based movers ([`crate::peers`]) |
+//!
+//! ADDR is 127.0.0.1 on loopback, or the destination namespace's address in the network mode
+//! ([`NetPlaces`]), where clients run in the source namespace and servers in the destination
+//! namespace (`ip netns exec NS` in front of the measuring wrapper).
 //!
 //! Client/server tools ([`Tool::has_server`]) start their server before the run, under the
 //! measuring wrapper in hold mode ([`Held`]), and stop it once the client has exited, so the
-//! server's CPU time and peak RSS are measured apart from the client's. The Ferry pair's
-//! credentials (`CREDS`) are made once per comparison by `ferry init` ([`init_credentials`]).
+//! server's (destination side's) CPU time and peak RSS are measured apart from the client's
+//! (source side's). The Ferry pair's credentials (`CREDS`) are made once per comparison by
+//! `ferry init` ([`init_credentials`]).
 
 use std::ffi::{OsStr, OsString};
 use std::fs;

@@ -11,16 +11,24 @@
 //! | `nochange-many` | `many` | `cp -a` of `many`, made once and shared: a no-change round leaves it as it is, which the check after every run confirms |
 //! | `initial-many` | `many` | empty |
 //!
-//! Client/server tools (the rsync daemon, `ferry push` to `ferry serve` over QUIC and over TLS
-//! over TCP) get a fresh server per run on loopback, whose destination is the run's; the pair's
-//! credentials for the Ferry tools are made once, by `ferry init`, in the work directory.
+//! Where the two sides run ([`NetMode`], module `net`): by default in two network namespaces
+//! joined by a veth pair at MTU 1500 (a pod network; root only, else a fallback to loopback
+//! that says why), or on loopback (`--net loopback`). Client/server tools (`ferry push` to
+//! `ferry serve`, the rsync daemon, the VolSync- and pv-migrate-style movers) get a fresh
+//! server per run in the destination namespace, whose destination is the run's, and run their
+//! client in the source namespace; local tools (`ferry sync`, rsync, `cp -a`) take part on
+//! loopback only. The pair's credentials for the Ferry tools are made once, by `ferry init`, in
+//! the work directory, and so are the movers' keys.
 //!
 //! Around every run: the destination is prepared (untimed), `sync()` flushes everything so no
-//! earlier writeback lands inside the run, the tool runs under the measuring wrapper
-//! ([`crate::measure`]), then `syncfs()` of the destination is timed as "flush" (what the tool
-//! left to write back: `ferry sync` fsyncs every file and directory it writes before it
-//! returns, rsync does not), and finally `rsync -aHAXnic --delete SRC/ DST/` must print nothing,
-//! or the comparison stops with the differences and keeps the work directory.
+//! earlier writeback lands inside the run, the veth counters are read, the tool runs under the
+//! measuring wrapper ([`crate::measure`]), then `syncfs()` of the destination is timed as
+//! "flush" (what the tool left to write back: Ferry fsyncs every file and directory it writes
+//! before a round ends, rsync does not); wall + flush is the run's time to a durable copy, the
+//! headline. The veth counters are read again, and finally `rsync -aHAXnic --delete SRC/ DST/`
+//! must print nothing (for the VolSync-style mover, with `--omit-dir-times`: its delete pass
+//! leaves directory times behind), or the comparison stops with the differences and keeps the
+//! work directory.
 //!
 //! Sources are read from the page cache (they were just generated), as in a steady
 //! replication loop. Destinations are on the same filesystem as the sources, or with
@@ -32,6 +40,7 @@
 //!   JSON output and the report read it.
 //! - `setup`: the work directory, the destinations' filesystem, the machine's description,
 //!   and the independent `rsync` check after every run.
+//! - `net`: the network namespaces and their veth pair, and its byte counters.
 
 pub mod net;
 mod results;
