@@ -705,6 +705,101 @@ mod tests {
         assert_eq!(human_bytes(1_073_741_824), "1.07 GB");
     }
 
+    /// A comparison with the given (tool, scenario, wall s, flush s, veth bytes both ways).
+    fn results(runs: &[(Tool, Scenario, f64, f64, u64)]) -> Results {
+        use crate::compare::{summarise, Host, NetMode, Run, VethBytes};
+        use crate::measure::Usage;
+        let runs: Vec<Run> = runs
+            .iter()
+            .map(|&(tool, scenario, wall, flush, veth)| Run {
+                scenario,
+                tool,
+                rep: 0,
+                position: 0,
+                wall_secs: wall,
+                durable_secs: wall + flush,
+                source_bytes: 1 << 30,
+                throughput_mb_s: 0.0,
+                flush_secs: flush,
+                transfer: crate::tools::Transfer::default(),
+                client: Usage { max_rss_bytes: 20 << 20, ..Usage::default() },
+                server: Some(Usage { max_rss_bytes: 30 << 20, ..Usage::default() }),
+                veth: Some(VethBytes { sent: veth / 2, received: veth / 2, dst_total: veth }),
+                verified: true,
+                loadavg_before: String::new(),
+            })
+            .collect();
+        let scenarios = vec![Scenario::Incremental, Scenario::NochangeMany];
+        let tools: Vec<Tool> = Tool::ALL.to_vec();
+        Results {
+            ferry_bench_version: String::new(),
+            command: String::new(),
+            started_unix: 0,
+            duration_secs: 0.0,
+            host: Host {
+                cpus: 2,
+                cpu_model: String::new(),
+                mem_total_bytes: 0,
+                kernel: String::new(),
+                loadavg_start: String::new(),
+                loadavg_end: String::new(),
+            },
+            scale: 1.0,
+            reps: 1,
+            seed: 0,
+            summaries: summarise(&scenarios, &tools, &runs),
+            scenarios,
+            dest_root: PathBuf::new(),
+            dest_fs: "ext4".into(),
+            source_fs: "ext4".into(),
+            net: NetMode::Veth,
+            mtu: Some(1500),
+            net_note: None,
+            tools: Vec::new(),
+            rusage_floor: Usage::default(),
+            datasets: Vec::new(),
+            runs,
+            goals: Vec::new(),
+            all_verified: true,
+        }
+    }
+
+    #[test]
+    fn goals_are_judged_on_the_time_to_a_durable_copy_and_the_veth_bytes() {
+        use Scenario::{Incremental, NochangeMany};
+        let r = results(&[
+            // Ferry is faster by wall time alone (0.9 s vs 2 s) but not once rsync's flush is
+            // counted: 1.0 s vs 2.1 s is <= 0.5x, just.
+            (Tool::FerryPush, Incremental, 0.9, 0.1, 400),
+            (Tool::RsyncDaemon, Incremental, 2.0, 0.1, 1000),
+            (Tool::VolsyncStyle, Incremental, 3.0, 0.1, 900),
+            (Tool::PvMigrateStyle, Incremental, 2.5, 0.1, 900),
+            (Tool::FerryEvery, Incremental, 0.5, 0.1, 300),
+            (Tool::FerryPush, NochangeMany, 1.0, 0.0, 10),
+            (Tool::RsyncDaemon, NochangeMany, 1.0, 0.5, 10),
+        ]);
+        let g = goals(&r);
+        let find = |needle: &str| {
+            g.iter().find(|x| x.goal.contains(needle)).unwrap_or_else(|| panic!("{needle}: {g:?}"))
+        };
+        let time = find("incremental mixed: Ferry's time");
+        assert_eq!(time.status, GoalStatus::Met, "{time:?}");
+        assert!(time.measured.contains("0.48x") && time.measured.contains("ferry --every round"));
+        let wire = find("bytes on the wire");
+        assert_eq!(wire.status, GoalStatus::Met, "400 of 1000 bytes: {wire:?}");
+        assert!(wire.measured.contains("veth counters"), "{wire:?}");
+        // 1.0 s against 1.5 s to a durable copy: 0.67x, not 0.25x.
+        assert_eq!(find("no-change round on many").status, GoalStatus::NotMet);
+        // The faster mover (pv-migrate-style, 2.6 s): 1.0 / 2.6 <= 0.5.
+        let movers = find("incremental: Ferry's time <= 0.5x the faster");
+        assert_eq!(movers.status, GoalStatus::Met, "{movers:?}");
+        assert!(movers.measured.contains("pv-migrate-style"), "{movers:?}");
+        // No mover ran in the no-change scenario.
+        assert_eq!(find("nochange-many: Ferry's time <= 0.5x").status, GoalStatus::NotMeasured);
+        assert_eq!(find("initial many").status, GoalStatus::NotMeasured);
+        assert_eq!(find("peak RSS").status, GoalStatus::Met);
+    }
+
     #[test]
     fn tables_align() {
         let t = text_table(&["a", "b", "c"], &[vec!["x".into(), "yy".into(), "1".into()]]);
