@@ -17,8 +17,10 @@
 #![forbid(unsafe_code)]
 
 pub mod compare;
+mod every;
 pub mod gen;
 pub mod measure;
+pub mod peers;
 pub mod report;
 pub mod rounds;
 pub mod tools;

@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use ferry_bench::compare::Scenario;
+use ferry_bench::compare::{NetMode, Scenario};
 use ferry_bench::gen::Kind;
 use ferry_bench::measure;
 use ferry_bench::tools::Tool;
@@ -147,12 +147,23 @@ struct CompareArgs {
     /// Scenarios, comma-separated, in run order.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Scenario::ALL)]
     scenarios: Vec<Scenario>,
-    /// Tools, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Tool::ALL)]
+    /// Tools, comma-separated [default: the network mode's ferry-push, ferry-every,
+    /// rsync-daemon, volsync-style, pv-migrate-style; loopback's ferry-push, ferry-sync,
+    /// ferry-push-quic, ferry-push-tcp, rsync, rsync-daemon, cp, ferry-every].
+    #[arg(long, value_enum, value_delimiter = ',')]
     tools: Vec<Tool>,
+    /// Where the client/server tools run: `veth`, two network namespaces joined by a veth pair
+    /// at MTU 1500 (a pod network; needs root, else falls back to loopback and says so), or
+    /// `loopback`.
+    #[arg(long, value_enum, default_value_t = NetMode::Veth)]
+    net: NetMode,
     /// The ferry binary [default: `ferry` next to this executable].
     #[arg(long)]
     ferry: Option<PathBuf>,
+    /// Another ferry binary to run as its own tool, "ferry (baseline)" (`ferry push` as
+    /// deployed), alternating with the others: a before/after of a change in one run.
+    #[arg(long, value_name = "PATH")]
+    ferry_baseline: Option<PathBuf>,
     /// Directory for datasets and destinations, new or empty [default: a temporary
     /// directory]. Kept after a failure, for inspection.
     #[arg(long)]

@@ -61,6 +61,26 @@ impl Usage {
         self.exit_code == Some(0)
     }
 
+    /// Two commands run one after the other on one side: wall and CPU times add up, the peak RSS is the
+    /// larger, the exit status is the first failure's.
+    pub fn plus(&self, other: &Usage) -> Usage {
+        let failed = if self.success() { other } else { self };
+        Usage {
+            wall_secs: self.wall_secs + other.wall_secs,
+            user_secs: self.user_secs + other.user_secs,
+            sys_secs: self.sys_secs + other.sys_secs,
+            max_rss_bytes: self.max_rss_bytes.max(other.max_rss_bytes),
+            exit_code: failed.exit_code,
+            signal: failed.signal,
+        }
+    }
+
+    /// A helper that ran beside this command for its whole duration (a tunnel): its CPU time
+    /// adds up, the wall time stays this command's, the peak RSS is the larger.
+    pub fn beside(&self, helper: &Usage) -> Usage {
+        Usage { wall_secs: self.wall_secs, ..self.plus(&Usage { wall_secs: 0.0, ..*helper }) }
+    }
+
     /// "exit code N" or "signal N".
     pub fn describe_exit(&self) -> String {
         match (self.exit_code, self.signal) {
@@ -152,6 +172,20 @@ pub fn children_of(pid: u32) -> Vec<u32> {
     .collect()
 }
 
+/// The wrapper's command line, in network namespace `netns` when given: `ip netns exec NETNS
+/// WRAPPER` (`ip` enters the namespace and execs the wrapper in the same process, so the
+/// wrapper's process is still the one the harness waits for and signals).
+fn wrapper_command(wrapper: &Path, netns: Option<&str>) -> Command {
+    match netns {
+        None => Command::new(wrapper),
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(wrapper);
+            c
+        }
+    }
+}
+
 static NEXT_REPORT: AtomicU64 = AtomicU64::new(0);
 
 fn report_path(scratch: &Path) -> PathBuf {
@@ -188,9 +222,23 @@ pub fn run(
     program: impl AsRef<OsStr>,
     args: &[OsString],
 ) -> Result<Measured> {
+    run_in(None, wrapper, scratch, program, args)
+}
+
+/// [`run`] in network namespace `netns` when given.
+///
+/// # Errors
+/// When the wrapper cannot run or cannot start the command.
+pub fn run_in(
+    netns: Option<&str>,
+    wrapper: &Path,
+    scratch: &Path,
+    program: impl AsRef<OsStr>,
+    args: &[OsString],
+) -> Result<Measured> {
     let program = program.as_ref();
     let report = report_path(scratch);
-    let out = Command::new(wrapper)
+    let out = wrapper_command(wrapper, netns)
         .arg("measure")
         .arg("--report")
         .arg(&report)
@@ -233,9 +281,25 @@ impl Held {
         env: &[(&str, &str)],
         log: &Path,
     ) -> Result<Held> {
+        Held::start_in(None, wrapper, scratch, program, args, env, log)
+    }
+
+    /// [`Held::start`] in network namespace `netns` when given.
+    ///
+    /// # Errors
+    /// When the wrapper cannot start.
+    pub fn start_in(
+        netns: Option<&str>,
+        wrapper: &Path,
+        scratch: &Path,
+        program: impl AsRef<OsStr>,
+        args: &[OsString],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> Result<Held> {
         let report = report_path(scratch);
         let out = File::options().create(true).append(true).open(log)?;
-        let child = Command::new(wrapper)
+        let child = wrapper_command(wrapper, netns)
             .arg("measure")
             .arg("--hold")
             .arg("--report")
@@ -250,6 +314,11 @@ impl Held {
             .spawn()
             .with_context(|| format!("running {}", wrapper.display()))?;
         Ok(Held { wrapper: child, report })
+    }
+
+    /// The wrapper's process id (the command is its only child).
+    pub fn wrapper_pid(&self) -> u32 {
+        self.wrapper.id()
     }
 
     /// Whether the command has already ended (the wrapper exits right after it).

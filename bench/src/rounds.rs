@@ -134,6 +134,9 @@ pub fn run(o: &Options) -> Result<Vec<RoundsRun>> {
         ferry: o.ferry.clone(),
         scratch: o.work.clone(),
         creds: Some(creds.clone()),
+        net: None,
+        baseline: None,
+        keys: None,
     };
     let mut runs = Vec::new();
     for _ in 0..o.reps {

@@ -4,18 +4,26 @@
 //! | --- | --- |
 //! | [`Tool::FerrySync`] | `ferry sync --delete --json --no-progress SRC DST` (both sides in one process) |
 //! | [`Tool::Rsync`] | `rsync -aHAX --delete --no-whole-file --stats SRC/ DST/` (local: rsync forks its receiver) |
-//! | [`Tool::RsyncDaemon`] | `rsync -aHAX --delete --stats SRC/ rsync://127.0.0.1:PORT/ferrybench/` against `rsync --daemon --no-detach` on loopback, one daemon per run, module path = DST |
+//! | [`Tool::RsyncDaemon`] | `rsync -aHAX --delete --stats SRC/ rsync://ADDR:PORT/ferrybench/` against `rsync --daemon --no-detach`, one daemon per run, module path = DST |
 //! | [`Tool::Cp`] | `cp -a SRC DST`: the reference floor for initial copies only |
-//! | [`Tool::FerryPushQuic`], [`Tool::FerryPushTcp`] | `ferry push --delete --json --no-progress --transport quic\|tcp --identity CREDS/source SRC ferry://127.0.0.1:PORT/ferrybench` against `ferry serve --listen 127.0.0.1:0 --identity CREDS/destination --module ferrybench=DST`, one server per run |
+//! | [`Tool::FerryPushQuic`], [`Tool::FerryPushTcp`] | `ferry push --delete --json --no-progress --transport quic\|tcp --identity CREDS/source SRC ferry://ADDR:PORT/ferrybench` against `ferry serve --listen ADDR:0 --identity CREDS/destination --module ferrybench=DST`, one server per run |
+//! | [`Tool::FerryPush`], [`Tool::FerryBaseline`] | the same without `--transport` (the default), the server with `--state-dir STATE` (fresh per run, next to DST); the baseline with the `--ferry-baseline` binary |
+//! | [`Tool::FerryEvery`] | a round inside a long-running `ferry push --every` agent (`crate::every`) |
+//! | [`Tool::VolsyncStyle`], [`Tool::PvMigrateStyle`] | the rsync-based movers ([`crate::peers`]) |
+//!
+//! ADDR is 127.0.0.1 on loopback, or the destination namespace's address in the network mode
+//! ([`NetPlaces`]), where clients run in the source namespace and servers in the destination
+//! namespace (`ip netns exec NS` in front of the measuring wrapper).
 //!
 //! Client/server tools ([`Tool::has_server`]) start their server before the run, under the
 //! measuring wrapper in hold mode ([`Held`]), and stop it once the client has exited, so the
-//! server's CPU time and peak RSS are measured apart from the client's. The Ferry pair's
-//! credentials (`CREDS`) are made once per comparison by `ferry init` ([`init_credentials`]).
+//! server's (destination side's) CPU time and peak RSS are measured apart from the client's
+//! (source side's). The Ferry pair's credentials (`CREDS`) are made once per comparison by
+//! `ferry init` ([`init_credentials`]).
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -25,6 +33,7 @@ use ferry_transport::net::LinkKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::compare::VethBytes;
 use crate::measure::{self, Held, Measured, Usage};
 
 /// A tool in the comparison.
@@ -47,25 +56,65 @@ pub enum Tool {
     FerrySync,
     /// rsync, local, delta transfer forced.
     Rsync,
-    /// rsync against an rsync daemon on loopback.
+    /// rsync against a plain rsync daemon (unencrypted: the floor).
     RsyncDaemon,
-    /// `cp -a`: the floor for initial copies.
+    /// `cp -a`: the floor for initial copies (local only).
     Cp,
-    /// `ferry push` to `ferry serve` over QUIC on loopback.
+    /// `ferry push --transport quic` to `ferry serve` without a state directory.
     FerryPushQuic,
-    /// `ferry push` to `ferry serve` over TLS over TCP on loopback.
+    /// `ferry push --transport tcp` to `ferry serve` without a state directory.
     FerryPushTcp,
+    /// Ferry as deployed: one default `ferry push` per round (a CronJob) to `ferry serve
+    /// --state-dir`.
+    FerryPush,
+    /// Ferry as deployed as a sidecar: a round inside a long-running `ferry push --every`
+    /// agent, to `ferry serve --state-dir`.
+    FerryEvery,
+    /// [`Tool::FerryPush`] with another `ferry` binary (`--ferry-baseline`): a before/after
+    /// of a change in one alternating run.
+    FerryBaseline,
+    /// VolSync's rsync-TLS mover: `rsync -aAhHSxz` into an rsync daemon behind stunnel
+    /// TLS-PSK, then its `--delete --ignore-existing --ignore-non-existing` pass.
+    VolsyncStyle,
+    /// pv-migrate's rsync mover: `rsync -az --delete` over ssh.
+    PvMigrateStyle,
 }
 
 impl Tool {
     /// Every tool, in report order.
-    pub const ALL: [Tool; 6] = [
+    pub const ALL: [Tool; 11] = [
+        Tool::FerryPush,
+        Tool::FerryEvery,
+        Tool::FerryBaseline,
+        Tool::FerrySync,
+        Tool::FerryPushQuic,
+        Tool::FerryPushTcp,
+        Tool::Rsync,
+        Tool::RsyncDaemon,
+        Tool::VolsyncStyle,
+        Tool::PvMigrateStyle,
+        Tool::Cp,
+    ];
+
+    /// The tools of the loopback table, when none are named.
+    pub const LOOPBACK: [Tool; 8] = [
+        Tool::FerryPush,
         Tool::FerrySync,
         Tool::FerryPushQuic,
         Tool::FerryPushTcp,
         Tool::Rsync,
         Tool::RsyncDaemon,
         Tool::Cp,
+        Tool::FerryEvery,
+    ];
+
+    /// The tools of the network table (the published one), when none are named.
+    pub const NETWORK: [Tool; 5] = [
+        Tool::FerryPush,
+        Tool::FerryEvery,
+        Tool::RsyncDaemon,
+        Tool::VolsyncStyle,
+        Tool::PvMigrateStyle,
     ];
 
     /// Name in tables.
@@ -77,18 +126,28 @@ impl Tool {
             Tool::Cp => "cp -a",
             Tool::FerryPushQuic => "ferry push QUIC",
             Tool::FerryPushTcp => "ferry push TCP",
+            Tool::FerryPush => "ferry push",
+            Tool::FerryEvery => "ferry --every round",
+            Tool::FerryBaseline => "ferry (baseline)",
+            Tool::VolsyncStyle => "VolSync-style",
+            Tool::PvMigrateStyle => "pv-migrate-style",
         }
     }
 
     /// Short name under a chart bar.
     pub fn short(self) -> &'static str {
         match self {
-            Tool::FerrySync => "ferry",
+            Tool::FerrySync => "sync",
             Tool::Rsync => "rsync",
             Tool::RsyncDaemon => "rsyncd",
             Tool::Cp => "cp -a",
             Tool::FerryPushQuic => "quic",
             Tool::FerryPushTcp => "tcp",
+            Tool::FerryPush => "ferry",
+            Tool::FerryEvery => "every",
+            Tool::FerryBaseline => "base",
+            Tool::VolsyncStyle => "volsync",
+            Tool::PvMigrateStyle => "pv-mig",
         }
     }
 
@@ -98,24 +157,38 @@ impl Tool {
             Tool::FerrySync => "ferry sync --delete --json --no-progress SRC DST",
             Tool::Rsync => "rsync -aHAX --delete --no-whole-file --stats SRC/ DST/",
             Tool::RsyncDaemon => {
-                "rsync -aHAX --delete --stats SRC/ rsync://127.0.0.1:PORT/ferrybench/ \
-                 (rsync --daemon --no-detach on 127.0.0.1, module path DST)"
+                "rsync -aHAX --delete --stats SRC/ rsync://ADDR:PORT/ferrybench/ \
+                 (rsync --daemon --no-detach on the destination side, module path DST)"
             }
             Tool::Cp => "cp -a SRC DST",
             Tool::FerryPushQuic => {
                 "ferry push --delete --json --no-progress --transport quic --identity CREDS/source \
-                 SRC ferry://127.0.0.1:PORT/ferrybench (ferry serve --listen 127.0.0.1:0 \
+                 SRC ferry://ADDR:PORT/ferrybench (ferry serve --listen ADDR:0 \
                  --identity CREDS/destination --module ferrybench=DST)"
             }
             Tool::FerryPushTcp => {
                 "ferry push --delete --json --no-progress --transport tcp --identity CREDS/source \
-                 SRC ferry://127.0.0.1:PORT/ferrybench (ferry serve --listen 127.0.0.1:0 \
+                 SRC ferry://ADDR:PORT/ferrybench (ferry serve --listen ADDR:0 \
                  --identity CREDS/destination --module ferrybench=DST)"
             }
+            Tool::FerryPush | Tool::FerryBaseline => {
+                "ferry push --delete --json --no-progress --identity CREDS/source SRC \
+                 ferry://ADDR:PORT/ferrybench (ferry serve --listen ADDR:0 --identity \
+                 CREDS/destination --module ferrybench=DST --state-dir STATE, fresh STATE per run)"
+            }
+            Tool::FerryEvery => {
+                "ferry push --every 24h --delete --json --no-progress --status-file F --identity \
+                 CREDS/source SRC ferry://ADDR:PORT/ferrybench (same server as ferry push); a \
+                 warm-up round first, then the measured round, started by SIGUSR1; its time is the \
+                 status file's last_duration_secs"
+            }
+            Tool::VolsyncStyle => crate::peers::VOLSYNC_COMMAND,
+            Tool::PvMigrateStyle => crate::peers::PV_MIGRATE_COMMAND,
         }
     }
 
-    /// For `ferry push`: its `--transport` value and the link it must report having used.
+    /// For `ferry push` with an explicit transport: its `--transport` value and the link it
+    /// must report having used.
     pub fn transport(self) -> Option<(&'static str, LinkKind)> {
         match self {
             Tool::FerryPushQuic => Some(("quic", LinkKind::Quic)),
@@ -126,7 +199,20 @@ impl Tool {
 
     /// Whether this is Ferry.
     pub fn is_ferry(self) -> bool {
-        matches!(self, Tool::FerrySync | Tool::FerryPushQuic | Tool::FerryPushTcp)
+        matches!(
+            self,
+            Tool::FerrySync
+                | Tool::FerryPushQuic
+                | Tool::FerryPushTcp
+                | Tool::FerryPush
+                | Tool::FerryEvery
+                | Tool::FerryBaseline
+        )
+    }
+
+    /// Whether it runs `ferry push` against `ferry serve` (and needs the pair's credentials).
+    pub fn is_ferry_push(self) -> bool {
+        self.is_ferry() && self != Tool::FerrySync
     }
 
     /// Whether it only makes sense for a copy into an empty destination.
@@ -134,10 +220,34 @@ impl Tool {
         self == Tool::Cp
     }
 
+    /// Whether both sides run in one place (no network between them): these do not take part
+    /// in the network mode.
+    pub fn is_local(self) -> bool {
+        matches!(self, Tool::FerrySync | Tool::Rsync | Tool::Cp)
+    }
+
     /// Whether it has a server process measured separately.
     pub fn has_server(self) -> bool {
-        matches!(self, Tool::RsyncDaemon | Tool::FerryPushQuic | Tool::FerryPushTcp)
+        !self.is_local()
     }
+}
+
+/// Where the two sides run in the network mode: two network namespaces joined by a veth pair
+/// (see `compare::net`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetPlaces {
+    /// The source side's namespace.
+    pub src_ns: String,
+    /// The destination side's namespace.
+    pub dst_ns: String,
+    /// The source side's veth interface.
+    pub src_if: String,
+    /// The destination side's veth interface.
+    pub dst_if: String,
+    /// The source side's address.
+    pub src_addr: Ipv4Addr,
+    /// The destination side's address: servers listen there.
+    pub dst_addr: Ipv4Addr,
 }
 
 /// Transfer figures a tool reports about itself (`None`: it does not say).
@@ -272,13 +382,36 @@ pub struct Env {
     /// The credentials [`init_credentials`] made (`destination/` for `ferry serve`, `source/`
     /// for `ferry push`); the push tools need them.
     pub creds: Option<PathBuf>,
+    /// The network mode's namespaces; `None`: everything on loopback.
+    pub net: Option<NetPlaces>,
+    /// `--ferry-baseline`: the other `ferry` binary of [`Tool::FerryBaseline`].
+    pub baseline: Option<PathBuf>,
+    /// The keys of the rsync-based movers ([`crate::peers::make_keys`]), when one runs.
+    pub keys: Option<PathBuf>,
+}
+
+impl Env {
+    /// The address servers listen on: the destination namespace's, or 127.0.0.1.
+    pub fn server_ip(&self) -> Ipv4Addr {
+        self.net.as_ref().map_or(Ipv4Addr::LOCALHOST, |n| n.dst_addr)
+    }
+
+    /// The source side's namespace (network mode).
+    pub fn src_ns(&self) -> Option<&str> {
+        self.net.as_ref().map(|n| n.src_ns.as_str())
+    }
+
+    /// The destination side's namespace (network mode).
+    pub fn dst_ns(&self) -> Option<&str> {
+        self.net.as_ref().map(|n| n.dst_ns.as_str())
+    }
 }
 
 /// The names the credentials are made for: what `ferry push` dials.
-const SERVER_NAMES: [&str; 2] = ["127.0.0.1", "localhost"];
+const SERVER_NAMES: [&str; 3] = ["127.0.0.1", "localhost", crate::compare::net::DST_ADDR_TEXT];
 
-/// Makes a pair's credentials for loopback with `ferry init --out DIR --name 127.0.0.1
-/// --name localhost` (untimed, once per comparison), and returns `dir`.
+/// Makes a pair's credentials for loopback and the network mode's destination address with
+/// `ferry init --out DIR --name 127.0.0.1 --name localhost --name 10.231.7.2` (untimed, once per comparison), and returns `dir`.
 ///
 /// # Errors
 /// When `ferry init` cannot run or fails.
@@ -309,20 +442,24 @@ pub struct ToolRun {
     pub server: Option<Usage>,
     /// What the tool says it moved.
     pub transfer: Transfer,
+    /// What crossed the veth pair in the measured round, when the tool measured it itself
+    /// (a round inside a long-running agent: not its warm-up); `None`: the harness reads the
+    /// counters around the whole run.
+    pub veth: Option<VethBytes>,
 }
 
 /// `path` with a trailing slash: rsync's "the contents of".
-fn slash(path: &Path) -> OsString {
+pub(crate) fn slash(path: &Path) -> OsString {
     let mut s = path.as_os_str().to_owned();
     s.push("/");
     s
 }
 
-fn args<const N: usize>(a: [&OsStr; N]) -> Vec<OsString> {
+pub(crate) fn args<const N: usize>(a: [&OsStr; N]) -> Vec<OsString> {
     a.iter().map(|s| s.to_os_string()).collect()
 }
 
-fn check(tool: Tool, m: &Measured) -> Result<()> {
+pub(crate) fn check(tool: Tool, m: &Measured) -> Result<()> {
     if !m.usage.success() {
         bail!(
             "{} failed ({}):\n{}\n{}",
@@ -336,11 +473,13 @@ fn check(tool: Tool, m: &Measured) -> Result<()> {
 }
 
 /// Runs `tool` from `src` into `dst` (which exists and is empty or holds the previous round;
-/// for [`Tool::Cp`] it must not exist).
+/// for [`Tool::Cp`] it must not exist). `basis` is the tree `dst` holds before the run (`None`:
+/// `dst` is empty): the long-running agent of [`Tool::FerryEvery`] replicates it in a warm-up
+/// round before the measured one.
 ///
 /// # Errors
 /// When the tool fails or is not available.
-pub fn run(env: &Env, tool: Tool, src: &Path, dst: &Path) -> Result<ToolRun> {
+pub fn run(env: &Env, tool: Tool, src: &Path, dst: &Path, basis: Option<&Path>) -> Result<ToolRun> {
     let o = |s: &'static str| OsStr::new(s);
     match tool {
         Tool::FerrySync => {
@@ -354,7 +493,12 @@ pub fn run(env: &Env, tool: Tool, src: &Path, dst: &Path) -> Result<ToolRun> {
             ]);
             let m = measure::run(&env.wrapper, &env.scratch, &env.ferry, &a)?;
             check(tool, &m)?;
-            Ok(ToolRun { client: m.usage, server: None, transfer: parse_ferry_json(&m.stdout)? })
+            Ok(ToolRun {
+                client: m.usage,
+                server: None,
+                transfer: parse_ferry_json(&m.stdout)?,
+                veth: None,
+            })
         }
         Tool::Rsync => {
             let a = args([
@@ -367,13 +511,18 @@ pub fn run(env: &Env, tool: Tool, src: &Path, dst: &Path) -> Result<ToolRun> {
             ]);
             let m = measure::run(&env.wrapper, &env.scratch, "rsync", &a)?;
             check(tool, &m)?;
-            Ok(ToolRun { client: m.usage, server: None, transfer: parse_rsync_stats(&m.stdout)? })
+            Ok(ToolRun {
+                client: m.usage,
+                server: None,
+                transfer: parse_rsync_stats(&m.stdout)?,
+                veth: None,
+            })
         }
         Tool::RsyncDaemon => {
-            let daemon = RsyncDaemon::start(env, dst)?;
-            let url = format!("rsync://127.0.0.1:{}/{MODULE}/", daemon.port);
+            let daemon = RsyncDaemon::start(env, dst, "")?;
+            let url = format!("rsync://{}:{}/{MODULE}/", env.server_ip(), daemon.port);
             let a = args([o("-aHAX"), o("--delete"), o("--stats"), &slash(src), OsStr::new(&url)]);
-            let m = measure::run(&env.wrapper, &env.scratch, "rsync", &a);
+            let m = measure::run_in(env.src_ns(), &env.wrapper, &env.scratch, "rsync", &a);
             let server = daemon.held.finish()?;
             let m = m?;
             check(tool, &m)?;
@@ -381,8 +530,12 @@ pub fn run(env: &Env, tool: Tool, src: &Path, dst: &Path) -> Result<ToolRun> {
                 client: m.usage,
                 server: Some(server),
                 transfer: parse_rsync_stats(&m.stdout)?,
+                veth: None,
             })
         }
+        Tool::VolsyncStyle => crate::peers::volsync(env, src, dst),
+        Tool::PvMigrateStyle => crate::peers::pv_migrate(env, src, dst),
+        Tool::FerryEvery => crate::every::run(env, src, dst, basis),
         Tool::Cp => {
             if dst.exists() {
                 fs::remove_dir(dst).with_context(|| {
@@ -392,52 +545,95 @@ pub fn run(env: &Env, tool: Tool, src: &Path, dst: &Path) -> Result<ToolRun> {
             let a = args([o("-a"), src.as_os_str(), dst.as_os_str()]);
             let m = measure::run(&env.wrapper, &env.scratch, "cp", &a)?;
             check(tool, &m)?;
-            Ok(ToolRun { client: m.usage, server: None, transfer: Transfer::default() })
+            Ok(ToolRun { client: m.usage, server: None, transfer: Transfer::default(), veth: None })
         }
-        Tool::FerryPushQuic | Tool::FerryPushTcp => {
-            let (flag, kind) = tool.transport().context("a push tool has a transport")?;
-            let creds = env.creds.as_deref().context("the push tools need Env::creds")?;
-            let server = FerryServe::start(env, creds, dst, &[])?;
-            let url = format!("ferry://{}/{MODULE}", server.addr);
-            let a = args([
-                o("push"),
-                o("--delete"),
-                o("--json"),
-                o("--no-progress"),
-                o("--transport"),
-                o(flag),
-                o("--identity"),
-                creds.join("source").as_os_str(),
-                src.as_os_str(),
-                OsStr::new(&url),
-            ]);
-            let m = measure::run(&env.wrapper, &env.scratch, &env.ferry, &a);
-            let pushed = m.as_ref().is_ok_and(|m| m.usage.success());
-            let log = server.log.clone();
-            let server = server.finish(pushed);
-            let m = m?;
-            if !pushed {
-                bail!(
-                    "{} failed ({}):\n{}\n{}\nferry serve's log:\n{}",
-                    tool.label(),
-                    m.usage.describe_exit(),
-                    tail(&m.stderr, 30),
-                    tail(&m.stdout, 10),
-                    tail(&read_log(&log), 20)
-                );
-            }
-            let server = server?;
-            let transfer = parse_ferry_json(&m.stdout)?;
-            let used = ferry_json_transport(&m.stdout);
-            ensure!(
-                used.as_deref() == Some(kind.to_string().as_str()),
-                "{} ran over {}, not {kind}",
-                tool.label(),
-                used.as_deref().unwrap_or("an unnamed transport")
-            );
-            Ok(ToolRun { client: m.usage, server: Some(server), transfer })
+        Tool::FerryPushQuic | Tool::FerryPushTcp | Tool::FerryPush | Tool::FerryBaseline => {
+            push_once(env, tool, src, dst)
         }
     }
+}
+
+/// The state directory of `ferry serve --state-dir` for destination `dst`: next to it, on the
+/// destination's filesystem, fresh for every run.
+pub(crate) fn state_dir_for(dst: &Path) -> PathBuf {
+    let mut name = dst.file_name().map(OsStr::to_os_string).unwrap_or_default();
+    name.push("-ferry-state");
+    dst.with_file_name(name)
+}
+
+fn remove_dir_if_there(p: &Path) -> Result<()> {
+    match fs::remove_dir_all(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", p.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The `ferry` binary `tool` runs.
+pub(crate) fn ferry_of(env: &Env, tool: Tool) -> Result<&Path> {
+    if tool == Tool::FerryBaseline {
+        env.baseline.as_deref().context("ferry (baseline) needs --ferry-baseline PATH")
+    } else {
+        Ok(&env.ferry)
+    }
+}
+
+/// One `ferry push` against a fresh `ferry serve`: explicit transport and no state directory
+/// for the QUIC/TCP tools; defaults and a fresh state directory for the deployed ones.
+fn push_once(env: &Env, tool: Tool, src: &Path, dst: &Path) -> Result<ToolRun> {
+    let o = |s: &'static str| OsStr::new(s);
+    let ferry = ferry_of(env, tool)?;
+    let creds = env.creds.as_deref().context("the push tools need Env::creds")?;
+    let state = (tool.transport().is_none()).then(|| state_dir_for(dst));
+    let mut extra: Vec<OsString> = Vec::new();
+    if let Some(state) = &state {
+        remove_dir_if_there(state)?;
+        extra.push("--state-dir".into());
+        extra.push(state.as_os_str().to_owned());
+    }
+    let server = FerryServe::start_with(env, ferry, creds, dst, &extra)?;
+    let url = format!("ferry://{}/{MODULE}", server.addr);
+    let mut a = args([o("push"), o("--delete"), o("--json"), o("--no-progress")]);
+    if let Some((flag, _)) = tool.transport() {
+        a.extend(args([o("--transport"), o(flag)]));
+    }
+    a.extend(args([
+        o("--identity"),
+        creds.join("source").as_os_str(),
+        src.as_os_str(),
+        OsStr::new(&url),
+    ]));
+    let m = measure::run_in(env.src_ns(), &env.wrapper, &env.scratch, ferry, &a);
+    let pushed = m.as_ref().is_ok_and(|m| m.usage.success());
+    let log = server.log.clone();
+    let server = server.finish(pushed);
+    let m = m?;
+    if !pushed {
+        bail!(
+            "{} failed ({}):\n{}\n{}\nferry serve's log:\n{}",
+            tool.label(),
+            m.usage.describe_exit(),
+            tail(&m.stderr, 30),
+            tail(&m.stdout, 10),
+            tail(&read_log(&log), 20)
+        );
+    }
+    let server = server?;
+    if let Some(state) = &state {
+        remove_dir_if_there(state)?;
+    }
+    let transfer = parse_ferry_json(&m.stdout)?;
+    let used = ferry_json_transport(&m.stdout);
+    if let Some((_, kind)) = tool.transport() {
+        ensure!(
+            used.as_deref() == Some(kind.to_string().as_str()),
+            "{} ran over {}, not {kind}",
+            tool.label(),
+            used.as_deref().unwrap_or("an unnamed transport")
+        );
+    }
+    Ok(ToolRun { client: m.usage, server: Some(server), transfer, veth: None })
 }
 
 /// Reads a server's log (empty when it cannot).
@@ -445,12 +641,13 @@ pub(crate) fn read_log(path: &Path) -> String {
     fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
-/// A `ferry serve` on 127.0.0.1 (QUIC and TLS over TCP on one port the system picks) serving
-/// one module, the destination, under the measuring wrapper in hold mode: its account is the
-/// server side's CPU time and peak RSS.
+/// A `ferry serve` on the destination side's address (127.0.0.1, or the destination namespace's
+/// in the network mode; QUIC and TLS over TCP on one port the system picks) serving one module,
+/// the destination, under the measuring wrapper in hold mode: its account is the server side's
+/// CPU time and peak RSS.
 pub(crate) struct FerryServe {
-    held: Held,
-    /// `127.0.0.1:PORT`, from its `listening on` line.
+    pub(crate) held: Held,
+    /// `ADDR:PORT`, from its `listening on` line.
     pub(crate) addr: String,
     /// Its stdout and stderr.
     pub(crate) log: PathBuf,
@@ -467,23 +664,43 @@ impl FerryServe {
         module_path: &Path,
         extra: &[&OsStr],
     ) -> Result<FerryServe> {
+        let extra: Vec<OsString> = extra.iter().map(|s| s.to_os_string()).collect();
+        FerryServe::start_with(env, &env.ferry, creds, module_path, &extra)
+    }
+
+    /// [`FerryServe::start`] with the `ferry` binary `ferry`.
+    pub(crate) fn start_with(
+        env: &Env,
+        ferry: &Path,
+        creds: &Path,
+        module_path: &Path,
+        extra: &[OsString],
+    ) -> Result<FerryServe> {
         let mut module = OsString::from(format!("{MODULE}="));
         module.push(fs::canonicalize(module_path)?);
         let log = env.scratch.join(format!("ferry-serve-{}-{}.log", std::process::id(), unique()));
+        let listen = format!("{}:0", env.server_ip());
         let mut a = args([
             OsStr::new("serve"),
             OsStr::new("--listen"),
-            OsStr::new("127.0.0.1:0"),
+            OsStr::new(&listen),
             OsStr::new("--identity"),
             creds.join("destination").as_os_str(),
             OsStr::new("--module"),
             &module,
         ]);
-        a.extend(extra.iter().map(|s| s.to_os_string()));
+        a.extend(extra.iter().cloned());
         // At info level the server logs "round complete" for every round, which `finish` waits
         // for; RUST_LOG from the environment could hide it.
-        let mut held =
-            Held::start(&env.wrapper, &env.scratch, &env.ferry, &a, &[("RUST_LOG", "info")], &log)?;
+        let mut held = Held::start_in(
+            env.dst_ns(),
+            &env.wrapper,
+            &env.scratch,
+            ferry,
+            &a,
+            &[("RUST_LOG", "info")],
+            &log,
+        )?;
         let deadline = Instant::now() + Self::WAIT;
         loop {
             // stdout is line-buffered: the line is whole once it is there. The log line of the
@@ -510,10 +727,16 @@ impl FerryServe {
     /// Stops the server and returns its account. After a round the client completed
     /// (`round_done`), first waits for the server to log the round's end, so the server's
     /// account holds all of it and nothing of the round is cut short.
-    fn finish(mut self, round_done: bool) -> Result<Usage> {
-        if round_done {
+    pub(crate) fn finish(self, round_done: bool) -> Result<Usage> {
+        self.finish_after(usize::from(round_done))
+    }
+
+    /// Waits for the server to log the end of `rounds` rounds, then stops it and returns its
+    /// account.
+    pub(crate) fn finish_after(mut self, rounds: usize) -> Result<Usage> {
+        if rounds > 0 {
             let deadline = Instant::now() + Self::WAIT;
-            while !read_log(&self.log).contains(": round complete: ") {
+            while read_log(&self.log).matches(": round complete: ").count() < rounds {
                 if self.held.ended()? || Instant::now() > deadline {
                     bail!(
                         "ferry push succeeded but ferry serve did not log the round's end:\n{}",
@@ -530,37 +753,47 @@ impl FerryServe {
 /// The module name, of the rsync daemon and of `ferry serve`.
 pub(crate) const MODULE: &str = "ferrybench";
 
-/// An `rsync --daemon --no-detach` on 127.0.0.1 serving one module (the destination), run
-/// under the measuring wrapper in hold mode, so its account (the daemon plus every connection
-/// process it forked and reaped) is the server side's CPU time and peak RSS.
-struct RsyncDaemon {
-    held: Held,
-    port: u16,
+/// An `rsync --daemon --no-detach` on the destination side's address serving one module (the
+/// destination), run under the measuring wrapper in hold mode, so its account (the daemon plus
+/// every connection process it forked and reaped) is the server side's CPU time and peak RSS.
+pub(crate) struct RsyncDaemon {
+    pub(crate) held: Held,
+    pub(crate) port: u16,
+}
+
+/// Writes an rsyncd.conf serving `module_path` as module [`MODULE`] (with `extra` global
+/// lines) into the scratch directory; returns its path and the daemon's log file.
+pub(crate) fn rsyncd_conf(
+    env: &Env,
+    module_path: &Path,
+    extra: &str,
+) -> Result<(PathBuf, PathBuf)> {
+    let module_path = fs::canonicalize(module_path)?;
+    let stem = format!("rsyncd-{}-{}", std::process::id(), unique());
+    let conf = env.scratch.join(format!("{stem}.conf"));
+    let log = env.scratch.join(format!("{stem}.log"));
+    // As root the daemon would otherwise drop to "nobody" for transfers and could not set
+    // ownership; chroot is off, so symlinks must not be munged to stay verbatim.
+    let ids = if rustix::process::geteuid().is_root() { "    uid = 0\n    gid = 0\n" } else { "" };
+    fs::write(
+        &conf,
+        format!(
+            "# ferry-bench compare: one module, the destination of one run\n\
+             use chroot = no\n\
+             log file = {}\n{extra}\
+             [{MODULE}]\n    path = {}\n    read only = false\n    list = false\n    \
+             munge symlinks = no\n{ids}",
+            log.display(),
+            module_path.display()
+        ),
+    )?;
+    Ok((conf, log))
 }
 
 impl RsyncDaemon {
-    fn start(env: &Env, module_path: &Path) -> Result<RsyncDaemon> {
-        let module_path = fs::canonicalize(module_path)?;
-        let stem = format!("rsyncd-{}-{}", std::process::id(), unique());
-        let conf = env.scratch.join(format!("{stem}.conf"));
-        let log = env.scratch.join(format!("{stem}.log"));
-        let out = env.scratch.join(format!("{stem}.out"));
-        // As root the daemon would otherwise drop to "nobody" for transfers and could not set
-        // ownership; chroot is off, so symlinks must not be munged to stay verbatim.
-        let ids =
-            if rustix::process::geteuid().is_root() { "    uid = 0\n    gid = 0\n" } else { "" };
-        fs::write(
-            &conf,
-            format!(
-                "# ferry-bench compare: one module, the destination of one run\n\
-                 use chroot = no\n\
-                 log file = {}\n\
-                 [{MODULE}]\n    path = {}\n    read only = false\n    list = false\n    \
-                 munge symlinks = no\n{ids}",
-                log.display(),
-                module_path.display()
-            ),
-        )?;
+    pub(crate) fn start(env: &Env, module_path: &Path, extra: &str) -> Result<RsyncDaemon> {
+        let (conf, log) = rsyncd_conf(env, module_path, extra)?;
+        let out = log.with_extension("out");
         let mut last_error = String::new();
         // The port is free when picked and could be taken before the daemon binds it: retry.
         for _ in 0..5 {
@@ -570,30 +803,15 @@ impl RsyncDaemon {
                 "--no-detach".to_string(),
                 format!("--config={}", conf.display()),
                 format!("--port={port}"),
-                "--address=127.0.0.1".to_string(),
+                format!("--address={}", env.server_ip()),
             ]
             .into_iter()
             .map(OsString::from)
             .collect();
-            let mut held = Held::start(&env.wrapper, &env.scratch, "rsync", &a, &[], &out)?;
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if held.ended()? {
-                    break;
-                }
-                // A probe connection: the daemon forks for it and reaps it, a millisecond of
-                // CPU in the server's account.
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    return Ok(RsyncDaemon { held, port });
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "rsync --daemon did not listen on 127.0.0.1:{port} within 10 s; log:\n{}",
-                        tail(&fs::read_to_string(&log).unwrap_or_default(), 20)
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            let mut held =
+                Held::start_in(env.dst_ns(), &env.wrapper, &env.scratch, "rsync", &a, &[], &out)?;
+            if wait_listening(&mut held, port)? {
+                return Ok(RsyncDaemon { held, port });
             }
             last_error = format!(
                 "{}\n{}",
@@ -605,13 +823,56 @@ impl RsyncDaemon {
     }
 }
 
-fn unique() -> u64 {
+/// Waits until a TCP socket listens on `port` in the network namespace of `held`'s wrapper
+/// (`/proc/PID/net/tcp` lists the sockets of that process's namespace, so no connection is
+/// made to find out). `Ok(false)`: the command exited first.
+///
+/// # Errors
+/// When it does not listen within 10 s.
+pub(crate) fn wait_listening(held: &mut Held, port: u16) -> Result<bool> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = held.wrapper_pid();
+    loop {
+        if held.ended()? {
+            return Ok(false);
+        }
+        if listens(pid, port) {
+            return Ok(true);
+        }
+        if Instant::now() > deadline {
+            bail!("nothing listened on port {port} within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether a TCP socket listens on `port` in `pid`'s network namespace.
+fn listens(pid: u32, port: u16) -> bool {
+    ["tcp", "tcp6"].iter().any(|f| {
+        fs::read_to_string(format!("/proc/{pid}/net/{f}"))
+            .is_ok_and(|t| proc_net_tcp_listens(&t, port))
+    })
+}
+
+/// Reads `/proc/net/tcp` text: a line whose local address ends in `:PORT` (hex) and whose
+/// state is `0A` (LISTEN).
+fn proc_net_tcp_listens(text: &str, port: u16) -> bool {
+    let want = format!(":{port:04X}");
+    text.lines().skip(1).any(|l| {
+        let mut f = l.split_whitespace();
+        let local = f.nth(1).unwrap_or("");
+        let state = f.nth(1).unwrap_or("");
+        local.ends_with(&want) && state == "0A"
+    })
+}
+
+pub(crate) fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a loopback port")?;
     Ok(l.local_addr()?.port())
 }
@@ -663,10 +924,21 @@ mod tests {
     }
 
     #[test]
+    fn listening_sockets_are_found_in_proc_net_tcp() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue\n   \
+                    0: 0207E70A:1F90 00000000:0000 0A 00000000:00000000 00:00000000\n   \
+                    1: 0100007F:0016 0100007F:D431 01 00000000:00000000 00:00000000\n";
+        assert!(proc_net_tcp_listens(text, 8080));
+        assert!(!proc_net_tcp_listens(text, 22), "an established connection is not a listener");
+        assert!(!proc_net_tcp_listens(text, 80));
+    }
+
+    #[test]
     fn push_tools_name_their_transport_and_have_a_server() {
         let push: Vec<Tool> = Tool::ALL.into_iter().filter(|t| t.transport().is_some()).collect();
         assert_eq!(push, [Tool::FerryPushQuic, Tool::FerryPushTcp]);
-        assert!(push.iter().all(|t| t.has_server() && t.is_ferry()));
+        assert!(push.iter().all(|t| t.has_server() && t.is_ferry() && t.is_ferry_push()));
+        assert!(Tool::NETWORK.iter().all(|t| !t.is_local()), "local tools have no network");
         assert_eq!(Tool::FerryPushTcp.transport(), Some(("tcp", LinkKind::Tcp)));
         let out = r#"{"stats":{},"wire_bytes_sent":1,"wire_bytes_received":2,"transport":"QUIC"}"#;
         assert_eq!(ferry_json_transport(out).as_deref(), Some("QUIC"));

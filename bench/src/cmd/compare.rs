@@ -22,7 +22,9 @@ pub(crate) fn compare_cmd(a: CompareArgs) -> Result<()> {
         dest_tmpfs: a.dest_tmpfs,
         scenarios: a.scenarios,
         tools: a.tools,
+        net: a.net,
         ferry,
+        ferry_baseline: a.ferry_baseline,
         wrapper: exe,
         work: a.work,
         keep: a.keep,
@@ -44,6 +46,10 @@ pub(crate) fn report_cmd(a: &ReportArgs) -> Result<()> {
     let bytes = std::fs::read(&a.json).with_context(|| format!("reading {}", a.json.display()))?;
     let mut results: compare::Results = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not the JSON of ferry-bench compare", a.json.display()))?;
+    // Summaries again from the runs: a comparison saved before the time to a durable copy
+    // existed has none in its summaries, and its runs give it (wall + flush).
+    let tools: Vec<_> = results.tools.iter().map(|t| t.tool).collect();
+    results.summaries = compare::summarise(&results.scenarios, &tools, &results.runs);
     results.goals = report::goals(&results);
     print!("{}", report::text(&results));
     write_report(&results, a.report.as_deref(), a.chart.as_deref())

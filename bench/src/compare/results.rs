@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::Scenario;
+use super::{NetMode, Scenario, VethBytes};
 use crate::gen::{MutateSummary, TreeStats};
 use crate::measure::Usage;
 use crate::tools::{Tool, Transfer};
@@ -46,20 +46,29 @@ pub struct Run {
     pub rep: usize,
     /// Position of the tool in this repetition's order, from 0.
     pub position: usize,
-    /// Wall time of the tool (the client, for client/server tools), seconds.
+    /// Wall time of the tool (the client, for client/server tools; the agent's own record of
+    /// the round, for a round inside a long-running agent), seconds.
     pub wall_secs: f64,
+    /// Time to a durable copy: `wall_secs` + `flush_secs` (the headline figure). Comparisons
+    /// saved before it existed read as 0.
+    #[serde(default)]
+    pub durable_secs: f64,
     /// Bytes of regular files in the source tree.
     pub source_bytes: u64,
-    /// Source bytes per wall second, MB/s (decimal).
+    /// Source bytes per second to a durable copy, MB/s (decimal).
     pub throughput_mb_s: f64,
     /// `syncfs()` of the destination right after the tool, seconds.
     pub flush_secs: f64,
     /// What the tool says it moved.
     pub transfer: Transfer,
-    /// The client's (or local tool's) usage.
+    /// The source side's usage: the client (with its helpers, such as a stunnel client), or
+    /// the whole of a local tool.
     pub client: Usage,
-    /// The server's usage, for client/server tools.
+    /// The destination side's usage: the server, for client/server tools.
     pub server: Option<Usage>,
+    /// Bytes that crossed the veth pair (network mode only).
+    #[serde(default)]
+    pub veth: Option<VethBytes>,
     /// The destination matched the source afterwards.
     pub verified: bool,
     /// `/proc/loadavg` just before the run.
@@ -77,6 +86,9 @@ pub struct Summary {
     pub runs: usize,
     /// Wall time, seconds.
     pub wall: Spread,
+    /// Time to a durable copy (wall + flush), seconds: the headline.
+    #[serde(default)]
+    pub durable: Spread,
     /// Median throughput, MB/s.
     pub throughput_mb_s: f64,
     /// Median flush time, seconds.
@@ -91,8 +103,21 @@ pub struct Summary {
     pub client_max_rss_bytes: u64,
     /// Largest peak RSS of the server over the runs, bytes.
     pub server_max_rss_bytes: Option<u64>,
+    /// Median bytes over the veth pair, source to destination (network mode).
+    #[serde(default)]
+    pub veth_sent: Option<u64>,
+    /// Median bytes over the veth pair, destination to source (network mode).
+    #[serde(default)]
+    pub veth_received: Option<u64>,
     /// All runs verified.
     pub verified: bool,
+}
+
+impl Summary {
+    /// Median veth bytes both ways.
+    pub fn veth_total(&self) -> Option<u64> {
+        Some(self.veth_sent? + self.veth_received?)
+    }
 }
 
 /// A tool as the report lists it.
@@ -195,6 +220,15 @@ pub struct Results {
     pub dest_fs: String,
     /// Filesystem of the sources.
     pub source_fs: String,
+    /// Where the client/server tools ran (comparisons saved before the network mode: loopback).
+    #[serde(default = "loopback")]
+    pub net: NetMode,
+    /// The veth pair's MTU, in the network mode.
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    /// Why the network mode was asked for and not used.
+    #[serde(default)]
+    pub net_note: Option<String>,
     /// Tools asked for.
     pub tools: Vec<ToolInfo>,
     /// The wrapper running `true`: the floor of every peak-RSS figure.
@@ -216,6 +250,10 @@ impl Results {
     pub fn summary(&self, scenario: Scenario, tool: Tool) -> Option<&Summary> {
         self.summaries.iter().find(|s| s.scenario == scenario && s.tool == tool)
     }
+}
+
+fn loopback() -> NetMode {
+    NetMode::Loopback
 }
 
 fn median_u64(values: impl Iterator<Item = Option<u64>>) -> Option<u64> {
@@ -244,6 +282,17 @@ pub fn summarise(scenarios: &[Scenario], tools: &[Tool], runs: &[Run]) -> Vec<Su
                 tool,
                 runs: rs.len(),
                 wall: Spread::of(&rs.iter().map(|r| r.wall_secs).collect::<Vec<_>>()),
+                durable: Spread::of(
+                    &rs.iter()
+                        .map(|r| {
+                            if r.durable_secs > 0.0 {
+                                r.durable_secs
+                            } else {
+                                r.wall_secs + r.flush_secs
+                            }
+                        })
+                        .collect::<Vec<_>>(),
+                ),
                 throughput_mb_s: med(&|r| r.throughput_mb_s),
                 flush_secs: med(&|r| r.flush_secs),
                 transfer: Transfer {
@@ -262,6 +311,8 @@ pub fn summarise(scenarios: &[Scenario], tools: &[Tool], runs: &[Run]) -> Vec<Su
                 server_max_rss_bytes: has_server.then(|| {
                     rs.iter().filter_map(|r| r.server.map(|s| s.max_rss_bytes)).max().unwrap_or(0)
                 }),
+                veth_sent: median_u64(rs.iter().map(|r| r.veth.map(|v| v.sent))),
+                veth_received: median_u64(rs.iter().map(|r| r.veth.map(|v| v.received))),
                 verified: rs.iter().all(|r| r.verified),
             });
         }

@@ -156,16 +156,26 @@ pub(super) fn remove_tree(p: &Path) -> Result<()> {
 /// # Errors
 /// When it prints anything, with what it printed.
 pub fn verify(src: &Path, dst: &Path) -> Result<()> {
+    verify_with(src, dst, false)
+}
+
+/// [`verify`], with `omit_dir_times` adding `--omit-dir-times` (`-O`): directories' times are
+/// not compared. For the VolSync-style mover only: its second pass deletes with `-rx`, which
+/// does not preserve times, so every directory it deletes from keeps the time of the deletion.
+///
+/// # Errors
+/// When it prints anything, with what it printed.
+pub(super) fn verify_with(src: &Path, dst: &Path, omit_dir_times: bool) -> Result<()> {
     let mut s: OsString = src.as_os_str().to_owned();
     s.push("/");
     let mut d: OsString = dst.as_os_str().to_owned();
     d.push("/");
-    let out = Command::new("rsync")
-        .args(["-aHAXnic", "--delete"])
-        .arg(&s)
-        .arg(&d)
-        .output()
-        .context("running rsync to verify")?;
+    let mut cmd = Command::new("rsync");
+    cmd.args(["-aHAXnic", "--delete"]);
+    if omit_dir_times {
+        cmd.arg("--omit-dir-times");
+    }
+    let out = cmd.arg(&s).arg(&d).output().context("running rsync to verify")?;
     ensure!(
         out.status.success(),
         "the check `rsync -aHAXnic --delete {} {}` failed: {}",
