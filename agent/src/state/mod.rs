@@ -22,6 +22,7 @@ pub mod journal;
 pub mod promote;
 pub mod sigcache;
 pub mod snapshot;
+pub mod store;
 
 use std::io;
 use std::path::{Path, PathBuf};
