@@ -571,7 +571,7 @@ mod tests {
             std::os::unix::fs::lchown(module.join("link"), Some(4321), Some(8765)).unwrap();
         }
         let ms = crate::state::ModuleState::new(&state, "m");
-        let snaps = ms.open_snapshots(&module, &Snapshotter::Hardlink).unwrap();
+        let snaps = ms.open_snapshots(&module, &Snapshotter::HardlinkTree).unwrap();
         let commits = ms.commits();
         let (_, rec) = snaps
             .take(
@@ -580,7 +580,8 @@ mod tests {
                 &Retention::default(),
                 &commits,
                 &[],
-                &Snapshotter::Hardlink,
+                Err("a test".into()),
+                &Snapshotter::HardlinkTree,
             )
             .unwrap();
         for name in ["fifo", "link"] {

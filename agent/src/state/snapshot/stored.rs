@@ -93,9 +93,9 @@ impl Snapshots {
             "opening module directory {}",
             module_path.display()
         )))?;
-        let link = if *how == Snapshotter::Reflink { ObjectLink::Reflink } else { ObjectLink::Hardlink };
-        let (root, built, bs) =
-            self.build(&store, &live, commits, fresh, changes, link, round)?;
+        let link =
+            if *how == Snapshotter::Reflink { ObjectLink::Reflink } else { ObjectLink::Hardlink };
+        let (root, built, bs) = self.build(&store, &live, commits, fresh, changes, link, round)?;
         let root_hash = root.to_hex();
         let commit = CommitRecord {
             round,
@@ -150,10 +150,14 @@ impl Snapshots {
         let why_full = match (store.records()?.records.last(), commits.last(), changes) {
             (None, ..) => "the store holds no snapshot yet".to_string(),
             (_, _, Err(why)) => why,
-            (Some(prev), Some(c), Ok(cs)) if prev.round == c.round && prev.root_hash == c.root_hash => {
+            (Some(prev), Some(c), Ok(cs))
+                if prev.round == c.round && prev.root_hash == c.root_hash =>
+            {
                 match prev.root().and_then(|root| store.build_incremental(root, live, &cs, link)) {
                     Ok((root, bs)) => return Ok((root, Built::Incremental, bs)),
-                    Err(e) => format!("the incremental build from snapshot {} failed ({e})", prev.id),
+                    Err(e) => {
+                        format!("the incremental build from snapshot {} failed ({e})", prev.id)
+                    }
                 }
             }
             (Some(prev), last, Ok(_)) => format!(
