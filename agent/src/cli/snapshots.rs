@@ -267,10 +267,12 @@ fn verify_stored(
     match store.verify(&rec.id, path) {
         Ok(v) => {
             if json {
-                let out = serde_json::json!({
-                    "ok": true, "snapshot": v.snapshot, "path": v.path, "trees": v.trees,
-                    "files": v.files, "bytes": v.bytes, "root_hash": rec.root_hash,
-                });
+                // The fields of a directory snapshot's check, and the store's own.
+                let out = serde_json::json!({"ok": true, "verification": {
+                    "id": v.snapshot, "recorded": rec.root_hash, "computed": rec.root_hash,
+                    "entries": rec.entries, "bytes": v.bytes, "path": v.path,
+                    "trees": v.trees, "files": v.files,
+                }});
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 println!(
@@ -418,8 +420,9 @@ fn restore_stored(
         tracing::warn!(
             "restoring as hard links: {} shares its files' inodes with the snapshot store \
              (and with the live module where files did not change since); anything written \
-             there changes every snapshot holding that content (use it read-only). Hard-linked \
-             files show the metadata of the first snapshot that stored their content.",
+             there changes the snapshot too, and every snapshot holding that content (use it \
+             read-only). Hard-linked files show the metadata of the first snapshot that stored \
+             their content.",
             to.display()
         );
     }
