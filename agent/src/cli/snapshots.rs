@@ -498,6 +498,13 @@ pub(super) fn promote(r: &SnapshotRef, data: Option<PathBuf>) -> anyhow::Result<
     // snapshot (the application will write into it).
     if rec.in_store() {
         let store = store_of(&snaps, &rec, "promote")?;
+        if staged.symlink_metadata().is_ok() {
+            anyhow::bail!(
+                "{} already exists (left by an interrupted promote, or planted): check what it \
+                 is, remove it, and run promote again",
+                staged.display()
+            );
+        }
         let m = materialize_checked(&store, &rec, &staged, Materialize::Copy)?;
         let made = std::fs::symlink_metadata(&staged)
             .map(|m| {

@@ -132,11 +132,13 @@ fn check_invariants(
         }
         let round = snap["round"].as_u64().unwrap();
         assert!(rounds.contains(&round), "{ctx}: snapshot {id} of uncommitted round {round}");
-        let dir = state.join("snapshots/m").join(&id);
-        // Retention removes the record first, then the tree: a record still there after the
-        // scan means the tree was whole while it was read.
-        let record = state.join("snapshots/m").join(format!("{id}.json"));
-        let t = Tree::read_live(&dir);
+        // Retention removes the record first, then what only it reached: a record still
+        // there after the restore means the snapshot was whole while it was read.
+        let record = state.join("store/m/snapshots").join(format!("{id}.json"));
+        let Some(t) = restored(state, &id) else {
+            assert!(!record.exists(), "{ctx}: snapshot {id} cannot be restored");
+            continue;
+        };
         if !record.exists() {
             continue;
         }
@@ -160,6 +162,22 @@ fn check_invariants(
     }
 }
 
+/// Snapshot `id` restored into a new directory beside the state directory and read back
+/// (then removed); `None` when the restore fails.
+fn restored(state: &Path, id: &str) -> Option<Tree> {
+    let to = state.with_file_name(format!("restored-{id}"));
+    let out = Command::new(FERRY)
+        .args(["restore", "--module", "m", "--snapshot", id, "--state-dir"])
+        .arg(state)
+        .arg("--to")
+        .arg(&to)
+        .output()
+        .unwrap();
+    let t = out.status.success().then(|| Tree::read_live(&to));
+    let _ = std::fs::remove_dir_all(&to);
+    t
+}
+
 /// After a completed round of version `v`: the destination is that version, nothing temporary
 /// is left, and the round's snapshot is there.
 fn check_converged(ctx: &str, dst: &Path, state: &Path, v: &Tree) {
@@ -175,11 +193,10 @@ fn check_converged(ctx: &str, dst: &Path, state: &Path, v: &Tree) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let list = snapshot_list(state);
-        let newest = list
-            .last()
-            .map(|s| Tree::read_live(&state.join("snapshots/m").join(s["id"].as_str().unwrap())));
+        let newest = list.last().and_then(|s| restored(state, s["id"].as_str().unwrap()));
         let partial = std::fs::read_dir(state.join("snapshots/m"))
-            .unwrap()
+            .into_iter()
+            .flatten()
             .flatten()
             .any(|e| e.file_name().to_string_lossy().ends_with(".partial"));
         if newest.as_ref() == Some(v) && !partial {
