@@ -96,6 +96,7 @@ impl Snapshots {
         let link =
             if *how == Snapshotter::Reflink { ObjectLink::Reflink } else { ObjectLink::Hardlink };
         let (root, built, bs) = self.build(&store, &live, commits, fresh, changes, link, round)?;
+        test_pause();
         let root_hash = root.to_hex();
         let commit = CommitRecord {
             round,
@@ -106,6 +107,7 @@ impl Snapshots {
             stats: *stats,
         };
         commits.record(&commit).map_err(super::io_err("writing the commit record"))?;
+        test_pause();
         let rec = StoreRecord {
             id: id.clone(),
             round,
@@ -191,6 +193,7 @@ impl Snapshots {
         }
         if all.iter().any(|r| r.in_store() && !kept.contains(&r.id)) {
             let started = std::time::Instant::now();
+            test_pause();
             let gc = store.gc(lock, |r| kept.contains(&r.id))?;
             tracing::info!(
                 "retention: dropped {} snapshot(s), removed {} trees and {} file objects in {:.3}s",
@@ -210,5 +213,18 @@ impl Snapshots {
         store.find(id)?;
         store.gc(&lock, |r| r.id != id)?;
         Ok(())
+    }
+}
+
+/// Test hook, in debug builds only (release builds ignore it): with
+/// `FERRY_TEST_SNAPSHOT_PAUSE_MS=N` in its environment, the server sleeps N ms after a
+/// snapshot's build, after its commit record and before retention's garbage collection, so
+/// the crash tests land `kill -9` inside those steps often.
+fn test_pause() {
+    #[cfg(debug_assertions)]
+    if let Some(ms) =
+        std::env::var("FERRY_TEST_SNAPSHOT_PAUSE_MS").ok().and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms.min(10_000)));
     }
 }
