@@ -14,6 +14,8 @@ mod hostile;
 mod rounds;
 // What a committed round leaves: snapshots of each kind, verify, restore, promote.
 mod snapshots;
+// The snapshot store: diff and ls, a no-change round's cost, a damaged or hostile store.
+mod storesafe;
 // Unattended pushes: retries, the status file, --http, --every, pre/post-round hooks.
 mod unattended;
 // A large file cut part way resumes from its journaled segments.
