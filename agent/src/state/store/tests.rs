@@ -249,14 +249,14 @@ impl Fixture {
         std::fs::rename(&tmp, self.path(p)).unwrap();
     }
 
-    /// Number of files under the store.
+    /// The files under the store (but its lock file).
     fn store_files(&self) -> BTreeSet<PathBuf> {
         fn walk(d: &Path, out: &mut BTreeSet<PathBuf>) {
             for e in std::fs::read_dir(d).unwrap() {
                 let e = e.unwrap();
                 if e.file_type().unwrap().is_dir() {
                     walk(&e.path(), out);
-                } else {
+                } else if e.file_name() != "lock" {
                     out.insert(e.path());
                 }
             }
@@ -681,5 +681,229 @@ proptest! {
         f.store.gc(&f.store.lock().unwrap(), |r| r.id == last).unwrap();
         f.store.verify(&last, None).unwrap();
         prop_assert_eq!(&f.materialized(&last, Materialize::Copy), wants.last().unwrap());
+    }
+}
+
+/// A store with one snapshot `s0` of `a`, `b` (same size) and `d/c`, objects copied (so
+/// damaging them leaves the live tree alone), and the paths of its objects and trees.
+fn hostile() -> (Fixture, BTreeMap<&'static str, PathBuf>) {
+    let f = Fixture::new();
+    f.write("a", b"content A");
+    f.write("b", b"content B");
+    std::fs::create_dir(f.path("d")).unwrap();
+    f.write("d/c", b"in d");
+    let (r, s) = f.store.build_full(&f.root(), ObjectLink::Reflink, &HashCache::default()).unwrap();
+    f.record("s0", 0, r, &s);
+    let obj = |data: &[u8]| {
+        let h = super::tree::hex(blake3::hash(data).as_bytes());
+        f.state().join(format!("objects/{}/{h}", &h[..2]))
+    };
+    let tree = |h: TreeHash| {
+        let h = h.to_hex();
+        f.state().join(format!("trees/{}/{h}", &h[..2]))
+    };
+    let ls = f.store.ls("s0", None).unwrap();
+    let d = ls.iter().find(|e| e.path.as_bytes() == b"d").unwrap();
+    assert!(d.hash.is_none());
+    let t = f.store.load_tree(r, "s0", ".").unwrap();
+    let Node::Dir { tree: dt, .. } = t.get(b"d").unwrap().node else { panic!("d is a dir") };
+    let paths = BTreeMap::from([
+        ("a", obj(b"content A")),
+        ("b", obj(b"content B")),
+        ("root", tree(r)),
+        ("d", tree(dt)),
+    ]);
+    (f, paths)
+}
+
+fn damaged(r: Result<impl std::fmt::Debug, StoreError>, path: &str, what: &str) {
+    match r {
+        Err(StoreError::Damaged { snapshot, path: p, what: w }) => {
+            assert_eq!((snapshot.as_str(), p.as_str()), ("s0", path), "{w}");
+            assert!(w.contains(what), "{w:?} should say {what:?}");
+        }
+        other => panic!("expected damage at {path}, got {other:?}"),
+    }
+}
+
+#[test]
+fn damaged_objects_and_trees_are_named_by_snapshot_and_path() {
+    // Truncated, swapped and missing objects.
+    for (how, what) in
+        [("truncate", "bytes, the snapshot says"), ("swap", "other content"), ("remove", "missing")]
+    {
+        let (f, p) = hostile();
+        match how {
+            "truncate" => std::fs::write(&p["a"], b"short").unwrap(),
+            "swap" => std::fs::copy(&p["b"], &p["a"]).map(drop).unwrap(),
+            _ => std::fs::remove_file(&p["a"]).unwrap(),
+        }
+        damaged(f.store.verify("s0", None), "a", what);
+        f.store.verify("s0", Some("d")).unwrap();
+        if how != "swap" {
+            let out = f.t.path().join("out");
+            damaged(f.store.materialize("s0", None, &out, Materialize::Copy), "a", "object");
+        }
+    }
+    // Damaged, missing and oversized trees.
+    for (tree, how, path, what) in [
+        ("d", "truncate", "d", "tree"),
+        ("d", "remove", "d", "missing"),
+        ("root", "garbage", ".", "not a tree"),
+        ("root", "huge", ".", "larger than"),
+        ("d", "other", "d", "hashes to"),
+    ] {
+        let (f, p) = hostile();
+        match how {
+            "truncate" => {
+                let b = std::fs::read(&p[tree]).unwrap();
+                std::fs::write(&p[tree], &b[..b.len() - 3]).unwrap();
+            }
+            "remove" => std::fs::remove_file(&p[tree]).unwrap(),
+            "garbage" => std::fs::write(&p[tree], b"garbage").unwrap(),
+            "huge" => std::fs::File::create(&p[tree]).unwrap().set_len(300 << 20).unwrap(),
+            _ => std::fs::copy(&p["root"], &p[tree]).map(drop).unwrap(),
+        }
+        damaged(f.store.verify("s0", None), path, what);
+        damaged(
+            f.store.diff("s0", "s0").map(|_| ()).and(f.store.ls("s0", Some("d/c"))),
+            path,
+            what,
+        );
+        let out = f.t.path().join("out");
+        damaged(f.store.materialize("s0", None, &out, Materialize::Copy), path, what);
+        // GC cannot know what the damaged tree reaches: it sweeps nothing.
+        let before = f.store_files();
+        let err = f.store.gc(&f.store.lock().unwrap(), |_| true).unwrap_err();
+        assert!(matches!(err, StoreError::GcRefused(_)), "{err}");
+        assert_eq!(f.store_files(), before);
+    }
+}
+
+#[test]
+fn unreadable_records_are_named_and_stop_gc() {
+    let (f, _) = hostile();
+    let snaps = f.state().join("snapshots");
+    std::fs::write(snaps.join("bad.json"), b"{ not json").unwrap();
+    std::fs::File::create(snaps.join("huge.json")).unwrap().set_len(2 << 20).unwrap();
+    let mut other = f.store.find("s0").unwrap();
+    other.id = "elsewhere".into();
+    std::fs::write(snaps.join("renamed.json"), serde_json::to_vec(&other).unwrap()).unwrap();
+    let list = f.store.records().unwrap();
+    assert_eq!(list.records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["s0"]);
+    let bad: Vec<String> = list.unreadable.iter().map(ToString::to_string).collect();
+    assert_eq!(bad.len(), 3, "{bad:?}");
+    for name in ["bad.json", "huge.json", "renamed.json"] {
+        assert!(bad.iter().any(|e| e.contains(name)), "{name} in {bad:?}");
+    }
+    assert!(matches!(f.store.find("bad"), Err(StoreError::BadRecord { .. })));
+    let before = f.store_files();
+    assert!(matches!(
+        f.store.gc(&f.store.lock().unwrap(), |_| false),
+        Err(StoreError::GcRefused(_))
+    ));
+    assert_eq!(f.store_files(), before, "nothing removed, not even the records");
+}
+
+#[test]
+fn symlinks_planted_in_the_store_are_never_followed() {
+    use std::os::unix::fs::symlink;
+    // A planted symlink in place of an object, a fan-out directory, a tree, a record.
+    for planted in ["object", "objects-fan", "tree", "trees-fan", "record"] {
+        let (f, p) = hostile();
+        let outside = f.t.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let (victim, shown) = match planted {
+            "object" => (p["a"].clone(), "a"),
+            "objects-fan" => (p["a"].parent().unwrap().to_path_buf(), "a"),
+            "tree" => (p["d"].clone(), "d"),
+            "trees-fan" => (p["d"].parent().unwrap().to_path_buf(), "d"),
+            _ => (f.state().join("snapshots/s0.json"), ""),
+        };
+        // The outside copy is what a follower would find: intact and valid.
+        let copy = outside.join("copy");
+        if victim.is_dir() {
+            std::fs::rename(&victim, &copy).unwrap();
+        } else {
+            std::fs::copy(&victim, &copy).unwrap();
+            std::fs::remove_file(&victim).unwrap();
+        }
+        symlink(&copy, &victim).unwrap();
+        let v = f.store.verify("s0", None);
+        if planted == "record" {
+            assert!(matches!(v, Err(StoreError::BadRecord { .. })), "{v:?}");
+            assert_eq!(f.store.records().unwrap().unreadable.len(), 1);
+        } else if planted.ends_with("-fan") && shown == "a" {
+            damaged(v, shown, "object");
+        } else {
+            damaged(v, shown, "");
+        }
+        // GC sweeps nothing it cannot account for and never reaches outside.
+        let before: Vec<_> =
+            std::fs::read_dir(&outside).unwrap().map(|e| e.unwrap().path()).collect();
+        let _ = f.store.gc(&f.store.lock().unwrap(), |_| false);
+        let after: Vec<_> =
+            std::fs::read_dir(&outside).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(before, after, "{planted}");
+        assert!(std::fs::symlink_metadata(&copy).is_ok(), "{planted}: outside copy intact");
+    }
+    // A symlinked store directory or lock file is refused.
+    for planted in ["store/m/objects", "store/m/trees", "store/m/snapshots", "store/m", "store"] {
+        let t = tempfile::tempdir().unwrap();
+        let state = t.path().join("state");
+        let elsewhere = t.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let at = state.join(planted);
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        symlink(&elsewhere, &at).unwrap();
+        let err = Store::open(&state, "m").unwrap_err();
+        assert!(err.to_string().contains(planted), "{planted}: {err}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
+    let (f, _) = hostile();
+    symlink(f.t.path().join("lock-target"), f.state().join("lock")).unwrap();
+    assert!(f.store.lock().is_err());
+    assert!(!f.t.path().join("lock-target").exists());
+    // GC removes a planted symlink under an unreachable name, not its target.
+    let (f, _) = hostile();
+    let target = f.t.path().join("precious");
+    std::fs::write(&target, b"keep me").unwrap();
+    let fake = f.state().join(format!("objects/00/{}", "0".repeat(64)));
+    std::fs::create_dir_all(fake.parent().unwrap()).unwrap();
+    symlink(&target, &fake).unwrap();
+    let g = f.store.gc(&f.store.lock().unwrap(), |_| true).unwrap();
+    assert_eq!(g.objects_removed, 1);
+    assert!(std::fs::symlink_metadata(&fake).is_err());
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+}
+
+#[test]
+fn bad_names_are_refused() {
+    let t = tempfile::tempdir().unwrap();
+    for m in ["", ".", "..", "a/b"] {
+        assert!(matches!(Store::open(t.path(), m), Err(StoreError::BadName { .. })), "{m:?}");
+    }
+    let (f, _) = hostile();
+    let mut rec = f.store.find("s0").unwrap();
+    for id in ["", ".hidden", "a/b", "../x", "x y"] {
+        rec.id = id.into();
+        assert!(matches!(f.store.record(&rec), Err(StoreError::BadName { .. })), "{id:?}");
+    }
+    rec.id = "no-tree".into();
+    rec.root_hash = "ab".repeat(32);
+    assert!(matches!(f.store.record(&rec), Err(StoreError::Damaged { .. })));
+    assert!(matches!(f.store.ls("s0", Some("a/../b")), Err(StoreError::BadName { .. })));
+}
+
+proptest! {
+    /// Whatever bytes a tree file holds, decoding is an error or a tree, never a panic.
+    #[test]
+    fn tree_decode_never_panics(body in prop::collection::vec(any::<u8>(), 0..512), z in any::<bool>()) {
+        let mut stored = b"FST1".to_vec();
+        stored.push(u8::from(z));
+        stored.extend(&body);
+        let h = TreeHash(*blake3::hash(&body).as_bytes());
+        let _ = Tree::decode(&stored, h);
+        let _ = Tree::decode(&body, h);
     }
 }
