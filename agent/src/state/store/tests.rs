@@ -907,3 +907,78 @@ proptest! {
         let _ = Tree::decode(&body, h);
     }
 }
+
+/// A smoke measurement, not the benchmark: 100 directories of 1,000 small files, then a
+/// round without change and a round changing one file. Run with `--ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: creates 100,000 files"]
+fn measure_rounds_on_100k_files() {
+    let f = Fixture::new();
+    for d in 0..100 {
+        std::fs::create_dir(f.path(&format!("d{d:03}"))).unwrap();
+        for i in 0..1000 {
+            std::fs::write(f.path(&format!("d{d:03}/f{i:04}")), format!("{d}-{i}")).unwrap();
+        }
+    }
+    let t = std::time::Instant::now();
+    let (r0, s0) =
+        f.store.build_full(&f.root(), ObjectLink::Hardlink, &HashCache::default()).unwrap();
+    println!(
+        "build_full: {:?}, {} entries, {} trees, {} bytes of trees",
+        t.elapsed(),
+        s0.entries,
+        s0.trees_written,
+        s0.bytes_written
+    );
+    f.record("s0", 0, r0, &s0);
+    let t = std::time::Instant::now();
+    let (r1, s1) = f
+        .store
+        .build_incremental(r0, &f.root(), &ChangeSet::default(), ObjectLink::Hardlink)
+        .unwrap();
+    println!(
+        "no change: {:?}, {} trees, {} objects, {} bytes written",
+        t.elapsed(),
+        s1.trees_written,
+        s1.objects_written,
+        s1.bytes_written
+    );
+    assert_eq!((r1, s1.bytes_written), (r0, 0));
+    let t = std::time::Instant::now();
+    f.record("s1", 1, r1, &s1);
+    println!("record: {:?}", t.elapsed());
+    let before = manifest(&f.live);
+    f.write("d050/f0500", b"changed");
+    let mut after = before.clone();
+    let i = after.0.iter().position(|l| l.entry.path.as_bytes() == b"d050/f0500").unwrap();
+    let fresh = manifest(&f.live);
+    after.0[i] = fresh.0[i].clone();
+    let d = after.0.iter().position(|l| l.entry.path.as_bytes() == b"d050").unwrap();
+    after.0[d] = fresh.0[d].clone();
+    let cs = changes(&before, &after);
+    assert_eq!(cs.upserts.len(), 2);
+    let t = std::time::Instant::now();
+    let (r2, s2) = f.store.build_incremental(r1, &f.root(), &cs, ObjectLink::Hardlink).unwrap();
+    println!(
+        "one file: {:?}, {} trees, {} objects, {} bytes written",
+        t.elapsed(),
+        s2.trees_written,
+        s2.objects_written,
+        s2.bytes_written
+    );
+    f.record("s2", 2, r2, &s2);
+    let t = std::time::Instant::now();
+    let g = f.store.gc(&f.store.lock().unwrap(), |r| r.id != "s0").unwrap();
+    println!(
+        "gc dropping one snapshot: {:?}, {} objects, {} trees removed",
+        t.elapsed(),
+        g.objects_removed,
+        g.trees_removed
+    );
+    let t = std::time::Instant::now();
+    let v = f.store.verify("s2", None).unwrap();
+    println!("verify: {:?}, {} trees, {} files", t.elapsed(), v.trees, v.files);
+    let t = std::time::Instant::now();
+    let diff = f.store.diff("s1", "s2").unwrap();
+    println!("diff: {:?}, {} entries", t.elapsed(), diff.len());
+}
