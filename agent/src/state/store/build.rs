@@ -486,12 +486,16 @@ impl Incremental<'_> {
     fn link(&mut self, e: &Entry, to: &RelPath) -> Result<(), StoreError> {
         self.parent_loaded(&e.path)?;
         let (tp, tn) = split(to.as_bytes());
-        let content = if self.load(tp)? {
-            self.dirs.get(tp).and_then(|d| d.entries.get(tn)).and_then(|t| t.node.content())
+        // The manifest's hard-link entries carry no size: the target's is the link's.
+        let target = if self.load(tp)? {
+            self.dirs
+                .get(tp)
+                .and_then(|d| d.entries.get(tn))
+                .and_then(|t| t.node.content().map(|c| (c, t.size)))
         } else {
             None
         };
-        let Some(content) = content else {
+        let Some((content, size)) = target else {
             return Err(StoreError::BadChange {
                 path: e.path.display(),
                 why: format!("a hard link to {}, which is not a file of the tree", to.display()),
@@ -499,7 +503,7 @@ impl Incremental<'_> {
         };
         let (parent, name) = split(e.path.as_bytes());
         let old = self.dirs.get(parent).and_then(|d| d.entries.get(name)).cloned();
-        self.put(e, Node::HardLink { to: to.clone(), content }, e.size, old)
+        self.put(e, Node::HardLink { to: to.clone(), content }, size, old)
     }
 
     fn put(
@@ -619,8 +623,12 @@ impl Full<'_> {
                 // One filesystem, as the whole-tree walks.
                 continue;
             }
-            let xattrs = crate::fs::read_xattrs(&fd, &name, MAX_XATTR_VALUE)
-                .map_err(io_err(what.clone()))?;
+            // As the walk: a symlink's xattrs are not carried.
+            let xattrs = if ft == FileType::Symlink {
+                Vec::new()
+            } else {
+                crate::fs::read_xattrs(&fd, &name, MAX_XATTR_VALUE).map_err(io_err(what.clone()))?
+            };
             let meta = crate::fs::meta_of(&st);
             let node = match ft {
                 FileType::Directory => {
