@@ -8,7 +8,7 @@ use ferry_core::{Entry, Meta, RelPath, Xattr};
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 
 use super::build::hash_fd;
-use super::tree::{lossy, Node, Tree, TreeEntry, TreeHash};
+use super::tree::{lossy, Node, TreeEntry, TreeHash};
 use super::{errno, io_err, Area, Materialize, Store, StoreError, StoreRecord};
 use crate::fs::Root;
 
@@ -280,11 +280,17 @@ impl Store {
             None => top_tree.root.as_ref().map(|r| (r.meta, r.xattrs.clone())),
         };
         // (destination path, snapshot path, tree)
-        let mut stack: Vec<(Option<RelPath>, Option<RelPath>, Tree)> =
-            vec![(None, p.clone(), top_tree)];
+        let mut stack: Vec<(Option<RelPath>, Option<RelPath>, Option<TreeHash>)> =
+            vec![(None, p.clone(), None)];
         let mut dirs: Vec<(RelPath, Meta, Vec<Xattr>)> = Vec::new();
         let mut links: Vec<(RelPath, TreeEntry)> = Vec::new();
-        while let Some((drel, srel, tree)) = stack.pop() {
+        let mut first = Some(top_tree);
+        while let Some((drel, srel, h)) = stack.pop() {
+            let tree = match (first.take(), h) {
+                (Some(t), _) => t,
+                (None, Some(h)) => self.load_tree(h, &rec.id, &show(srel.as_ref()))?,
+                (None, None) => continue,
+            };
             let dfd = dst.open_dir(drel.as_ref()).map_err(io_err(into_s.clone()))?;
             let mut subdirs = Vec::new();
             for e in tree.entries {
@@ -315,10 +321,8 @@ impl Store {
                     }
                 }
             }
-            for (dchild, schild, h) in subdirs.into_iter().rev() {
-                let t = self.load_tree(h, &rec.id, &schild.display())?;
-                stack.push((Some(dchild), Some(schild), t));
-            }
+            // Trees are read when their turn comes: the stack holds hashes, not trees.
+            stack.extend(subdirs.into_iter().rev().map(|(d, s, h)| (Some(d), Some(s), Some(h))));
         }
         for (dchild, e) in links {
             let Node::HardLink { to, content } = &e.node else { continue };

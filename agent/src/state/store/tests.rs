@@ -249,6 +249,23 @@ impl Fixture {
         std::fs::rename(&tmp, self.path(p)).unwrap();
     }
 
+    /// How many files are under `dir` (the lock file aside).
+    fn files_under(dir: &Path) -> usize {
+        let mut n = 0;
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else if e.file_name() != "lock" {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
     /// The files under the store (but its lock file).
     fn store_files(&self) -> BTreeSet<PathBuf> {
         fn walk(d: &Path, out: &mut BTreeSet<PathBuf>) {
@@ -981,4 +998,211 @@ fn measure_rounds_on_100k_files() {
     let t = std::time::Instant::now();
     let diff = f.store.diff("s1", "s2").unwrap();
     println!("diff: {:?}, {} entries", t.elapsed(), diff.len());
+}
+
+/// Kills per crash test; `FERRY_STORE_KILLS` asks for more (the ignored long runs).
+fn kills() -> u64 {
+    std::env::var("FERRY_STORE_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50)
+}
+
+/// Runs [`crash_child`] doing `what` in the fixture copy at `dir`, kills it with SIGKILL
+/// after `delay`, and says whether it was still running then.
+fn kill_child(what: &str, dir: &Path, delay: std::time::Duration) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "state::store::tests::crash_child", "--test-threads=1"])
+        .env("FERRY_STORE_CRASH_CHILD", format!("{what}:{}", dir.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    assert!(status.success() || status.signal() == Some(9), "child failed: {status:?}");
+    status.signal() == Some(9)
+}
+
+/// Rounds kept by the crash tests' GC.
+fn kept(r: &StoreRecord) -> bool {
+    r.round % 3 == 0
+}
+
+/// One round of the crash tests: `n` new files in a new directory and a removed one.
+fn crash_round(f: &Fixture, round: u64, link: ObjectLink) -> TreeHash {
+    let before = manifest(&f.live);
+    let prev = f.store.records().unwrap().records.last().map(|r| r.root().unwrap());
+    // A killed round may have left its directory: this round replaces it.
+    let _ = std::fs::remove_dir_all(f.path(&format!("r{round}")));
+    std::fs::create_dir(f.path(&format!("r{round}"))).unwrap();
+    for i in 0..40 {
+        f.write(&format!("r{round}/f{i}"), format!("round {round} file {i}").as_bytes());
+    }
+    if round >= 2 {
+        let _ = std::fs::remove_dir_all(f.path(&format!("r{}", round - 2)));
+    }
+    let after = manifest(&f.live);
+    let (r, s) = match prev {
+        Some(p) => f.store.build_incremental(p, &f.root(), &changes(&before, &after), link),
+        None => f.store.build_full(&f.root(), link, &HashCache::default()),
+    }
+    .unwrap();
+    f.record(&format!("r{round:04}"), round, r, &s);
+    r
+}
+
+/// The child side of the kill tests (does nothing unless run by them).
+#[test]
+#[ignore = "run as a child process by the kill tests"]
+fn crash_child() {
+    let Ok(spec) = std::env::var("FERRY_STORE_CRASH_CHILD") else { return };
+    let (what, dir) = spec.split_once(':').unwrap();
+    let dir = Path::new(dir);
+    let f = Fixture {
+        t: tempfile::tempdir().unwrap(),
+        live: dir.join("live"),
+        store: Store::open(&dir.join("state"), "m").unwrap(),
+    };
+    match what {
+        "gc" => {
+            f.store.gc(&f.store.lock().unwrap(), kept).unwrap();
+        }
+        _ => {
+            let start = f.store.records().unwrap().records.len() as u64;
+            for round in start..start + 1000 {
+                let _lock = f.store.lock().unwrap();
+                crash_round(&f, round, ObjectLink::Hardlink);
+            }
+        }
+    }
+}
+
+/// After a kill: every snapshot left verifies, the kept ones are all there, and a GC and a
+/// next round complete.
+fn check_after_kill(dir: &Path, kept_ids: &[String]) {
+    let f = Fixture {
+        t: tempfile::tempdir().unwrap(),
+        live: dir.join("live"),
+        store: Store::open(&dir.join("state"), "m").unwrap(),
+    };
+    let list = f.store.records().unwrap();
+    assert!(list.unreadable.is_empty(), "{:?}", list.unreadable);
+    for id in kept_ids {
+        assert!(list.records.iter().any(|r| &r.id == id), "kept snapshot {id} lost");
+    }
+    for r in &list.records {
+        f.store.verify(&r.id, None).unwrap();
+    }
+    f.store.gc(&f.store.lock().unwrap(), kept).unwrap();
+    let list = f.store.records().unwrap();
+    for r in &list.records {
+        f.store.verify(&r.id, None).unwrap();
+    }
+    // The live tree may be ahead of the last record (a round killed before its record, or
+    // records GC removed): what changed since is unknown, so the next round builds in full,
+    // and the one after incrementally again.
+    let next = list.records.last().map_or(0, |r| r.round + 1);
+    let (r, s) =
+        f.store.build_full(&f.root(), ObjectLink::Hardlink, &HashCache::default()).unwrap();
+    f.record(&format!("r{next:04}"), next, r, &s);
+    f.store.verify(&format!("r{next:04}"), None).unwrap();
+    let root = crash_round(&f, next + 1, ObjectLink::Hardlink);
+    let (full, _) =
+        f.store.build_full(&f.root(), ObjectLink::Hardlink, &HashCache::default()).unwrap();
+    assert_eq!(root, full, "the next round converges on the live tree");
+}
+
+#[test]
+fn kill_9_during_gc_never_removes_what_a_kept_snapshot_needs() {
+    let f = Fixture::new();
+    for round in 0..12 {
+        crash_round(&f, round, ObjectLink::Reflink);
+    }
+    let kept_ids: Vec<String> = f
+        .store
+        .records()
+        .unwrap()
+        .records
+        .iter()
+        .filter(|r| kept(r))
+        .map(|r| r.id.clone())
+        .collect();
+    // How many files the store holds before GC, and after a whole one.
+    let all_files = Fixture::files_under(&f.state());
+    let done_files = {
+        let dir = f.t.path().join("done");
+        std::fs::create_dir(&dir).unwrap();
+        for part in ["live", "state"] {
+            let from = f.t.path().join(part);
+            assert!(std::process::Command::new("cp")
+                .arg("-a")
+                .arg(from)
+                .arg(dir.join(part))
+                .status()
+                .unwrap()
+                .success());
+        }
+        let s = Store::open(&dir.join("state"), "m").unwrap();
+        s.gc(&s.lock().unwrap(), kept).unwrap();
+        Fixture::files_under(&dir.join("state/store/m"))
+    };
+    assert!(done_files < all_files);
+    let mut midway = 0;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut cut = 0;
+    for i in 0..kills() {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let dir = f.t.path().join(format!("gc{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        for part in ["live", "state"] {
+            let st = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(f.t.path().join(part))
+                .arg(dir.join(part))
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        let delay = std::time::Duration::from_micros(seed % 40_000);
+        cut += u64::from(kill_child("gc", &dir, delay));
+        // Killed between its first removal and its last: some records or objects gone,
+        // not all of what it would remove.
+        let store = Store::open(&dir.join("state"), "m").unwrap();
+        let records = store.records().unwrap().records.len();
+        let files = Fixture::files_under(&dir.join("state/store/m"));
+        if files < all_files && (records > kept_ids.len() || files > done_files) {
+            midway += 1;
+        }
+        check_after_kill(&dir, &kept_ids);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    println!("{cut} of {} GC runs killed, {midway} of them midway", kills());
+}
+
+#[test]
+fn kill_9_during_rounds_leaves_every_snapshot_whole() {
+    let f = Fixture::new();
+    crash_round(&f, 0, ObjectLink::Hardlink);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut cut = 0;
+    for i in 0..kills() {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let dir = f.t.path().join(format!("b{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        // One copy of live and state together keeps the objects' links to live files.
+        for part in ["live", "state"] {
+            let st = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(f.t.path().join(part))
+                .arg(dir.join(part))
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        let delay = std::time::Duration::from_micros(seed % 60_000);
+        cut += u64::from(kill_child("build", &dir, delay));
+        check_after_kill(&dir, &[]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    println!("{cut} of {} round runs killed", kills());
 }
