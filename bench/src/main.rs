@@ -9,6 +9,8 @@
 //! - `ferry-bench report --json FILE --report MD`: the table, report and chart again from a
 //!   saved comparison.
 //! - `ferry-bench engine`: the engine's reference workload, below.
+//! - `ferry-bench snapcost --files N`: commit + snapshot time and disk per snapshot, snapshot
+//!   store beside earlier versions' hard-link trees (`snapcost.rs`).
 //!
 //! `ferry-bench engine` runs the core issue's reference workload: a seeded pseudo-random file
 //! (1 GiB by default) and a new version of it with 200 scattered 4 KiB overwrites and 10 short
@@ -25,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 mod cmd;
+mod snapcost;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -67,10 +70,27 @@ enum Cmd {
     /// --state-dir` on loopback, an initial push of `mixed` and an incremental push of its
     /// `mutate` change; round times, the commit + hard-link snapshot time and disk cost.
     Rounds(RoundsArgs),
+    /// What a snapshot costs the destination, the snapshot store beside earlier versions'
+    /// whole hard-link trees: commit + snapshot time and disk added for a no-change round, a
+    /// round changing 1% of the files and one changing one file, and retention dropping one.
+    Snapcost(SnapcostArgs),
     /// Internal: run a command and write its wall time, CPU time and peak RSS as JSON (the
     /// measuring wrapper `compare` runs every tool under).
     #[command(hide = true)]
     Measure(MeasureArgs),
+}
+
+#[derive(Debug, Args)]
+struct SnapcostArgs {
+    /// Small files in the generated tree (100000 and 1000000 for the published figures).
+    #[arg(long, default_value_t = 10_000)]
+    files: usize,
+    /// Working directory (tree and state directories; default: a temp dir, removed).
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// Write the runs as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +263,7 @@ fn main() -> ExitCode {
         Cmd::Report(a) => cmd::compare::report_cmd(&a),
         Cmd::Transport(a) => cmd::transport_cmd(&a),
         Cmd::Rounds(a) => cmd::rounds_cmd(&a),
+        Cmd::Snapcost(a) => snapcost_cmd(&a),
         Cmd::Measure(a) => measure::wrapper_main(&a.report, a.hold, &a.command),
     };
     match result {
@@ -252,4 +273,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn snapcost_cmd(a: &SnapcostArgs) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let work = a.work.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let runs = snapcost::run(&snapcost::Options { files: a.files, work })?;
+    snapcost::print(&runs);
+    if let Some(j) = &a.json {
+        std::fs::write(j, serde_json::to_vec_pretty(&runs)?)?;
+    }
+    Ok(())
 }

@@ -93,6 +93,7 @@ pub fn snapshotter(kind: SnapshotKind, command: Option<&str>) -> Result<Snapshot
     match (kind, command) {
         (SnapshotKind::Hardlink, None) => Ok(Snapshotter::Hardlink),
         (SnapshotKind::Reflink, None) => Ok(Snapshotter::Reflink),
+        (SnapshotKind::HardlinkTree, None) => Ok(Snapshotter::HardlinkTree),
         (SnapshotKind::Btrfs, None) => Ok(Snapshotter::Btrfs),
         (SnapshotKind::Command, Some(c)) => Ok(Snapshotter::Command(c.to_string())),
         (SnapshotKind::Command, None) => {

@@ -212,13 +212,13 @@ pub fn run(dir: &Path, files: usize, big_mib: usize) -> anyhow::Result<ExitCode>
         2,
     )?;
     round("nothing changed", 3)?;
-    println!("\n== snapshots of module data (one per round, hard links: metadata cost only)");
+    println!("\n== snapshots of module data (one per round, in the store: each costs what its round changed)");
     println!("{:<24} {:>6} {:>10} {:>12}", "id", "round", "entries", "bytes");
     for r in snaps.list()? {
         println!("{:<24} {:>6} {:>10} {:>12}", r.id, r.round, r.entries, r.bytes);
     }
     println!(
-        "\neverything is in {}: source/, destination/, state/snapshots/data/, creds/",
+        "\neverything is in {}: source/, destination/, state/store/data/, creds/",
         dir.display()
     );
     rt.shutdown_timeout(Duration::from_secs(1));

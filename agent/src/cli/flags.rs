@@ -287,10 +287,13 @@ fn parse_id_map(s: &str) -> Result<IdMap, String> {
 /// `--snapshot KIND`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SnapshotKind {
-    /// Hard links on the module's filesystem.
+    /// The snapshot store, new files kept as hard links on the module's filesystem.
     Hardlink,
-    /// Reflinked copies (FICLONE).
+    /// The snapshot store, new files kept as reflinked copies (FICLONE).
     Reflink,
+    /// Earlier versions' whole tree of hard links per snapshot (for comparison only).
+    #[value(hide = true)]
+    HardlinkTree,
     /// A read-only btrfs subvolume snapshot.
     Btrfs,
     /// The user's command (--snapshot-command).
@@ -365,14 +368,52 @@ pub struct SnapshotRef {
 /// `ferry snapshots ...`.
 #[derive(Subcommand)]
 pub enum SnapshotAction {
-    /// Delete one snapshot (its record first, then its tree).
+    /// Delete one snapshot (its record first, then what only it held).
     Delete(SnapshotRef),
-    /// Re-read every file of one snapshot and check the tree against the root hash recorded
-    /// when its round committed. Exit code 1 when it does not match.
+    /// Re-read every file of one snapshot and check it against what was recorded when its
+    /// round committed; report the first path that does not match. Exit code 1 when one does
+    /// not.
     Verify {
         /// The snapshot.
         #[command(flatten)]
         snap: SnapshotRef,
+        /// Check only this path of the snapshot (a directory and everything beneath it, or
+        /// one file).
+        #[arg(long, value_name = "P")]
+        path: Option<String>,
+        /// JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What differs between snapshots A and B: paths added, removed, changed (content or
+    /// kind) and changed in metadata only. Takes time in proportion to the difference.
+    Diff {
+        /// The state directory given to `ferry serve`.
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+        /// The module.
+        #[arg(long)]
+        module: String,
+        /// The older snapshot's id.
+        a: String,
+        /// The newer snapshot's id.
+        b: String,
+        /// JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a directory of a snapshot (or show one entry) without restoring it.
+    Ls {
+        /// The state directory given to `ferry serve`.
+        #[arg(long, value_name = "DIR")]
+        state_dir: PathBuf,
+        /// The module.
+        #[arg(long)]
+        module: String,
+        /// The snapshot's id.
+        id: String,
+        /// The path inside the snapshot (default: its root).
+        path: Option<String>,
         /// JSON on stdout.
         #[arg(long)]
         json: bool,

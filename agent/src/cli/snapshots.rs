@@ -1,4 +1,7 @@
-//! `ferry snapshots list|verify|delete`, `ferry restore` and `ferry promote`.
+//! `ferry snapshots list|verify|delete|diff|ls`, `ferry restore` and `ferry promote`.
+//!
+//! Snapshots live in the store (`--snapshot hardlink|reflink`, the default) or, for earlier
+//! versions' snapshots and `btrfs`, as directories of their own; every command takes both.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,22 +12,61 @@ use super::exit::Usage;
 use super::flags::{SnapshotAction, SnapshotRef};
 use super::output::{human_bytes, print_summary, sync_with_progress};
 use crate::round::{RoundOptions, SyncOptions};
-use crate::state::snapshot::{utc, SnapshotError, Snapshots};
+use crate::state::snapshot::{utc, SnapshotError, SnapshotRecord, Snapshots};
+use crate::state::store::{Change, Materialize, Store, StoreError};
 use crate::state::{promote, ModuleState};
 
 impl SnapshotRef {
-    /// The module's snapshots, after checking this one exists.
-    fn find(&self) -> anyhow::Result<Snapshots> {
-        let snaps = ModuleState::new(&self.state_dir, &self.module).snapshots();
-        if !crate::state::snapshot::valid_id(&self.snapshot)
-            || !snaps.list()?.iter().any(|r| r.id == self.snapshot)
-        {
-            anyhow::bail!(Usage(format!(
-                "module {:?} has no snapshot {:?} (see `ferry snapshots list`)",
-                self.module, self.snapshot
-            )));
+    /// The module's snapshots and this one's record, after checking it exists.
+    fn find(&self) -> anyhow::Result<(Snapshots, SnapshotRecord)> {
+        find(&self.state_dir, &self.module, &self.snapshot)
+    }
+}
+
+fn find(state_dir: &Path, module: &str, id: &str) -> anyhow::Result<(Snapshots, SnapshotRecord)> {
+    let snaps = ModuleState::new(state_dir, module).snapshots();
+    let rec = if crate::state::snapshot::valid_id(id) {
+        snaps.list()?.into_iter().find(|r| r.id == id)
+    } else {
+        None
+    };
+    let Some(rec) = rec else {
+        anyhow::bail!(Usage(format!(
+            "module {module:?} has no snapshot {id:?} in {} (see `ferry snapshots list`)",
+            state_dir.display()
+        )));
+    };
+    Ok((snaps, rec))
+}
+
+/// The store holding `rec`, which must be a store snapshot (`what` names the command, for
+/// the message when it is not).
+fn store_of(snaps: &Snapshots, rec: &SnapshotRecord, what: &str) -> anyhow::Result<Store> {
+    if !rec.in_store() {
+        anyhow::bail!(Usage(format!(
+            "snapshot {} is a {} snapshot directory, not in the snapshot store: {what} works on              store snapshots (taken with --snapshot hardlink or reflink by this version);              browse the directory {} instead",
+            rec.id,
+            if rec.kind.is_empty() { "hardlink" } else { &rec.kind },
+            snaps.path(&rec.id).display()
+        )));
+    }
+    match snaps.existing_store()? {
+        Some(s) => Ok(s),
+        None => anyhow::bail!("snapshot {}: the snapshot store is gone", rec.id),
+    }
+}
+
+/// A store error explained: a damaged store says what to do about it; a path or snapshot
+/// that is not there is a usage error.
+fn explain(e: StoreError) -> anyhow::Error {
+    match e {
+        StoreError::NotFound(_) | StoreError::NoSuchPath { .. } | StoreError::BadName { .. } => {
+            Usage(format!("{e} (see `ferry snapshots list` and `ferry snapshots ls`)")).into()
         }
-        Ok(snaps)
+        StoreError::Damaged { .. } | StoreError::BadRecord { .. } => anyhow::anyhow!(
+            "{e}: the snapshot store was changed or damaged after the snapshot was taken; run              `ferry snapshots verify` on each snapshot, restore from one that verifies, and              delete those that do not"
+        ),
+        e => e.into(),
     }
 }
 
@@ -40,13 +82,115 @@ fn copy_options() -> SyncOptions {
 pub(super) fn run(action: SnapshotAction) -> anyhow::Result<ExitCode> {
     match action {
         SnapshotAction::List { state_dir, module, json } => list(&state_dir, &module, json),
-        SnapshotAction::Verify { snap, json } => verify(&snap, json),
+        SnapshotAction::Verify { snap, path, json } => verify(&snap, path.as_deref(), json),
         SnapshotAction::Delete(r) => {
-            r.find()?.delete(&r.snapshot)?;
+            let (snaps, _) = r.find()?;
+            snaps.delete(&r.snapshot).map_err(|e| match e {
+                SnapshotError::Store(e) => explain(e),
+                e => e.into(),
+            })?;
             println!("deleted snapshot {} of module {:?}", r.snapshot, r.module);
             Ok(ExitCode::SUCCESS)
         }
+        SnapshotAction::Diff { state_dir, module, a, b, json } => {
+            diff(&state_dir, &module, &a, &b, json)
+        }
+        SnapshotAction::Ls { state_dir, module, id, path, json } => {
+            ls(&state_dir, &module, &id, path.as_deref(), json)
+        }
     }
+}
+
+fn change_name(c: Change) -> &'static str {
+    match c {
+        Change::Added => "added",
+        Change::Removed => "removed",
+        Change::Changed => "changed",
+        Change::Metadata => "metadata",
+    }
+}
+
+/// `ferry snapshots diff`.
+fn diff(state_dir: &Path, module: &str, a: &str, b: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let (snaps, ra) = find(state_dir, module, a)?;
+    let (_, rb) = find(state_dir, module, b)?;
+    let store = store_of(&snaps, &ra, "diff")?;
+    store_of(&snaps, &rb, "diff")?;
+    let d = store.diff(a, b).map_err(explain)?;
+    if json {
+        let changes: Vec<_> = d
+            .iter()
+            .map(|e| serde_json::json!({"path": e.display(), "change": change_name(e.change)}))
+            .collect();
+        let out = serde_json::json!({"a": a, "b": b, "changes": changes});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for e in &d {
+            println!("{:<8} {}", change_name(e.change), e.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry snapshots ls`.
+fn ls(
+    state_dir: &Path,
+    module: &str,
+    id: &str,
+    path: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let (snaps, rec) = find(state_dir, module, id)?;
+    let entries = store_of(&snaps, &rec, "ls")?.ls(id, path).map_err(explain)?;
+    if json {
+        let out: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                let target = match &e.kind {
+                    ferry_core::EntryKind::Symlink { target } => {
+                        Some(String::from_utf8_lossy(target).into_owned())
+                    }
+                    ferry_core::EntryKind::HardLink { to } => Some(to.display()),
+                    _ => None,
+                };
+                serde_json::json!({
+                    "path": e.path.display(),
+                    "kind": e.kind.name(),
+                    "size": e.size,
+                    "mode": format!("{:04o}", e.meta.mode),
+                    "uid": e.meta.uid,
+                    "gid": e.meta.gid,
+                    "mtime_ns": e.meta.mtime_ns,
+                    "target": target,
+                    "blake3": e.hash.map(|h| blake3::Hash::from(h).to_hex().to_string()),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in &entries {
+        let when = utc(e.meta.mtime_ns.div_euclid(1_000_000_000).max(0) as u64, true);
+        let tail = match &e.kind {
+            ferry_core::EntryKind::Symlink { target } => {
+                format!(" -> {}", String::from_utf8_lossy(target))
+            }
+            ferry_core::EntryKind::HardLink { to } => format!(" => {}", to.display()),
+            _ => String::new(),
+        };
+        println!(
+            "{:<8} {:04o} {:>6}:{:<6} {:>12}  {}  {}{}",
+            e.kind.name(),
+            e.meta.mode,
+            e.meta.uid,
+            e.meta.gid,
+            e.size,
+            when,
+            e.path.display(),
+            tail
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list(state_dir: &Path, module: &str, json: bool) -> anyhow::Result<ExitCode> {
@@ -70,8 +214,18 @@ fn list(state_dir: &Path, module: &str, json: bool) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify(r: &SnapshotRef, json: bool) -> anyhow::Result<ExitCode> {
-    let v = r.find()?.verify(&r.snapshot)?;
+fn verify(r: &SnapshotRef, path: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let (snaps, rec) = r.find()?;
+    if rec.in_store() {
+        return verify_stored(r, &snaps, &rec, path, json);
+    }
+    if path.is_some() {
+        anyhow::bail!(Usage(format!(
+            "--path works on store snapshots; snapshot {} is a directory (verify it whole)",
+            rec.id
+        )));
+    }
+    let v = snaps.verify(&r.snapshot)?;
     if json {
         println!(
             "{}",
@@ -101,15 +255,72 @@ fn verify(r: &SnapshotRef, json: bool) -> anyhow::Result<ExitCode> {
     Ok(if v.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+/// Verifies a store snapshot: exit 1 and the first damaged path when one is.
+fn verify_stored(
+    r: &SnapshotRef,
+    snaps: &Snapshots,
+    rec: &SnapshotRecord,
+    path: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = store_of(snaps, rec, "verify")?;
+    match store.verify(&rec.id, path) {
+        Ok(v) => {
+            if json {
+                // The fields of a directory snapshot's check, and the store's own.
+                let out = serde_json::json!({"ok": true, "verification": {
+                    "id": v.snapshot, "recorded": rec.root_hash, "computed": rec.root_hash,
+                    "entries": rec.entries, "bytes": v.bytes, "path": v.path,
+                    "trees": v.trees, "files": v.files,
+                }});
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!(
+                    "snapshot {} of module {:?} is intact at {}: {} directories, {} files, {} \
+                     read, root {}",
+                    v.snapshot,
+                    r.module,
+                    v.path,
+                    v.trees,
+                    v.files,
+                    human_bytes(v.bytes),
+                    rec.root_hash
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(StoreError::Damaged { snapshot, path, what }) => {
+            if json {
+                let out = serde_json::json!({
+                    "ok": false, "snapshot": snapshot, "path": path, "problem": what,
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                eprintln!(
+                    "snapshot {snapshot} of module {:?} DOES NOT MATCH its record at {path}: \
+                     {what}. Something changed the snapshot store after it was taken; restore \
+                     from another snapshot that verifies, and delete this one.",
+                    r.module
+                );
+            }
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(explain(e)),
+    }
+}
+
 /// `ferry restore`.
 pub(super) fn restore(r: &SnapshotRef, to: &Path, hardlinks: bool) -> anyhow::Result<ExitCode> {
-    let snaps = r.find()?;
+    let (snaps, rec) = r.find()?;
     let fresh = !to.exists();
     if hardlinks && !fresh {
         anyhow::bail!(Usage(format!(
             "--hardlinks restores into a new directory; {} exists",
             to.display()
         )));
+    }
+    if rec.in_store() {
+        return restore_stored(r, &snaps, &rec, to, hardlinks);
     }
     if hardlinks {
         tracing::warn!(
@@ -165,9 +376,101 @@ pub(super) fn restore(r: &SnapshotRef, to: &Path, hardlinks: bool) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
+/// Checks store snapshot `rec` whole, then recreates it as `to` (which must not exist):
+/// built under a name of our own beside it and renamed into place without replacing
+/// anything. Returns what was made.
+fn materialize_checked(
+    store: &Store,
+    rec: &SnapshotRecord,
+    to: &Path,
+    mode: Materialize,
+) -> anyhow::Result<crate::state::store::MaterializeStats> {
+    // Checked first: a restore must never hand back a silently damaged tree.
+    store.verify(&rec.id, None).map_err(explain)?;
+    let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let staged = to.with_file_name(format!(".{name}.ferry-restore-{}", std::process::id()));
+    let made = store.materialize(&rec.id, None, &staged, mode);
+    let placed = made.map_err(explain).and_then(|m| {
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &staged,
+            rustix::fs::CWD,
+            to,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .with_context(|| format!("renaming the restored tree to {}", to.display()))?;
+        Ok(m)
+    });
+    if placed.is_err() && staged.symlink_metadata().is_ok() {
+        let _ = std::fs::remove_dir_all(&staged);
+    }
+    placed
+}
+
+/// `ferry restore` of a store snapshot.
+fn restore_stored(
+    r: &SnapshotRef,
+    snaps: &Snapshots,
+    rec: &SnapshotRecord,
+    to: &Path,
+    hardlinks: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = store_of(snaps, rec, "restore")?;
+    if hardlinks {
+        tracing::warn!(
+            "restoring as hard links: {} shares its files' inodes with the snapshot store \
+             (and with the live module where files did not change since); anything written \
+             there changes the snapshot too, and every snapshot holding that content (use it \
+             read-only). Hard-linked files show the metadata of the first snapshot that stored \
+             their content.",
+            to.display()
+        );
+    }
+    let mode = if hardlinks { Materialize::Hardlink } else { Materialize::Copy };
+    if to.exists() {
+        // Into an existing directory: materialized beside it, then a verified copy over it
+        // (removing what the snapshot does not hold).
+        let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = to.with_file_name(format!(".{name}.ferry-restore-src-{}", std::process::id()));
+        let m = materialize_checked(&store, rec, &tmp, mode);
+        let report = m.and_then(|_| {
+            sync_with_progress(&tmp, to, &copy_options(), false, true)
+                .with_context(|| format!("restoring snapshot {} to {}", rec.id, to.display()))
+        });
+        let _ = std::fs::remove_dir_all(&tmp);
+        print_summary(&report?, false);
+        println!(
+            "restored snapshot {} of module {:?} to {} as a verified copy",
+            rec.id,
+            r.module,
+            to.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let m = materialize_checked(&store, rec, to, mode)?;
+    println!(
+        "restored snapshot {} of module {:?} to {} as {} ({} entries, {}, root {} verified)",
+        rec.id,
+        r.module,
+        to.display(),
+        if hardlinks { "hard links" } else { "reflinked or copied files" },
+        m.entries,
+        human_bytes(m.bytes),
+        &rec.root_hash[..16.min(rec.root_hash.len())]
+    );
+    if m.ownership_skipped > 0 {
+        println!(
+            "{} entries kept your ownership (not running as root); the snapshot records their \
+             owners: restore as root to apply them",
+            m.ownership_skipped
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `ferry promote`.
 pub(super) fn promote(r: &SnapshotRef, data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let snaps = r.find()?;
+    let (snaps, rec) = r.find()?;
     let commits = ModuleState::new(&r.state_dir, &r.module).commits();
     let from_record = data.is_none();
     let data = data.map(std::path::absolute).transpose().context("--data")?;
@@ -191,15 +494,42 @@ pub(super) fn promote(r: &SnapshotRef, data: Option<PathBuf>) -> anyhow::Result<
         r.snapshot
     );
     let staged = promote::staging_path(&data, &r.snapshot);
-    let made = promote::create_staging(&staged)?;
     // A new copy on the data's filesystem: the live tree must not share inodes with the
     // snapshot (the application will write into it).
-    let report =
-        sync_with_progress(&snaps.path(&r.snapshot), &staged, &copy_options(), false, true)
-            .with_context(|| format!("copying snapshot {} to {}", r.snapshot, staged.display()))?;
-    promote::check_staging(&staged, made)?;
+    if rec.in_store() {
+        let store = store_of(&snaps, &rec, "promote")?;
+        if staged.symlink_metadata().is_ok() {
+            anyhow::bail!(
+                "{} already exists (left by an interrupted promote, or planted): check what it \
+                 is, remove it, and run promote again",
+                staged.display()
+            );
+        }
+        let m = materialize_checked(&store, &rec, &staged, Materialize::Copy)?;
+        let made = std::fs::symlink_metadata(&staged)
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            })
+            .with_context(|| format!("{}", staged.display()))?;
+        promote::check_staging(&staged, made)?;
+        println!("copied {} entries ({}) from the snapshot store", m.entries, human_bytes(m.bytes));
+    } else {
+        let made = promote::create_staging(&staged)?;
+        let report =
+            sync_with_progress(&snaps.path(&r.snapshot), &staged, &copy_options(), false, true)
+                .with_context(|| {
+                    format!("copying snapshot {} to {}", r.snapshot, staged.display())
+                })?;
+        promote::check_staging(&staged, made)?;
+        print_summary(&report, false);
+    }
+    // The live tree is about to be another: the next round's snapshot cannot be built from
+    // the last one and that round's changes alone.
+    ModuleState::new(&r.state_dir, &r.module).open_round().with_context(|| {
+        format!("marking module {:?}'s live tree as changed in {}", r.module, r.state_dir.display())
+    })?;
     let aside = promote::swap_in(&staged, &data)?;
-    print_summary(&report, false);
     println!(
         "promoted snapshot {} of module {:?}: {} is now that tree",
         r.snapshot,

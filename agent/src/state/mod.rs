@@ -22,6 +22,7 @@ pub mod journal;
 pub mod promote;
 pub mod sigcache;
 pub mod snapshot;
+pub mod store;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -35,7 +36,10 @@ use ferry_core::Stats;
 use self::commit::{CommitLog, CommitRecord};
 use self::journal::Journal;
 use self::sigcache::{CacheCounts, SignatureCache};
-use self::snapshot::{Retention, SnapshotError, SnapshotRecord, Snapshots, Snapshotter};
+use self::snapshot::{
+    Retention, RoundChangeSet, SnapshotError, SnapshotRecord, Snapshots, Snapshotter,
+};
+use self::store::ChangeSet;
 use crate::fs::dest::LocalDestination;
 
 /// How a server keeps state for its modules (`ferry serve --state-dir` and its companions).
@@ -137,7 +141,7 @@ impl ModuleState {
 
     /// The module's snapshots, for reading.
     pub fn snapshots(&self) -> Snapshots {
-        Snapshots::at(self.snapshots_dir())
+        Snapshots::at(self.snapshots_dir(), &self.dir, &self.module)
     }
 
     /// The module's snapshots, for taking new ones of `module_path` with `how`: checks the
@@ -156,7 +160,7 @@ impl ModuleState {
                 source,
             })?;
         }
-        Snapshots::open(self.snapshots_dir(), &self.dir, module_path, how)
+        Snapshots::open(self.snapshots_dir(), &self.dir, &self.module, module_path, how)
     }
 
     /// The module's resume journal, with what earlier rounds left in it.
@@ -189,6 +193,53 @@ impl ModuleState {
         })
     }
 
+    /// Notes, durably, that the live tree is about to change in ways no snapshot has seen
+    /// yet (a pushed round starts, or `ferry promote` swaps the tree). Cleared once a round's
+    /// snapshot is recorded. A round that finds it already set knows the live tree may hold
+    /// changes outside its own change list (an earlier round failed after putting files in
+    /// place, the server was killed, a promote replaced the tree), so its snapshot is built
+    /// from the whole tree. Returns why the change list cannot be trusted, if it cannot.
+    ///
+    /// # Errors
+    /// I/O errors writing the marker (the caller then builds from the whole tree too).
+    pub fn open_round(&self) -> io::Result<Option<String>> {
+        let dir = self.subdir(&format!("commits/{}", self.module))?;
+        let marker = dir.join(ROUND_OPEN);
+        let was_open = match rfs::statat(rfs::CWD, &marker, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => true,
+            Err(rustix::io::Errno::NOENT) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !was_open {
+            write_state_file(
+                &marker,
+                b"a round or a promote changed the live tree since the last snapshot\n",
+            )?;
+        }
+        Ok(was_open.then(|| {
+            "an earlier round or a promote changed the live tree without a snapshot".to_string()
+        }))
+    }
+
+    /// Clears what [`ModuleState::open_round`] set: the newest snapshot is the live tree.
+    fn close_round(&self) {
+        let dir = self.dir.join("commits").join(&self.module);
+        let r = rfs::open(
+            &dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .and_then(|fd| {
+            rfs::unlinkat(&fd, ROUND_OPEN, AtFlags::empty())?;
+            rfs::fsync(&fd)
+        });
+        match r {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            // Left in place: the next round builds from the whole tree, which is safe.
+            Err(e) => tracing::warn!("module {:?}: clearing {ROUND_OPEN}: {e}", self.module),
+        }
+    }
+
     /// Starts a pushed round into `dest` (the module at `module_path`): attaches the resume
     /// journal and, if configured, the signature cache. Blocking (reads the journal and stats
     /// cached files): call it off the async runtime.
@@ -199,8 +250,15 @@ impl ModuleState {
         dest: &Arc<LocalDestination>,
         dry_run: bool,
     ) -> PushRound {
-        // The commit's tree hash reuses the hashes verified during the round.
+        // The commit's tree hash reuses the hashes verified during the round; the snapshot
+        // is built from what the round changed.
         dest.record_hashes();
+        dest.record_changes();
+        let untrusted = if dry_run {
+            None
+        } else {
+            self.open_round().unwrap_or_else(|e| Some(format!("cannot mark the round open: {e}")))
+        };
         let journal = if dry_run {
             None
         } else {
@@ -238,9 +296,13 @@ impl ModuleState {
             journal,
             sigs,
             dry_run,
+            untrusted,
         }
     }
 }
+
+/// The marker [`ModuleState::open_round`] leaves in `commits/MODULE/`.
+const ROUND_OPEN: &str = "round-open";
 
 /// A pushed round's use of the state directory (see the module docs).
 pub struct PushRound {
@@ -251,6 +313,8 @@ pub struct PushRound {
     journal: Option<Arc<Journal>>,
     sigs: Option<Arc<SignatureCache>>,
     dry_run: bool,
+    /// Why this round's change list cannot be trusted, if it cannot.
+    untrusted: Option<String>,
 }
 
 /// What the state directory did at the end of a round.
@@ -312,18 +376,35 @@ impl PushRound {
             ));
         } else if !self.dry_run {
             let fresh = self.dest.take_hashes();
+            let changes = self.change_set();
             let how = &self.cfg.snapshotter;
             let taken = self.state.open_snapshots(&self.module_path, how).and_then(|s| {
                 let commits = self.state.commits();
-                s.take(&self.module_path, stats, &self.cfg.retention, &commits, &fresh, how)
+                let keep = &self.cfg.retention;
+                s.take(&self.module_path, stats, keep, &commits, &fresh, changes, how)
             });
             match taken {
-                Ok(c) => end.committed = Some(c),
+                Ok(c) => {
+                    end.committed = Some(c);
+                    self.state.close_round();
+                }
                 Err(e) => end.snapshot_error = Some(e.to_string()),
             }
         }
         end.cache = self.finish_signatures();
         end
+    }
+
+    /// The round's change list for its snapshot, or why it cannot be trusted.
+    fn change_set(&self) -> RoundChangeSet {
+        let c = self.dest.take_changes();
+        if let Some(why) = &self.untrusted {
+            return Err(why.clone());
+        }
+        if let Some(why) = c.incomplete {
+            return Err(format!("the round's change list is incomplete ({why})"));
+        }
+        Ok(ChangeSet { upserts: c.upserts, removed: c.removed, root: c.root })
     }
 
     /// Ends a round that failed: the journal keeps what was written for the next round; the

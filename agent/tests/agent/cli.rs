@@ -119,7 +119,7 @@ fn demo_runs_the_whole_job() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("== round 3: nothing changed"), "{text}");
-    let snaps: Vec<_> = std::fs::read_dir(dir.join("state/snapshots/data"))
+    let snaps: Vec<_> = std::fs::read_dir(dir.join("state/store/data/snapshots"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".json"))

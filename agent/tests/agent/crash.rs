@@ -78,6 +78,28 @@ fn serve(creds: &Path, dst: &Path, state: &Path) -> Server {
     )
 }
 
+/// `ferry serve` keeping one snapshot (so every round's retention collects garbage), pausing
+/// `pause_ms` at each step of its snapshot and retention (a debug-build test hook).
+fn serve_pausing(creds: &Path, dst: &Path, state: &Path, pause_ms: u64) -> Server {
+    use std::io::BufRead;
+    let mut child = Command::new(FERRY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--keep-last", "1", "--identity"])
+        .arg(creds.join("destination"))
+        .arg("--module")
+        .arg(format!("m={}", dst.display()))
+        .arg("--state-dir")
+        .arg(state)
+        .env("FERRY_TEST_SNAPSHOT_PAUSE_MS", pause_ms.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on ").unwrap().parse().unwrap();
+    Server { child, addr }
+}
+
 fn push(src: &Path, addr: SocketAddr, creds: &Path) -> Command {
     let mut c = Command::new(FERRY);
     c.arg("push")
@@ -132,11 +154,13 @@ fn check_invariants(
         }
         let round = snap["round"].as_u64().unwrap();
         assert!(rounds.contains(&round), "{ctx}: snapshot {id} of uncommitted round {round}");
-        let dir = state.join("snapshots/m").join(&id);
-        // Retention removes the record first, then the tree: a record still there after the
-        // scan means the tree was whole while it was read.
-        let record = state.join("snapshots/m").join(format!("{id}.json"));
-        let t = Tree::read_live(&dir);
+        // Retention removes the record first, then what only it reached: a record still
+        // there after the restore means the snapshot was whole while it was read.
+        let record = state.join("store/m/snapshots").join(format!("{id}.json"));
+        let Some(t) = restored(state, &id) else {
+            assert!(!record.exists(), "{ctx}: snapshot {id} cannot be restored");
+            continue;
+        };
         if !record.exists() {
             continue;
         }
@@ -160,6 +184,22 @@ fn check_invariants(
     }
 }
 
+/// Snapshot `id` restored into a new directory beside the state directory and read back
+/// (then removed); `None` when the restore fails.
+fn restored(state: &Path, id: &str) -> Option<Tree> {
+    let to = state.with_file_name(format!("restored-{id}"));
+    let out = Command::new(FERRY)
+        .args(["restore", "--module", "m", "--snapshot", id, "--state-dir"])
+        .arg(state)
+        .arg("--to")
+        .arg(&to)
+        .output()
+        .unwrap();
+    let t = out.status.success().then(|| Tree::read_live(&to));
+    let _ = std::fs::remove_dir_all(&to);
+    t
+}
+
 /// After a completed round of version `v`: the destination is that version, nothing temporary
 /// is left, and the round's snapshot is there.
 fn check_converged(ctx: &str, dst: &Path, state: &Path, v: &Tree) {
@@ -175,11 +215,10 @@ fn check_converged(ctx: &str, dst: &Path, state: &Path, v: &Tree) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let list = snapshot_list(state);
-        let newest = list
-            .last()
-            .map(|s| Tree::read_live(&state.join("snapshots/m").join(s["id"].as_str().unwrap())));
+        let newest = list.last().and_then(|s| restored(state, s["id"].as_str().unwrap()));
         let partial = std::fs::read_dir(state.join("snapshots/m"))
-            .unwrap()
+            .into_iter()
+            .flatten()
             .flatten()
             .any(|e| e.file_name().to_string_lossy().ends_with(".partial"));
         if newest.as_ref() == Some(v) && !partial {
@@ -309,6 +348,55 @@ fn kill_source(iterations: usize, seed: u64) {
     landed.assert_enough_mid_round("source", iterations);
 }
 
+/// Kills the destination inside its commit, snapshot and retention: each round's server
+/// pauses at those steps (a test hook), and the kill lands at a random point of the window
+/// from the end of the data transfer to past the end of the round. After each kill every
+/// snapshot left verifies and restores to one whole version, nothing a kept snapshot reaches
+/// is missing, and the next round converges.
+fn kill_destination_in_snapshots(iterations: usize, seed: u64) {
+    const PAUSE_MS: u64 = 60;
+    let (_t, creds, vs, dst, state) = setup();
+    // The fastest round without pauses, to know when the transfer is over.
+    let window = round_time(&vs, &creds, &dst, &state);
+    let mut rng = Rng::new(seed);
+    let mut checked = HashSet::new();
+    for i in 0..iterations {
+        let v = i % 2;
+        let ctx = format!("seed {seed:#x}, iteration {i} (destination killed in its snapshot)");
+        let mut srv = serve_pausing(&creds, &dst, &state, PAUSE_MS);
+        let mut client = push(&vs[v].0, srv.addr, &creds).spawn().unwrap();
+        let steps = Duration::from_millis(3 * PAUSE_MS);
+        let at = window.mul_f64(0.5)
+            + (window.mul_f64(0.5) + steps).mul_f64((rng.next_u64() % 1000) as f64 / 1000.0);
+        std::thread::sleep(at);
+        srv.child.kill().unwrap();
+        srv.child.wait().unwrap();
+        let _ = client.kill();
+        let _ = client.wait();
+        check_invariants(&ctx, &dst, &state, &vs, &mut checked);
+        let srv = serve(&creds, &dst, &state);
+        let out = push(&vs[v].0, srv.addr, &creds).output().unwrap();
+        assert!(out.status.success(), "{ctx}: {}", String::from_utf8_lossy(&out.stderr));
+        check_converged(&ctx, &dst, &state, &vs[v].1);
+        check_invariants(&ctx, &dst, &state, &vs, &mut checked);
+        // Every snapshot left verifies again, the old ones too: nothing they reach went.
+        for snap in snapshot_list(&state) {
+            let id = snap["id"].as_str().unwrap();
+            let out = Command::new(FERRY)
+                .args(["snapshots", "verify", "--module", "m", "--snapshot", id, "--state-dir"])
+                .arg(&state)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{ctx}: {id}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+#[test]
+fn kill_9_the_destination_in_its_snapshot_and_retention_50_times() {
+    kill_destination_in_snapshots(50, 0x5AA9_0001);
+}
+
 #[test]
 fn kill_9_the_destination_50_times() {
     kill_destination(50, 0xD357_0001);
@@ -325,4 +413,5 @@ fn kill_9_the_source_50_times() {
 fn kill_9_500_times_per_side() {
     kill_destination(500, 0xD357_0002);
     kill_source(500, 0x5AC3_0002);
+    kill_destination_in_snapshots(500, 0x5AA9_0002);
 }

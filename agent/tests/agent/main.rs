@@ -20,6 +20,8 @@ mod snapshots;
 mod commit;
 // `--compress-level auto`: harder on a slow link, off for what does not compress.
 mod compression;
+// The snapshot store: diff and ls, a no-change round's cost, a damaged or hostile store.
+mod storesafe;
 // Unattended pushes: retries, the status file, --http, --every, pre/post-round hooks.
 mod unattended;
 // A large file cut part way resumes from its journaled segments.

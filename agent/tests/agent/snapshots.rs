@@ -10,6 +10,22 @@ use crate::common::{
     FERRY,
 };
 
+/// Snapshot `id` of module `m` as a directory to compare with: a store snapshot restored
+/// into a new directory beside the state directory (each call a fresh copy), a directory
+/// snapshot (btrfs, earlier versions) itself.
+fn view(state: &Path, id: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = state.join("snapshots/m").join(id);
+    if dir.is_dir() {
+        return dir;
+    }
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let to = state.with_file_name(format!("view-{id}-{n}"));
+    let args = ["restore", "--state-dir", s(state), "--module", "m", "--snapshot", id];
+    check_ok(&ferry(&[&args[..], &["--to", s(&to)]].concat()));
+    to
+}
+
 fn snapshots(state: &Path, want: usize, count: usize) -> Vec<serde_json::Value> {
     // The server snapshots and applies retention before it tells the client the round is
     // done: right after a push, its snapshot is there (issue 10, defect 5's pattern).
@@ -79,8 +95,7 @@ fn each_pushed_round_leaves_a_snapshot_of_that_round() {
     push();
     let ref1 = keep(1);
     let s1 = snapshots(&state, 1, 1);
-    let snap =
-        |rec: &serde_json::Value| state.join("snapshots/m").join(rec["id"].as_str().unwrap());
+    let snap = |rec: &serde_json::Value| view(&state, rec["id"].as_str().unwrap());
     assert_same_tree(&ref1, &snap(&s1[0]));
     // Round 2: content, mode and type changes, a delete and an add.
     std::fs::write(src.join("a"), b"version 2, longer").unwrap();
@@ -117,8 +132,8 @@ fn each_pushed_round_leaves_a_snapshot_of_that_round() {
     ];
     let out = ferry(&restore);
     check_ok(&out);
-    // ext4 cannot clone: a verified copy.
-    assert!(String::from_utf8_lossy(&out.stdout).contains("as a verified copy"));
+    // ext4 cannot clone: copies, checked against the store first.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("as reflinked or copied files"));
     assert_same_tree(&ref2, &restored);
     std::fs::write(restored.join("a"), b"the app wrote here").unwrap();
     assert_same_tree(&ref2, &snap(&s3[0]));
@@ -130,18 +145,24 @@ fn each_pushed_round_leaves_a_snapshot_of_that_round() {
     let out = ferry(&hl);
     check_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("as hard links"));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("changes the snapshot too"));
-    assert_same_tree(&ref2, &linked);
+    let warned = String::from_utf8_lossy(&out.stderr);
+    assert!(warned.contains("changes the snapshot too"), "{warned}");
+    // Linked files share the stored inode, so they show the metadata it was stored with
+    // (said in the warning); their content is the snapshot's.
+    assert!(warned.contains("metadata of the first snapshot"), "{warned}");
+    for f in ["a", "c", "d/b"] {
+        assert_eq!(std::fs::read(ref2.join(f)).unwrap(), std::fs::read(linked.join(f)).unwrap());
+    }
     {
+        // Round 2's `a` is still the live one: the store keeps that very inode.
         use std::os::unix::fs::MetadataExt;
         let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
-        assert_eq!(ino(&linked.join("a")), ino(&snap(&s3[0]).join("a")));
+        assert_eq!(ino(&linked.join("a")), ino(&dst.join("a")));
     }
     assert_eq!(ferry(&hl).status.code(), Some(2), "--hardlinks into an existing directory");
     // Delete it; an unknown id is a usage error.
     let del = ["snapshots", "delete", "--state-dir", s(&state), "--module", "m", "--snapshot", id2];
     check_ok(&ferry(&del));
-    assert!(!snap(&s3[0]).exists());
     assert_eq!(ferry(&del).status.code(), Some(2));
     let left = snapshots(&state, 3, 1);
     assert_eq!(left.len(), 1);
@@ -268,9 +289,9 @@ fn commits_record_a_root_hash_that_verify_checks() {
         assert_eq!(v["ok"], true, "{v}");
         assert_eq!(v["verification"]["computed"], r["root_hash"], "{v}");
     }
-    // Tamper with snapshot 1: same size, mtime put back.
+    // Tamper with snapshot 1's copy of db/data.bin in the store: same size, mtime put back.
     let id1 = s1[0]["id"].as_str().unwrap();
-    let victim = state.join("snapshots/m").join(id1).join("db/data.bin");
+    let victim = object_of(&state, id1, "db/data.bin");
     let meta = std::fs::metadata(&victim).unwrap();
     let mut bytes = std::fs::read(&victim).unwrap();
     bytes[1000] ^= 0xff;
@@ -292,7 +313,18 @@ fn commits_record_a_root_hash_that_verify_checks() {
         id1,
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("DOES NOT MATCH"));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("DOES NOT MATCH") && said.contains("db/data.bin"), "{said}");
+}
+
+/// The store's object holding `path` of snapshot `id` (from `snapshots ls --json`).
+pub(crate) fn object_of(state: &Path, id: &str, path: &str) -> PathBuf {
+    let out =
+        ferry(&["snapshots", "ls", "--state-dir", s(state), "--module", "m", id, path, "--json"]);
+    check_ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hex = v[0]["blake3"].as_str().unwrap().to_string();
+    state.join("store/m/objects").join(&hex[..2]).join(&hex)
 }
 
 /// Failover: `ferry promote` makes a snapshot the live data directory (a verified copy with
@@ -317,10 +349,9 @@ fn promote_makes_a_snapshot_the_live_tree() {
     let out = ferry(&["promote", "--state-dir", s(&state), "--module", "m", "--snapshot", id1]);
     check_ok(&out);
     assert_same_tree(&reference, &dst);
-    let snap1 = state.join("snapshots/m").join(id1);
     let (a, b) = (
         std::fs::metadata(dst.join("db/data.bin")).unwrap(),
-        std::fs::metadata(snap1.join("db/data.bin")).unwrap(),
+        std::fs::metadata(object_of(&state, id1, "db/data.bin")).unwrap(),
     );
     assert_ne!(a.ino(), b.ino(), "the live tree must not share inodes with the snapshot");
     // The replaced tree (round two) is kept aside, named in the output.
@@ -341,7 +372,7 @@ fn promote_makes_a_snapshot_the_live_tree() {
         id1,
     ]);
     check_ok(&v);
-    assert_same_tree(&reference, &snap1);
+    assert_same_tree(&reference, &view(&state, id1));
 }
 
 /// A btrfs filesystem on a loop device for the reflink and btrfs snapshotters (ext4 here has
@@ -447,12 +478,18 @@ fn reflink_and_btrfs_snapshotters() {
         };
         push();
         let first = snapshots(&state, 1, 1);
-        assert_eq!(first[0]["kind"], kind);
-        let snap1 = state.join("snapshots/m").join(first[0]["id"].as_str().unwrap());
+        let id1 = first[0]["id"].as_str().unwrap();
+        assert_eq!(first[0]["kind"], if kind == "reflink" { "store" } else { kind });
+        let snap1 = view(&state, id1);
         assert_same_tree(&src, &snap1);
+        let kept = if kind == "reflink" {
+            object_of(&state, id1, "db/data.bin")
+        } else {
+            snap1.join("db/data.bin")
+        };
         let (live, snap) = (
             std::fs::metadata(data.join("db/data.bin")).unwrap(),
-            std::fs::metadata(snap1.join("db/data.bin")).unwrap(),
+            std::fs::metadata(&kept).unwrap(),
         );
         assert_ne!(
             (live.dev(), live.ino()),
@@ -468,7 +505,7 @@ fn reflink_and_btrfs_snapshotters() {
         std::fs::write(src.join("db/later"), kind).unwrap();
         push();
         let both = snapshots(&state, 2, 2);
-        assert_same_tree(&reference, &snap1);
+        assert_same_tree(&reference, &view(&state, id1));
         // Restore on btrfs: reflinked copies (own inodes), read back against the root hash.
         let restored = fs.mnt.join(format!("{kind}-restored"));
         let out = ferry(&[
@@ -484,14 +521,15 @@ fn reflink_and_btrfs_snapshotters() {
         ]);
         check_ok(&out);
         let said = String::from_utf8_lossy(&out.stdout);
-        assert!(said.contains("as reflinked copies") && said.contains("as recorded"), "{said}");
+        let how = if kind == "reflink" { "reflinked or copied files" } else { "reflinked copies" };
+        assert!(said.contains(how), "{said}");
         assert_same_tree(&reference, &restored);
         assert_ne!(
             std::fs::metadata(restored.join("db/data.bin")).unwrap().ino(),
-            std::fs::metadata(snap1.join("db/data.bin")).unwrap().ino()
+            std::fs::metadata(&kept).unwrap().ino()
         );
         std::fs::write(restored.join("db/data.bin"), b"the app wrote here").unwrap();
-        assert_same_tree(&reference, &snap1);
+        assert_same_tree(&reference, &view(&state, id1));
         let id2 = both[1]["id"].as_str().unwrap();
         let v = ferry(&[
             "snapshots",

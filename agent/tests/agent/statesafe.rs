@@ -101,8 +101,10 @@ fn a_symlinked_journal_temp_name_is_not_followed() {
     );
 }
 
-/// A snapshot record whose id field is `../../../victim`: retention deletes by the record's
-/// file name (a valid id), never by what the file says. (Before: the victim was deleted.)
+/// A snapshot record whose id field is `../../../victim`, planted among the directory
+/// snapshots and in the store: retention deletes by the record's file name (a valid id), never
+/// by what the file says, and the store refuses a record whose id is not its name (its
+/// garbage collection then sweeps nothing until it is gone). (Before: the victim was deleted.)
 #[test]
 fn a_hostile_snapshot_record_id_cannot_reach_outside() {
     let rig = Rig::new();
@@ -110,24 +112,35 @@ fn a_hostile_snapshot_record_id_cannot_reach_outside() {
     let srv = rig.serve(&["--keep-last", "1"]);
     rig.push(&srv);
     let ids = snapshot_ids(&rig.state);
-    let dir = rig.state.join("snapshots/m");
+    let store = rig.state.join("store/m/snapshots");
     let mut rec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join(format!("{}.json", ids[0]))).unwrap())
+        serde_json::from_slice(&std::fs::read(store.join(format!("{}.json", ids[0]))).unwrap())
             .unwrap();
     let planted = "000000-20200101T000000Z";
     rec["id"] = "../../../victim".into();
     rec["round"] = 0.into();
     rec["time_unix"] = 1_577_836_800u64.into();
-    std::fs::write(dir.join(format!("{planted}.json")), serde_json::to_vec(&rec).unwrap()).unwrap();
+    let dir = rig.state.join("snapshots/m");
     std::fs::create_dir_all(dir.join(planted)).unwrap();
+    let mut legacy = rec.clone();
+    legacy["kind"] = "hardlink".into();
+    std::fs::write(dir.join(format!("{planted}.json")), serde_json::to_vec(&legacy).unwrap())
+        .unwrap();
+    let in_store = store.join("000000-20200101T000001Z.json");
+    std::fs::write(&in_store, serde_json::to_vec(&rec).unwrap()).unwrap();
     // A record named outside the grammar is ignored altogether.
     std::fs::write(dir.join("..x.json"), serde_json::to_vec(&rec).unwrap()).unwrap();
     std::fs::write(rig.src.join("small"), b"round two").unwrap();
     rig.push(&srv);
     assert_eq!(std::fs::read(victim.join("precious")).unwrap(), b"precious");
+    assert!(!dir.join(planted).exists(), "the planted directory snapshot was retired by name");
     let ids = snapshot_ids(&rig.state);
-    assert_eq!(ids.len(), 1, "{ids:?}");
-    assert!(!ids.iter().any(|i| i.contains('/')), "{ids:?}");
+    assert!(!ids.iter().any(|i| i.contains('/') || i.starts_with("000000")), "{ids:?}");
+    assert_eq!(ids.len(), 2, "the store swept nothing past a record it cannot read: {ids:?}");
+    std::fs::remove_file(&in_store).unwrap();
+    std::fs::write(rig.src.join("small"), b"round three").unwrap();
+    rig.push(&srv);
+    assert_eq!(snapshot_ids(&rig.state).len(), 1);
     // A hostile id on the command line is refused before any path is built.
     let out = ferry(&[
         "snapshots",

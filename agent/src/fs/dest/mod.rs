@@ -8,6 +8,7 @@
 //!   the live tree, so a change always goes to a new inode that replaces the name;
 //! - deletes never cross into another filesystem.
 
+mod changes;
 mod file;
 mod memory;
 
@@ -20,13 +21,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ferry_core::delta::{self, BlockSize, SignatureHeader};
-use ferry_core::entry::{Entry, LocalEntry};
+use ferry_core::entry::{Entry, EntryKind, LocalEntry, RootMeta};
 use ferry_core::hash::{hash_segment, merge_segments, SegmentHash};
 use ferry_core::message::{Encoding, FileId, Payload};
 use ferry_core::session::{TargetOutcome, TargetWork, WorkCounts};
 use ferry_core::{segment, Limits, RelPath};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
+use self::changes::ChangeLog;
+pub use self::changes::RoundChanges;
 use self::file::{copy_content, read_kept, temp_prefix, write_sparse};
 pub use self::memory::{
     ContentKey, FreshHash, Partial, ResumeJournal, SignatureStore, SIGNATURE_CACHE_MAX_BYTES,
@@ -34,8 +37,16 @@ pub use self::memory::{
 };
 use crate::fs::mmap::Basis;
 use crate::fs::walk::{WalkOptions, Walker};
-use crate::fs::{apply_meta, apply_meta_at, file_type, make_node, remove_tree, Root};
+use crate::fs::{
+    apply_meta, apply_meta_at, can_chown, file_type, make_node, meta_of, read_xattrs, remove_tree,
+    Root,
+};
 use crate::lock;
+
+/// Identity of the content an inode holds now.
+fn content_key(s: &rfs::Stat) -> ContentKey {
+    (s.st_dev, s.st_ino, s.st_size as u64, meta_of(s).mtime_ns)
+}
 
 /// Performs the target's work. A trait so tests can drive the destination directly, with
 /// work a hostile peer could cause, and check nothing escapes the root.
@@ -58,8 +69,8 @@ struct Staging {
     adopted: bool,
 }
 
-/// A verified file waiting for its commit: staging, final path, content hash.
-type Verified = (Staging, RelPath, [u8; 32]);
+/// A verified file waiting for its commit: staging, the source's entry, content hash.
+type Verified = (Staging, Entry, [u8; 32]);
 
 /// A destination directory on the local filesystem.
 pub struct LocalDestination {
@@ -73,6 +84,8 @@ pub struct LocalDestination {
     verified: Mutex<HashMap<FileId, Verified>>,
     /// Content hashes of the files committed, by inode, when asked for (`record_hashes`).
     fresh: Mutex<Option<Vec<FreshHash>>>,
+    /// What the round changed, when asked for (`record_changes`).
+    changes: Mutex<Option<ChangeLog>>,
     dirty: Mutex<HashSet<Option<RelPath>>>,
     temp_counter: AtomicU64,
     /// Signatures kept between rounds (`ferry serve --state-dir`).
@@ -96,6 +109,24 @@ impl LocalDestination {
     /// [`FreshHash`]).
     pub fn record_hashes(&self) {
         *lock(&self.fresh) = Some(Vec::new());
+    }
+
+    /// Starts recording what the round changes beneath the root ([`RoundChanges`]), for a
+    /// snapshot that costs what changed.
+    pub fn record_changes(&self) {
+        *lock(&self.changes) = Some(ChangeLog::default());
+    }
+
+    /// What the round changed since [`LocalDestination::record_changes`] (empty when not
+    /// recording); recording starts afresh.
+    pub fn take_changes(&self) -> RoundChanges {
+        lock(&self.changes).as_mut().map(|c| std::mem::take(c).finish()).unwrap_or_default()
+    }
+
+    fn note(&self, f: impl FnOnce(&mut ChangeLog)) {
+        if let Some(log) = lock(&self.changes).as_mut() {
+            f(log);
+        }
     }
 
     /// After a round that failed (a cut link, a peer gone): puts in place the files that were
@@ -158,6 +189,7 @@ impl LocalDestination {
             staging: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
             fresh: Mutex::new(None),
+            changes: Mutex::new(None),
             dirty: Mutex::new(HashSet::new()),
             temp_counter: AtomicU64::new(0),
             sigs: OnceLock::new(),
@@ -218,6 +250,7 @@ impl LocalDestination {
             if file_type(&st) == FileType::Directory {
                 let (r, kept) = remove_tree(dir, name, &self.root.boundary())?;
                 removed = r;
+                self.note(|c| c.remove(path));
                 if kept > 0 {
                     let _ = rfs::unlinkat(dir, tmp, AtFlags::empty());
                     return Err(io::Error::other(format!(
@@ -375,7 +408,7 @@ impl LocalDestination {
         })();
         match done {
             Ok(skipped) => {
-                lock(&self.verified).insert(file, (st, entry.path.clone(), hash));
+                lock(&self.verified).insert(file, (st, entry.clone(), hash));
                 TargetOutcome::Verified(WorkCounts {
                     ownership_skipped: skipped,
                     ..WorkCounts::default()
@@ -410,16 +443,22 @@ impl LocalDestination {
         }
         let mut counts = WorkCounts::default();
         let mut fresh = lock(&self.fresh);
-        for (i, (st, path, hash)) in batch.iter().enumerate() {
+        for (i, (st, entry, hash)) in batch.iter().enumerate() {
+            let path = &entry.path;
             match self.replace(&st.dir, &st.tmp, path) {
                 Ok(d) => {
                     counts.deleted += d;
                     let stat = rfs::fstat(&st.file);
-                    if let (Some(list), Ok(s)) = (fresh.as_mut(), &stat) {
-                        let key =
-                            (s.st_dev, s.st_ino, s.st_size as u64, crate::fs::meta_of(s).mtime_ns);
+                    let key = stat.as_ref().ok().map(content_key);
+                    if let (Some(list), Some(key)) = (fresh.as_mut(), key) {
                         list.push((key, *hash));
                     }
+                    self.note(|c| match key {
+                        Some(key) => {
+                            c.upsert(Entry { hash: Some(*hash), ..entry.clone() }, Some(key))
+                        }
+                        None => c.incomplete(format!("{path}: cannot stat the file just written")),
+                    });
                     if let Some(j) = self.journal.get().filter(|_| st.segs.len() > 1) {
                         j.done(path, &st.tmp);
                     }
@@ -524,6 +563,8 @@ impl LocalDestination {
         match r {
             Ok(skipped) => {
                 self.replace(&dir, &tmp, &entry.path)?;
+                let key = content_key(&rfs::fstat(&new)?);
+                self.note(|c| c.upsert(entry.clone(), Some(key)));
                 Ok(WorkCounts { ownership_skipped: skipped, ..WorkCounts::default() })
             }
             Err(e) => {
@@ -542,6 +583,7 @@ impl LocalDestination {
                 if file_type(&st) != FileType::Directory {
                     // A file or symlink in the way: remove the name, never follow it.
                     rfs::unlinkat(&dir, name, AtFlags::empty())?;
+                    self.note(|c| c.remove(&entry.path));
                     counts.deleted += 1;
                 }
             }
@@ -558,6 +600,9 @@ impl LocalDestination {
             Err(e) => return Err(e.into()),
         }
         self.mark_dirty(&entry.path);
+        if counts.created {
+            self.note(|c| c.upsert(entry.clone(), None));
+        }
         Ok(counts)
     }
 
@@ -569,6 +614,7 @@ impl LocalDestination {
         match r {
             Ok(skipped) => {
                 let deleted = self.replace(&dir, &tmp, &entry.path)?;
+                self.note(|c| c.upsert(entry.clone(), None));
                 Ok(WorkCounts {
                     ownership_skipped: skipped,
                     deleted,
@@ -606,6 +652,18 @@ impl LocalDestination {
         rfs::linkat(&to_dir, to.file_name(), &dir, tmp.as_slice(), AtFlags::empty())
             .map_err(|e| io_err(e.into()))?;
         let deleted = self.replace(&dir, &tmp, path).map_err(io_err)?;
+        self.note(|c| {
+            // A hard link's entry as a manifest carries it: the linked file's metadata.
+            let link = Entry {
+                path: path.clone(),
+                kind: EntryKind::HardLink { to: to.clone() },
+                size: to_st.st_size as u64,
+                meta: meta_of(&to_st),
+                xattrs: Vec::new(),
+                hash: None,
+            };
+            c.upsert(link, Some(content_key(&to_st)));
+        });
         Ok(WorkCounts { deleted, created: true, ..WorkCounts::default() })
     }
 
@@ -615,14 +673,55 @@ impl LocalDestination {
             remove_tree(&dir, entry.entry.path.file_name(), &self.root.boundary())?;
         if deleted > 0 {
             self.mark_dirty(&entry.entry.path);
+            self.note(|c| c.remove(&entry.entry.path));
+        }
+        if kept > 0 {
+            self.note(|c| {
+                c.incomplete(format!("{}: mount points beneath it were kept", entry.entry.path))
+            });
         }
         Ok(WorkCounts { deleted, mount_points_skipped: kept, ..WorkCounts::default() })
     }
 
     fn dir_meta(&self, entry: &Entry) -> io::Result<WorkCounts> {
         let fd = self.root.open_dir(Some(&entry.path))?;
+        let changed = self.recording() && self.meta_differs(&fd, &entry.meta, &entry.xattrs)?;
         let skipped = apply_meta(&fd, &entry.meta, &entry.xattrs)?;
+        if changed {
+            self.note(|c| c.upsert(entry.clone(), None));
+        }
         Ok(WorkCounts { ownership_skipped: skipped, ..WorkCounts::default() })
+    }
+
+    fn root_meta(&self, root: &RootMeta) -> io::Result<u64> {
+        let fd = self.root.open_dir(None)?;
+        let changed = self.recording() && self.meta_differs(&fd, &root.meta, &root.xattrs)?;
+        let skipped = apply_meta(&fd, &root.meta, &root.xattrs)?;
+        if changed {
+            self.note(|c| c.root(root.clone()));
+        }
+        Ok(skipped)
+    }
+
+    fn recording(&self) -> bool {
+        lock(&self.changes).is_some()
+    }
+
+    /// Whether the directory open as `fd` holds other metadata than `meta` and `xattrs`, as
+    /// far as this process can set it: ownership counts only where it can be set (else every
+    /// directory would differ every round, and the change list would be the tree).
+    fn meta_differs(
+        &self,
+        fd: &OwnedFd,
+        meta: &ferry_core::entry::Meta,
+        xattrs: &[ferry_core::entry::Xattr],
+    ) -> io::Result<bool> {
+        let now = meta_of(&rfs::fstat(fd)?);
+        let owner = can_chown() && (now.uid, now.gid) != (meta.uid, meta.gid);
+        if owner || now.mode != meta.mode || now.mtime_ns != meta.mtime_ns {
+            return Ok(true);
+        }
+        Ok(read_xattrs(fd, b"", self.limits.max_xattr_value)? != xattrs)
     }
 
     fn sync_dirs(&self) -> io::Result<WorkCounts> {
@@ -705,11 +804,7 @@ impl Destination for LocalDestination {
             TargetWork::DirMeta { entry } => {
                 io("setting metadata of", &entry.path, self.dir_meta(&entry))
             }
-            TargetWork::RootMeta { root } => match self
-                .root
-                .open_dir(None)
-                .and_then(|fd| apply_meta(&fd, &root.meta, &root.xattrs))
-            {
+            TargetWork::RootMeta { root } => match self.root_meta(&root) {
                 Ok(skipped) => TargetOutcome::Done(WorkCounts {
                     ownership_skipped: skipped,
                     ..WorkCounts::default()

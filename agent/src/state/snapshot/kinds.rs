@@ -9,13 +9,19 @@ use rustix::fs as rfs;
 /// How a snapshot is taken (`ferry serve --snapshot KIND`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Snapshotter {
-    /// A tree of hard links on the module's filesystem: metadata cost only; safe because a
-    /// round never modifies an inode in place.
+    /// The snapshot store, keeping each new file as a hard link to its verified inode (on the
+    /// module's filesystem): a round costs what it changed; safe because a round never
+    /// modifies an inode in place.
     #[default]
     Hardlink,
-    /// A tree of reflinked copies (`FICLONE`): shares data blocks until either side changes,
-    /// on filesystems that support it (btrfs, XFS with reflink, bcachefs...).
+    /// The snapshot store, keeping each new file as a reflinked copy (`FICLONE`): shares data
+    /// blocks until either side changes, on filesystems that support it (btrfs, XFS with
+    /// reflink, bcachefs...).
     Reflink,
+    /// The earlier versions' snapshotter: a whole tree of hard links per snapshot, every
+    /// directory recreated and every file linked each round. Kept for comparison
+    /// (`ferry-bench snapcost`); hidden from `--help`.
+    HardlinkTree,
     /// A read-only btrfs subvolume snapshot of the module (which must be a subvolume), with
     /// the `btrfs` tool.
     Btrfs,
@@ -30,6 +36,7 @@ impl Snapshotter {
         match self {
             Snapshotter::Hardlink => "hardlink",
             Snapshotter::Reflink => "reflink",
+            Snapshotter::HardlinkTree => "hardlink",
             Snapshotter::Btrfs => "btrfs",
             Snapshotter::Command(_) => "command",
         }

@@ -16,6 +16,7 @@
 
 mod kinds;
 mod retention;
+mod stored;
 mod verify;
 
 use std::io;
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use self::kinds::Snapshotter;
 use self::kinds::{fs_type, probe_reflink};
 pub use self::retention::Retention;
+pub use self::stored::{Built, RoundChangeSet};
 pub use self::verify::Verification;
 use crate::fs::dest::ContentKey;
 use crate::fs::tree::walk_tree;
@@ -97,6 +99,10 @@ pub enum SnapshotError {
         /// The error.
         source: io::Error,
     },
+    /// The snapshot store failed, or holds something damaged (the error names the snapshot
+    /// and the path).
+    #[error(transparent)]
+    Store(#[from] crate::state::store::StoreError),
 }
 
 pub(super) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> SnapshotError {
@@ -107,7 +113,12 @@ pub(super) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Snaps
 /// Snapshots of one module under a state directory.
 #[derive(Debug, Clone)]
 pub struct Snapshots {
+    /// Where legacy snapshot directories and their records are (`STATE/snapshots/MODULE`).
     dir: PathBuf,
+    /// The state directory, where the store is.
+    state: PathBuf,
+    /// The module.
+    module: String,
 }
 
 impl Snapshots {
@@ -120,6 +131,7 @@ impl Snapshots {
     pub fn open(
         dir: PathBuf,
         state: &Path,
+        module: &str,
         module_path: &Path,
         how: &Snapshotter,
     ) -> Result<Snapshots, SnapshotError> {
@@ -138,7 +150,7 @@ impl Snapshots {
         let unsupported = |why: String| SnapshotError::Unsupported { kind: how.name(), why };
         match how {
             // Hard links cannot cross filesystems, nor btrfs subvolumes (each has its own dev).
-            Snapshotter::Hardlink if a.dev() != b.dev() => {
+            Snapshotter::Hardlink | Snapshotter::HardlinkTree if a.dev() != b.dev() => {
                 return Err(SnapshotError::CrossDevice {
                     state: state.into(),
                     module: module_path.into(),
@@ -194,23 +206,28 @@ impl Snapshots {
                 });
             }
         }
-        Ok(Snapshots { dir })
+        Ok(Snapshots { dir, state: state.to_path_buf(), module: module.to_string() })
     }
 
-    /// The snapshots kept in `dir`, for reading (no checks, nothing created).
-    pub fn at(dir: PathBuf) -> Snapshots {
-        Snapshots { dir }
+    /// The snapshots of `module` under the state directory `state`, legacy ones in `dir`, for
+    /// reading (no checks, nothing created).
+    pub fn at(dir: PathBuf, state: &Path, module: &str) -> Snapshots {
+        Snapshots { dir, state: state.to_path_buf(), module: module.to_string() }
     }
 
-    /// Every snapshot's record, oldest first.
+    /// Every snapshot's record, oldest first: those in the store and the legacy directories
+    /// of earlier versions (and of `btrfs`, `command` and `hardlink-tree`).
     ///
     /// # Errors
-    /// I/O errors reading the directory; unreadable records are skipped.
+    /// I/O errors reading the directories; unreadable records are skipped (store records
+    /// with a warning naming them).
     pub fn list(&self) -> Result<Vec<SnapshotRecord>, SnapshotError> {
-        let mut out = Vec::new();
-        let rd = std::fs::read_dir(&self.dir)
-            .map_err(io_err(format!("reading {}", self.dir.display())))?;
-        for e in rd.flatten() {
+        let mut out = self.store_records()?;
+        let rd = match std::fs::read_dir(&self.dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !out.is_empty() => None,
+            r => Some(r.map_err(io_err(format!("reading {}", self.dir.display())))?),
+        };
+        for e in rd.into_iter().flatten().flatten() {
             let p = e.path();
             // The id is the record's file name, checked against the id grammar; the record's
             // own `id` field is never used to name a path (it could say `../../x`).
@@ -259,6 +276,7 @@ impl Snapshots {
     /// # Errors
     /// [`SnapshotError`]; a failed snapshot leaves no directory under its final name, and a
     /// crash before the commit record leaves no record of the round.
+    #[allow(clippy::too_many_arguments)]
     pub fn take(
         &self,
         module_path: &Path,
@@ -266,6 +284,7 @@ impl Snapshots {
         keep: &Retention,
         commits: &CommitLog,
         fresh: &[(ContentKey, [u8; 32])],
+        changes: RoundChangeSet,
         how: &Snapshotter,
     ) -> Result<(CommitRecord, SnapshotRecord), SnapshotError> {
         let last_snap = self.list()?.last().map_or(0, |r| r.round);
@@ -293,6 +312,10 @@ impl Snapshots {
                 }
             }
         }
+        if matches!(how, Snapshotter::Hardlink | Snapshotter::Reflink) {
+            let named = (round, now, id);
+            return self.take_stored(module_path, stats, keep, commits, fresh, changes, how, named);
+        }
         let mut cache = commits.load_cache();
         for (k, h) in fresh {
             cache.insert(*k, *h);
@@ -300,7 +323,8 @@ impl Snapshots {
         let mut kept = HashCache::default();
         let mut hasher = TreeHasher::default();
         let build = match how {
-            Snapshotter::Hardlink => Some((tmp.as_path(), false)),
+            // (Hardlink and Reflink went to the store above.)
+            Snapshotter::HardlinkTree | Snapshotter::Hardlink => Some((tmp.as_path(), false)),
             Snapshotter::Reflink => Some((tmp.as_path(), true)),
             // Taken after the commit record, by btrfs or the user's command.
             Snapshotter::Btrfs | Snapshotter::Command(_) => None,
@@ -350,7 +374,7 @@ impl Snapshots {
         };
         let fin = self.dir.join(&id);
         match how {
-            Snapshotter::Hardlink | Snapshotter::Reflink => {
+            Snapshotter::Hardlink | Snapshotter::Reflink | Snapshotter::HardlinkTree => {
                 write_record()?;
                 if let Err(e) = std::fs::rename(&tmp, &fin) {
                     let _ = std::fs::remove_file(&json);
@@ -399,11 +423,19 @@ impl Snapshots {
         Ok((commit, rec))
     }
 
-    /// Deletes snapshot `id` (record first, so a half-deleted tree is never listed).
+    /// Deletes snapshot `id`: a store snapshot's record, then what only it reached; a legacy
+    /// snapshot's record, then its tree (so a half-deleted tree is never listed).
     ///
     /// # Errors
     /// I/O errors; an id outside the grammar ([`valid_id`]).
     pub fn delete(&self, id: &str) -> Result<(), SnapshotError> {
+        if valid_id(id) && self.store_records()?.iter().any(|r| r.id == id) {
+            return self.delete_stored(id);
+        }
+        self.delete_legacy(id)
+    }
+
+    fn delete_legacy(&self, id: &str) -> Result<(), SnapshotError> {
         if !valid_id(id) {
             return Err(SnapshotError::Io {
                 what: format!("deleting snapshot {id:?}"),
@@ -539,7 +571,7 @@ mod tests {
             std::os::unix::fs::lchown(module.join("link"), Some(4321), Some(8765)).unwrap();
         }
         let ms = crate::state::ModuleState::new(&state, "m");
-        let snaps = ms.open_snapshots(&module, &Snapshotter::Hardlink).unwrap();
+        let snaps = ms.open_snapshots(&module, &Snapshotter::HardlinkTree).unwrap();
         let commits = ms.commits();
         let (_, rec) = snaps
             .take(
@@ -548,7 +580,8 @@ mod tests {
                 &Retention::default(),
                 &commits,
                 &[],
-                &Snapshotter::Hardlink,
+                Err("a test".into()),
+                &Snapshotter::HardlinkTree,
             )
             .unwrap();
         for name in ["fifo", "link"] {
