@@ -35,15 +35,21 @@ impl Rig {
     }
 
     fn push(&self) {
+        check_ok(&self.try_push());
+    }
+
+    fn try_push(&self) -> std::process::Output {
         let url = format!("ferry://127.0.0.1:{}/m", self.srv.addr.port());
-        check_ok(&ferry(&[
+        ferry(&[
             "push",
             s(&self.src),
             &url,
             "--identity",
             s(&self.c.join("source")),
             "--delete",
-        ]));
+            "--retries",
+            "0",
+        ])
     }
 
     fn ids(&self) -> Vec<String> {
@@ -290,9 +296,13 @@ fn a_symlink_planted_in_the_store_is_not_followed() {
     assert!(!out.status.success(), "{}", text(&out));
     assert!(!text(&out).contains("panicked"), "{}", text(&out));
     assert!(text(&out).contains("objects"), "{}", text(&out));
-    // A round: its snapshot fails (reported in the server's log), nothing lands elsewhere.
+    // A round: its snapshot fails, so the push fails (exit 6) naming the planted directory,
+    // and nothing lands elsewhere.
     std::fs::write(rig.src.join("top"), b"round two").unwrap();
-    rig.push();
+    let out = rig.try_push();
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(text(&out).contains("the destination did not record the round"), "{}", text(&out));
+    assert!(text(&out).contains("objects (not a plain directory"), "{}", text(&out));
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 1, "written through a symlink");
     assert_eq!(std::fs::read(elsewhere.join("precious")).unwrap(), b"precious");
     // Put back: the next round snapshots again, from the whole tree.
