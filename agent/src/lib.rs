@@ -25,6 +25,7 @@
 
 pub mod cli;
 pub mod fs;
+pub mod many;
 pub mod net;
 pub mod round;
 pub mod state;
