@@ -49,7 +49,7 @@ pub(super) fn run(
         });
     }
     let target = Target { direction, local, url };
-    let mut one = |from: &Path| one_round(&rt, direction, from, url, &opts, round, &agent);
+    let mut one = |from: &Path| one_round(&rt, direction, from, url, &opts, round, &agent, None);
     let mut last = ExitCode::SUCCESS;
     let mut show = |r: &Report| -> anyhow::Result<()> {
         last = super::exit::of_report(r);
@@ -212,7 +212,7 @@ fn one_module(
         &target,
         &agent,
         &triggered,
-        &mut |from: &Path| one_round(rt, direction, from, url, opts, round, &agent),
+        &mut |from: &Path| one_round(rt, direction, from, url, opts, round, &agent, Some(&e.name)),
         &mut |r: &Report| {
             report = Some(r.clone());
             Ok(())
@@ -255,7 +255,8 @@ fn summary_line(r: &ModuleResult) -> String {
     }
 }
 
-/// One network round with its progress display.
+/// One network round with its progress display; `module` prefixes its itemized lines.
+#[allow(clippy::too_many_arguments)]
 fn one_round(
     rt: &tokio::runtime::Runtime,
     direction: Direction,
@@ -264,10 +265,13 @@ fn one_round(
     opts: &RemoteOptions,
     round: &RoundFlags,
     agent: &Arc<Agent>,
+    module: Option<&str>,
 ) -> Result<Report, RemoteError> {
     let progress = Progress::new(!round.no_progress);
-    let on_item: Box<dyn FnMut(&Itemized) + Send> =
-        Box::new(progress.item_printer(round.itemize()));
+    let on_item: Box<dyn FnMut(&Itemized) + Send> = Box::new(
+        progress
+            .item_printer(round.itemize(), module.map(|m| format!("{m}: ")).unwrap_or_default()),
+    );
     let mut show = progress.callback();
     let live = agent.clone();
     let (every, mut shown) = (progress.every, Instant::now());

@@ -114,10 +114,19 @@ fn a_failed_module_does_not_stop_the_others_and_each_says_what_happened() {
         s(&id),
         "--transport",
         "tcp",
+        "--itemize",
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    // Itemized lines of modules running side by side say which module they belong to.
+    let item = |module: &str, path: &str| {
+        text.lines().any(|l| l.starts_with(&format!("{module}: ")) && l.ends_with(path))
+    };
+    assert!(item("alpha", "sub/b.bin") && item("locked", "served.txt"), "{text}");
+    assert!(!item("alpha", "served.txt"), "{text}");
+    // The summary comes last, in list order.
     let lines: Vec<_> = text.lines().collect();
+    let lines = &lines[lines.len().saturating_sub(3)..];
     assert!(lines[0].starts_with("alpha: ok: 2 new"), "{text}");
     assert!(lines[1].starts_with("locked: ok: 1 new"), "{text}");
     assert_eq!(lines[2], "2 module(s): 2 ok, 0 not; exit code 0");
