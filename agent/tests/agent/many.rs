@@ -314,3 +314,36 @@ fn modules_dir_follows_its_subdirectories_while_serving() {
     }
     assert!(!vols.join("later").exists(), "a refused module is not created");
 }
+
+/// A subdirectory whose state cannot be kept (btrfs snapshots of a directory that is no
+/// subvolume) is refused before its round, as a `--module` would be refused at start-up.
+#[test]
+fn a_modules_dir_module_whose_state_cannot_work_is_refused_before_the_round() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let vols = t.path().join("vols");
+    std::fs::create_dir_all(vols.join("x")).unwrap();
+    let state = t.path().join("state");
+    let srv = serve_with(
+        &c.join("destination"),
+        &[],
+        &["--modules-dir", s(&vols), "--state-dir", s(&state), "--snapshot", "btrfs"],
+    );
+    let src = t.path().join("src");
+    tree(&src, "x");
+    let out = ferry(&[
+        "push",
+        s(&src),
+        &format!("ferry://127.0.0.1:{}/x", srv.addr.port()),
+        "--identity",
+        s(&c.join("source")),
+        "--transport",
+        "tcp",
+        "--retries",
+        "0",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("cannot keep its state"), "{err}");
+    assert_eq!(std::fs::read_dir(vols.join("x")).unwrap().count(), 0, "nothing moved");
+}
