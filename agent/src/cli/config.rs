@@ -296,6 +296,11 @@ impl ServeFlags {
         });
         let mut modules = self.modules;
         if let Some(file) = &self.modules_from {
+            if self.stdio && file.as_os_str() == "-" {
+                return Err(Usage(
+                    "--modules-from - reads stdin, which --stdio serves the round on".into(),
+                ));
+            }
             let listed = crate::many::served_modules(file)
                 .map_err(|e| Usage(format!("--modules-from {e}")))?;
             for m in listed {
@@ -440,6 +445,8 @@ mod tests {
         let e = serve(&["serve", "--modules-from", f, "--module", "a=/z", "--identity", "i"]);
         assert!(e.unwrap_err().0.contains("both by --module and in --modules-from"));
         assert!(parse(&["serve", "--identity", "i"]).is_err(), "no module at all");
+        let e = serve(&["serve", "--modules-from", "-", "--stdio"]).unwrap_err();
+        assert!(e.0.contains("--stdio"), "{e}");
         assert!(parse(&["serve", "--modules-dir", "/d:ro", "--identity", "i"]).is_ok());
     }
 

@@ -153,6 +153,14 @@ pub(super) fn run_many(
     let round = RoundFlags { no_progress: true, ..round.clone() };
     let rt = super::runtime()?;
     super::exit_on_sigterm(&rt);
+    // SIGUSR1's default action ends the process; a one-module agent takes it as a trigger.
+    rt.spawn(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut usr1) = signal(SignalKind::user_defined1()) else { return };
+        while usr1.recv().await.is_some() {
+            tracing::info!("SIGUSR1: ignored with --list (every module runs once)");
+        }
+    });
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<ModuleResult>>> =
         Mutex::new((0..list.len()).map(|_| None).collect());
