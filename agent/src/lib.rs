@@ -6,6 +6,8 @@
 //!    │
 //!   unattended/  schedule, retries, hooks, status file, HTTP (push/pull and serve)
 //!    │
+//!   many/        list files (push/pull --list, serve --modules-from), serve --modules-dir
+//!    │
 //!   net/         handshake, client, server, a round over a link, the link benchmark
 //!    │      └──▶ state/   what a destination keeps between rounds: commit records, journal,
 //!    │                    signature cache, snapshots (kinds, retention, verify, restore),
@@ -25,6 +27,7 @@
 
 pub mod cli;
 pub mod fs;
+pub mod many;
 pub mod net;
 pub mod round;
 pub mod state;

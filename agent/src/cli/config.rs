@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use super::exit::Usage;
 use super::flags::{
-    NetFlags, ReceiveFlags, RoundFlags, ScheduleFlags, ServeFlags, SnapshotKind, SourceImageFlags,
-    SourceImageKind, Transport,
+    ListFlags, NetFlags, ReceiveFlags, RoundFlags, ScheduleFlags, ServeFlags, SnapshotKind,
+    SourceImageFlags, SourceImageKind, Transport,
 };
 use crate::fs::image::SourceSnapshot;
-use crate::net::{RemoteOptions, ServeConfig, Via};
+use crate::many::ListEntry;
+use crate::net::{RemoteOptions, ServeConfig, Url, Via};
 use crate::round::{RoundOptions, SyncOptions};
 use crate::state::snapshot::{Retention, Snapshotter};
 use crate::state::StateConfig;
@@ -181,6 +182,89 @@ impl ScheduleFlags {
     }
 }
 
+/// What one `ferry push` or `ferry pull` replicates.
+#[derive(Debug)]
+pub enum Job {
+    /// One directory and one module.
+    One {
+        /// The local directory (source of a push, destination of a pull).
+        local: PathBuf,
+        /// The module.
+        url: Url,
+    },
+    /// `--list`: each listed directory with its module on one server.
+    Many {
+        /// The server (its module empty).
+        server: Url,
+        /// The modules, checked.
+        list: Vec<ListEntry>,
+        /// `--jobs`, at least 1.
+        jobs: usize,
+        /// `--list-check`: print, do not run.
+        check: bool,
+    },
+}
+
+impl ListFlags {
+    /// What a push or pull replicates, from its positional arguments: `local` and `url` of
+    /// one module, or with `--list` only the server's URL (given first to push, whose single
+    /// positional then lands in `local`).
+    ///
+    /// # Errors
+    /// [`Usage`] for a missing or extra argument, a URL with (or without) a module, a bad
+    /// list file, and flags `--list` does not take.
+    pub fn job(
+        &self,
+        local: Option<PathBuf>,
+        url: Option<Url>,
+        when: &ScheduleFlags,
+        net: &NetFlags,
+    ) -> Result<Job, Usage> {
+        let Some(file) = &self.list else {
+            return match (local, url) {
+                (Some(_), Some(u)) if u.module.is_empty() => Err(Usage(format!(
+                    "{u}: no /MODULE (only --list takes a server without a module)"
+                ))),
+                (Some(local), Some(url)) => Ok(Job::One { local, url }),
+                _ => Err(Usage("expected a directory and ferry://HOST[:PORT]/MODULE".into())),
+            };
+        };
+        let server = match (local, url) {
+            (None, Some(u)) => u,
+            (Some(first), None) => crate::many::parse_url(&first.to_string_lossy())
+                .map_err(|e| Usage(format!("with --list, {e}")))?,
+            (Some(_), Some(_)) => {
+                return Err(Usage(
+                    "with --list, give only the server, ferry://HOST[:PORT]: the list file names each module's directory".into(),
+                ))
+            }
+            (None, None) => return Err(Usage("--list needs the server, ferry://HOST[:PORT]".into())),
+        };
+        if !server.module.is_empty() {
+            return Err(Usage(format!(
+                "with --list, the URL names the server only (ferry://{}:{}): the list file names the modules, not /{}",
+                server.host, server.port, server.module
+            )));
+        }
+        let refused = [
+            (when.every.is_some() || when.schedule.is_some(), "--every/--schedule"),
+            (when.status_file.is_some(), "--status-file"),
+            (when.http.get.is_some(), "--http"),
+            (net.rsh.is_some(), "--rsh"),
+        ];
+        if let Some((_, flag)) = refused.iter().find(|(given, _)| *given) {
+            return Err(Usage(format!(
+                "{flag} does not go with --list yet: run one process per module, or --list once (e.g. from a CronJob)"
+            )));
+        }
+        if self.jobs == 0 {
+            return Err(Usage("--jobs must be at least 1".into()));
+        }
+        let list = crate::many::read_list(file).map_err(|e| Usage(format!("--list {e}")))?;
+        Ok(Job::Many { server, list, jobs: self.jobs, check: self.list_check })
+    }
+}
+
 /// `ferry serve`, validated.
 #[derive(Debug)]
 pub struct Serve {
@@ -211,13 +295,34 @@ impl ServeFlags {
             retention,
             signature_cache: !self.no_signature_cache,
         });
+        let mut modules = self.modules;
+        if let Some(file) = &self.modules_from {
+            if self.stdio && file.as_os_str() == "-" {
+                return Err(Usage(
+                    "--modules-from - reads stdin, which --stdio serves the round on".into(),
+                ));
+            }
+            let listed = crate::many::served_modules(file)
+                .map_err(|e| Usage(format!("--modules-from {e}")))?;
+            for m in listed {
+                if modules.iter().any(|e| e.name == m.name) {
+                    return Err(Usage(format!(
+                        "module {:?} is given both by --module and in --modules-from {}",
+                        m.name,
+                        file.display()
+                    )));
+                }
+                modules.push(m);
+            }
+        }
         Ok(Serve {
             listen: self.listen,
             identity: self.identity,
             stdio: self.stdio,
             http: self.http.get,
             config: ServeConfig {
-                modules: self.modules,
+                modules,
+                modules_dir: self.modules_dir,
                 threads: self.threads.get,
                 bwlimit: self.bwlimit.get.unwrap_or(0),
                 state,
@@ -276,6 +381,74 @@ mod tests {
         };
         assert_eq!(net.transport, Transport::Tcp);
         assert!(when.every.is_some());
+    }
+
+    fn job(args: &[&str]) -> Result<Job, Usage> {
+        match parse(args).map_err(|e| Usage(e.to_string()))?.command {
+            Command::Push { src, url, many, net, when, .. } => many.job(src, url, &when, &net),
+            Command::Pull { url, dst, many, net, when, .. } => {
+                many.job(dst, Some(url), &when, &net)
+            }
+            _ => panic!("not push or pull"),
+        }
+    }
+
+    #[test]
+    fn list_takes_the_server_only_and_no_schedule() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("list");
+        std::fs::write(&f, "a /x\nb /y z\n").unwrap();
+        let f = f.to_str().unwrap();
+        for args in
+            [&["push", "--list", f, "ferry://h:9"][..], &["pull", "--list", f, "ferry://h:9/"]]
+        {
+            let Ok(Job::Many { server, list, jobs, check: false }) = job(args) else {
+                panic!("{args:?}")
+            };
+            assert_eq!((server.host.as_str(), server.port, server.module.as_str()), ("h", 9, ""));
+            assert_eq!(list.len(), 2);
+            assert_eq!(jobs, super::super::flags::DEFAULT_JOBS);
+        }
+        for (args, says) in [
+            (&["push", "--list", f, "ferry://h:9/m"][..], "server only"),
+            (&["pull", "--list", f, "ferry://h:9/m"], "server only"),
+            (&["push", "--list", f, "src", "ferry://h:9/m"], "only the server"),
+            (&["push", "--list", f, "ferry://h:9", "--every", "5m"], "--every"),
+            (&["pull", "--list", f, "ferry://h:9", "--status-file", "s"], "--status-file"),
+            (&["pull", "--list", f, "ferry://h:9", "--rsh", "x"], "--rsh"),
+            (&["pull", "--list", f, "ferry://h:9", "--jobs", "0"], "at least 1"),
+            (&["pull", "ferry://h:9", "d"], "no /MODULE"),
+            (&["pull", "--list", "/nonexistent/list", "ferry://h:9"], "/nonexistent/list"),
+        ] {
+            match job(args) {
+                Err(Usage(e)) => assert!(e.contains(says), "{args:?}: {e}"),
+                Ok(j) => panic!("{args:?}: {j:?}"),
+            }
+        }
+        assert!(parse(&["push", "s", "ferry://h/m", "--list-check"]).is_err(), "needs --list");
+        assert!(matches!(job(&["pull", "ferry://h/m", "d"]), Ok(Job::One { .. })));
+    }
+
+    #[test]
+    fn serve_modules_from_clashing_with_module_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("list");
+        std::fs::write(&f, "a /x:ro\nb /y\n").unwrap();
+        let f = f.to_str().unwrap();
+        let serve = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Serve(s) => s.validate(),
+            _ => panic!("not serve"),
+        };
+        let s =
+            serve(&["serve", "--modules-from", f, "--module", "c=/z", "--identity", "i"]).unwrap();
+        let names: Vec<_> = s.config.modules.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["c", "a", "b"]);
+        let e = serve(&["serve", "--modules-from", f, "--module", "a=/z", "--identity", "i"]);
+        assert!(e.unwrap_err().0.contains("both by --module and in --modules-from"));
+        assert!(parse(&["serve", "--identity", "i"]).is_err(), "no module at all");
+        let e = serve(&["serve", "--modules-from", "-", "--stdio"]).unwrap_err();
+        assert!(e.0.contains("--stdio"), "{e}");
+        assert!(parse(&["serve", "--modules-dir", "/d:ro", "--identity", "i"]).is_ok());
     }
 
     #[test]

@@ -139,6 +139,7 @@ pub fn run(dir: &Path, files: usize, big_mib: usize) -> anyhow::Result<ExitCode>
     let server_id = Identity::load(&creds.join("destination")).map_err(RemoteError::Identity)?;
     let cfg = ServeConfig {
         modules: vec![Module { name: "data".into(), path: dst.clone(), access: Access::ReadWrite }],
+        modules_dir: None,
         threads: 0,
         bwlimit: 0,
         state: Some(StateConfig {

@@ -82,13 +82,18 @@ pub enum Command {
         #[command(subcommand)]
         action: SnapshotAction,
     },
-    /// Push SRC into a module of a `ferry serve`: ferry://HOST:PORT/MODULE.
+    /// Push SRC into a module of a `ferry serve`: ferry://HOST:PORT/MODULE. With --list FILE,
+    /// push each listed directory into its module: `ferry push --list FILE ferry://HOST:PORT`.
     Push {
-        /// Source directory.
-        src: PathBuf,
-        /// ferry://HOST[:PORT]/MODULE
+        /// Source directory (with --list: the server, ferry://HOST[:PORT]).
+        #[arg(required_unless_present = "list")]
+        src: Option<PathBuf>,
+        /// ferry://HOST[:PORT]/MODULE (not with --list).
         #[arg(value_parser = crate::net::Url::parse)]
-        url: crate::net::Url,
+        url: Option<crate::net::Url>,
+        /// Many modules in one job.
+        #[command(flatten)]
+        many: ListFlags,
         /// How to reach the server.
         #[command(flatten)]
         net: NetFlags,
@@ -102,13 +107,18 @@ pub enum Command {
         #[command(flatten)]
         image: SourceImageFlags,
     },
-    /// Pull a module of a `ferry serve` into DST.
+    /// Pull a module of a `ferry serve` into DST. With --list FILE, pull each listed module
+    /// into its directory: `ferry pull --list FILE ferry://HOST:PORT`.
     Pull {
-        /// ferry://HOST[:PORT]/MODULE
-        #[arg(value_parser = crate::net::Url::parse)]
+        /// ferry://HOST[:PORT]/MODULE (with --list: ferry://HOST[:PORT]).
+        #[arg(value_parser = crate::many::parse_url)]
         url: crate::net::Url,
-        /// Destination directory (created if missing).
-        dst: PathBuf,
+        /// Destination directory, created if missing (not with --list).
+        #[arg(required_unless_present = "list")]
+        dst: Option<PathBuf>,
+        /// Many modules in one job.
+        #[command(flatten)]
+        many: ListFlags,
         /// How to reach the server.
         #[command(flatten)]
         net: NetFlags,
@@ -184,9 +194,21 @@ pub struct ServeFlags {
     #[arg(long, default_value = "0.0.0.0:7873")]
     pub listen: std::net::SocketAddr,
     /// NAME=DIR[:ro|:wo]: a directory peers may push into (wo), pull from (ro), or both.
-    #[arg(long = "module", value_name = "NAME=DIR[:ro|:wo]", required = true,
+    #[arg(long = "module", value_name = "NAME=DIR[:ro|:wo]",
+          required_unless_present_any = ["modules_from", "modules_dir"],
           value_parser = crate::net::Module::parse)]
     pub modules: Vec<crate::net::Module>,
+    /// Serve the modules of a list file (`-`: stdin): one `NAME DIR[:ro|:wo]` per line, NAME a
+    /// Kubernetes name, `#` comments (see README, "Many volumes"). A name also given with
+    /// --module is an error.
+    #[arg(long, value_name = "FILE")]
+    pub modules_from: Option<PathBuf>,
+    /// Serve every subdirectory of DIR whose name is a Kubernetes name as a module of that
+    /// name (hidden, invalid and symlinked ones are not), looked up at each request: one
+    /// created while serving is served, one removed is refused. Read-write unless :ro or :wo.
+    /// --module and --modules-from names win over a subdirectory of the same name.
+    #[arg(long, value_name = "DIR[:ro|:wo]", value_parser = crate::many::ModulesDir::parse)]
+    pub modules_dir: Option<crate::many::ModulesDir>,
     /// Directory with the destination's credentials (from `ferry init`).
     #[arg(long, value_name = "DIR", required_unless_present = "stdio")]
     pub identity: Option<PathBuf>,
@@ -533,6 +555,27 @@ pub struct ScheduleFlags {
     #[arg(long, value_name = "CMD")]
     pub post_round: Option<String>,
 }
+
+/// `ferry push|pull --list`: many modules in one job.
+#[derive(clap::Args, Clone)]
+pub struct ListFlags {
+    /// Replicate every module of a list file (`-`: stdin): one `NAME DIRECTORY` per line, NAME
+    /// a Kubernetes name (lowercase letters, digits, '-'), DIRECTORY the rest of the line, `#`
+    /// comments. The whole file is checked before anything moves. One round per module, each
+    /// with its own result; the exit code is the worst (see README, "Many volumes").
+    #[arg(long, value_name = "FILE")]
+    pub list: Option<PathBuf>,
+    /// Print what --list would run (module, directory, direction) and exit without connecting.
+    #[arg(long, requires = "list")]
+    pub list_check: bool,
+    /// Modules replicated at a time with --list (each its own connection and round).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_JOBS, requires = "list")]
+    pub jobs: usize,
+}
+
+/// `--jobs` by default: two rounds keep a link and a disk busy while one waits, without
+/// starving a small (2-core) machine; each round has its own worker threads (`--threads`).
+pub const DEFAULT_JOBS: usize = 2;
 
 /// The point-in-time image a push reads (source side only).
 #[derive(clap::Args)]

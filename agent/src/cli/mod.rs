@@ -66,27 +66,52 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshots { action } => snapshots::run(action),
         Command::Restore { snap, to, hardlinks } => snapshots::restore(&snap, &to, hardlinks),
         Command::Promote { snap, data } => snapshots::promote(&snap, data),
-        Command::Push { src, url, net, round, when, image } => {
-            let image = image.image(&src)?;
-            replicate::run(
-                crate::net::Direction::Push,
-                &src,
-                &url,
-                &net,
-                &round,
-                &when.plan(image),
-                when.http()?,
-            )
+        Command::Push { src, url, many, net, round, when, image } => {
+            let direction = crate::net::Direction::Push;
+            match many.job(src, url, &when, &net)? {
+                config::Job::One { local, url } => {
+                    let image = image.image(&local)?;
+                    replicate::run(
+                        direction,
+                        &local,
+                        &url,
+                        &net,
+                        &round,
+                        &when.plan(image),
+                        when.http()?,
+                    )
+                }
+                config::Job::Many { server, list, jobs, check } => {
+                    let mut plans = Vec::with_capacity(list.len());
+                    for e in &list {
+                        plans.push(when.plan(image.image(&e.dir)?));
+                    }
+                    replicate::run_many(
+                        direction, &server, &list, &plans, jobs, check, &net, &round,
+                    )
+                }
+            }
         }
-        Command::Pull { url, dst, net, round, when } => replicate::run(
-            crate::net::Direction::Pull,
-            &dst,
-            &url,
-            &net,
-            &round,
-            &when.plan(None),
-            when.http()?,
-        ),
+        Command::Pull { url, dst, many, net, round, when } => {
+            let direction = crate::net::Direction::Pull;
+            match many.job(dst, Some(url), &when, &net)? {
+                config::Job::One { local, url } => replicate::run(
+                    direction,
+                    &local,
+                    &url,
+                    &net,
+                    &round,
+                    &when.plan(None),
+                    when.http()?,
+                ),
+                config::Job::Many { server, list, jobs, check } => {
+                    let plans = vec![when.plan(None); list.len()];
+                    replicate::run_many(
+                        direction, &server, &list, &plans, jobs, check, &net, &round,
+                    )
+                }
+            }
+        }
         Command::Bench { peer, size_mib, sync_mib, json, net } => {
             replicate::bench(&peer, size_mib, sync_mib, json, &net)
         }

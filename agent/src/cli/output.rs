@@ -51,12 +51,17 @@ impl Progress {
         })
     }
 
-    /// Prints each itemized line (above the progress line on a terminal) when `itemize`.
-    pub fn item_printer(&self, itemize: bool) -> impl FnMut(&Itemized) + Send + 'static {
+    /// Prints each itemized line (above the progress line on a terminal) when `itemize`,
+    /// after `prefix` (`MODULE: ` when modules of a `--list` run side by side).
+    pub fn item_printer(
+        &self,
+        itemize: bool,
+        prefix: String,
+    ) -> impl FnMut(&Itemized) + Send + 'static {
         let bar = self.bar.clone();
         move |it: &Itemized| {
             if itemize {
-                let line = format!("{} {:<8} {}", action_code(it.action), it.kind, it.path);
+                let line = format!("{prefix}{} {:<8} {}", action_code(it.action), it.kind, it.path);
                 match &bar {
                     Some(b) => b.println(line),
                     None => println!("{line}"),
@@ -85,7 +90,7 @@ pub fn sync_with_progress(
     progress: bool,
 ) -> Result<Report, SyncError> {
     let progress = Progress::new(progress);
-    let mut on_item = progress.item_printer(itemize);
+    let mut on_item = progress.item_printer(itemize, String::new());
     let mut on_progress = progress.callback();
     let r = round::run_with(src, dst, opts, &mut on_item, &mut *on_progress, progress.every);
     progress.finish();

@@ -24,6 +24,11 @@ pub(super) fn run(s: Serve) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("--state-dir for module {:?}", m.name))?;
         }
     }
+    if let Some(md) = &cfg.modules_dir {
+        // Its subdirectories come and go while serving; the directory itself must be there.
+        crate::fs::Root::open(&md.dir)
+            .with_context(|| format!("--modules-dir {}", md.dir.display()))?;
+    }
     let rt = super::runtime()?;
     super::exit_on_sigterm(&rt);
     if let Some(addr) = s.http {
@@ -53,6 +58,13 @@ pub(super) fn run(s: Serve) -> anyhow::Result<ExitCode> {
     let identity = Identity::load(&dir).map_err(RemoteError::Identity)?;
     for m in &cfg.modules {
         tracing::info!("module {:?} -> {} ({:?})", m.name, m.path.display(), m.access);
+    }
+    if let Some(md) = &cfg.modules_dir {
+        tracing::info!(
+            "modules: the subdirectories of {} ({:?}), looked up at each request",
+            md.dir.display(),
+            md.access
+        );
     }
     let listen = s.listen;
     rt.block_on(serve(listen, &identity, cfg, |addr| {

@@ -25,8 +25,11 @@ use crate::unattended::status::Agent;
 /// What `ferry serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// Modules offered.
+    /// Modules offered by name (`--module`, `--modules-from`); they win over a subdirectory
+    /// of `modules_dir` of the same name.
     pub modules: Vec<Module>,
+    /// `--modules-dir`: each subdirectory is a module, looked up when a client asks for it.
+    pub modules_dir: Option<crate::many::ModulesDir>,
     /// Worker threads per round.
     pub threads: usize,
     /// Bandwidth cap per connection, bytes/s (0: none).
@@ -154,19 +157,28 @@ pub async fn serve_link(
         source: TransportError::Frame(ferry_core::message::DecodeError::Malformed(e)),
     })?;
     // The version range was checked above, before the request was decoded whole.
-    let decision = match cfg.modules.iter().find(|m| m.name == req.module) {
-        None => Err(refuse(Refusal::UnknownModule, format!("no module named {:?}", req.module))),
-        Some(m) if req.direction == Direction::Push && m.access == Access::ReadOnly => Err(refuse(
-            Refusal::ReadOnly,
-            format!("module {:?} is read-only: it can be pulled from, not pushed to", m.name),
-        )),
-        Some(m) if req.direction == Direction::Pull && m.access == Access::WriteOnly => {
+    let found = match cfg.modules.iter().find(|m| m.name == req.module) {
+        Some(m) => Ok(Some(m.clone())),
+        None => lookup_in_dir(cfg, &req.module, req.direction).await,
+    };
+    let decision = match found.as_ref() {
+        Err(why) => Err(refuse(Refusal::ServerError, why.clone())),
+        Ok(None) => {
+            Err(refuse(Refusal::UnknownModule, format!("no module named {:?}", req.module)))
+        }
+        Ok(Some(m)) if req.direction == Direction::Push && m.access == Access::ReadOnly => {
+            Err(refuse(
+                Refusal::ReadOnly,
+                format!("module {:?} is read-only: it can be pulled from, not pushed to", m.name),
+            ))
+        }
+        Ok(Some(m)) if req.direction == Direction::Pull && m.access == Access::WriteOnly => {
             Err(refuse(
                 Refusal::WriteOnly,
                 format!("module {:?} is write-only: it can be pushed to, not pulled from", m.name),
             ))
         }
-        Some(m) => Ok(m.clone()),
+        Ok(Some(m)) => Ok(m.clone()),
     };
     let data = if link.kind == LinkKind::Quic { usize::from(req.lanes).min(DATA_LANES) } else { 0 };
     if let (Ok(_), Direction::Bench) = (&decision, req.direction) {
@@ -317,6 +329,34 @@ pub async fn serve_link(
     r.transport = Some(kind.to_string());
     r.streams = data + 1;
     Ok(Some(r))
+}
+
+/// `name` among the subdirectories of `--modules-dir` as they are now (a directory created
+/// after the server started is served, a removed one refused). Before a push into one, its
+/// state is prepared as `ferry serve` prepares a `--module` at start-up; a failure there
+/// refuses the module (`Err`, the reason) rather than failing the round after the data moved.
+async fn lookup_in_dir(
+    cfg: &ServeConfig,
+    name: &str,
+    direction: Direction,
+) -> Result<Option<Module>, String> {
+    let Some(dir) = cfg.modules_dir.clone() else { return Ok(None) };
+    let state = cfg.state.clone();
+    let owned = name.to_string();
+    tokio::task::spawn_blocking(move || {
+        let Some(m) = dir.lookup(&owned) else { return Ok(None) };
+        if let (Some(state), Direction::Push) = (&state, direction) {
+            if let Err(e) =
+                ModuleState::new(&state.dir, &m.name).prepare(&m.path, &state.snapshotter)
+            {
+                tracing::error!("module {:?}: --state-dir: {e}", m.name);
+                return Err(format!("module {:?}: the server cannot keep its state", m.name));
+            }
+        }
+        Ok(Some(m))
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("module {name:?}: the lookup failed")))
 }
 
 /// Logs what the state directory did at the end of a round and tells the status endpoint.

@@ -51,3 +51,5 @@ mod httpsafe;
 mod statesafe;
 // Source read errors make a partial round (no deletes, exit 23); deep trees with few fds.
 mod partial;
+// Many volumes as one job: --list, --jobs, --modules-from, --modules-dir.
+mod many;
