@@ -43,6 +43,8 @@ impl RoundFlags {
             specials: self.specials,
             one_file_system: self.one_file_system,
             policy: self.receive.policy(self.specials),
+            // Paths given on the command line are the user's: a symlink there is meant.
+            root_no_follow: false,
         }
     }
 

@@ -32,8 +32,21 @@ impl Root {
     /// # Errors
     /// The `open` error, or `ENOTDIR`.
     pub fn open(path: &Path) -> io::Result<Root> {
-        let fd =
-            rfs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        Root::open_with(path, false)
+    }
+
+    /// [`Root::open`]; with `no_follow`, the path's last component must not be a symlink
+    /// (`ENOTDIR` otherwise): for roots whose name someone else may swap.
+    ///
+    /// # Errors
+    /// I/O errors opening the directory.
+    pub fn open_with(path: &Path, no_follow: bool) -> io::Result<Root> {
+        let nofollow = if no_follow { OFlags::NOFOLLOW } else { OFlags::empty() };
+        let fd = rfs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | nofollow,
+            Mode::empty(),
+        )?;
         let st = rfs::fstat(&fd)?;
         let mnt_id = mount_id(&fd, b"")?;
         Ok(Root {
@@ -487,6 +500,31 @@ pub fn list_dir(dir: &OwnedFd) -> io::Result<Vec<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A root opened with `no_follow` (a `--modules-dir` module) is refused when its own
+    /// name has become a symlink, also through the round's entry points; a plain open
+    /// follows it (a user's configured module path may be a symlink).
+    #[test]
+    fn a_no_follow_root_refuses_a_symlinked_name() {
+        let t = tempfile::tempdir().unwrap();
+        let (real, elsewhere) = (t.path().join("real"), t.path().join("elsewhere"));
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, t.path().join("swapped")).unwrap();
+        assert!(Root::open_with(&real, true).is_ok());
+        assert!(Root::open_with(&t.path().join("swapped"), false).is_ok());
+        let Err(e) = Root::open_with(&t.path().join("swapped"), true) else {
+            panic!("a symlinked name was followed")
+        };
+        // O_DIRECTORY | O_NOFOLLOW on a symlink: ENOTDIR (ELOOP without O_DIRECTORY).
+        let refused =
+            [rustix::io::Errno::NOTDIR, rustix::io::Errno::LOOP].map(|e| e.raw_os_error());
+        assert!(refused.contains(&e.raw_os_error().unwrap_or(0)), "{e}");
+        let opts = crate::round::SyncOptions { root_no_follow: true, ..Default::default() };
+        assert!(crate::round::open_destination(&t.path().join("swapped"), &opts).is_err());
+        assert!(crate::round::open_source(&t.path().join("swapped"), &opts).is_err());
+        assert!(crate::round::open_destination(&real, &opts).is_ok());
+    }
 
     /// Both resolution paths (openat2, and the per-component fallback for kernels without
     /// it) refuse a symlink anywhere in the path and never leave the root.

@@ -157,6 +157,7 @@ pub async fn serve_link(
         source: TransportError::Frame(ferry_core::message::DecodeError::Malformed(e)),
     })?;
     // The version range was checked above, before the request was decoded whole.
+    let explicit = cfg.modules.iter().any(|m| m.name == req.module);
     let found = match cfg.modules.iter().find(|m| m.name == req.module) {
         Some(m) => Ok(Some(m.clone())),
         None => lookup_in_dir(cfg, &req.module, req.direction).await,
@@ -219,6 +220,9 @@ pub async fn serve_link(
         threads: cfg.threads,
         specials: cfg.policy.specials,
         policy: cfg.policy.clone(),
+        // A --modules-dir module was checked to be a real directory by name; between that
+        // check and this open, whoever can write the directory could swap it for a symlink.
+        root_no_follow: !explicit,
         ..SyncOptions::default()
     };
     let mut session = opts.session();

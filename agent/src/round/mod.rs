@@ -83,6 +83,9 @@ pub struct SyncOptions {
     /// What this side accepts when it receives (its `specials` is replaced by the field
     /// above, so one flag means both).
     pub policy: ReceivePolicy,
+    /// The root's own name must not be a symlink (a module found in `serve --modules-dir`,
+    /// whose subdirectories anyone who can write the directory could swap for one).
+    pub root_no_follow: bool,
 }
 
 /// What a sync did.
@@ -268,7 +271,8 @@ impl Report {
 /// [`SyncError::Source`] or an invalid exclude pattern.
 pub fn open_source(src: &Path, opts: &SyncOptions) -> Result<Arc<LocalSource>, SyncError> {
     let walk = opts.walk()?;
-    let root = Root::open(src).map_err(|source| SyncError::Source { path: src.into(), source })?;
+    let root = Root::open_with(src, opts.root_no_follow)
+        .map_err(|source| SyncError::Source { path: src.into(), source })?;
     let compression = compression::Compression::new(opts.round.compress_level);
     Ok(Arc::new(
         LocalSource::new(Arc::new(root), walk, opts.round.checksum).with_compression(compression),
@@ -288,7 +292,7 @@ pub fn open_destination(
         std::fs::create_dir_all(dst)
             .map_err(|source| SyncError::Destination { path: dst.into(), source })?;
     }
-    let root = match Root::open(dst) {
+    let root = match Root::open_with(dst, opts.root_no_follow) {
         Ok(r) => r,
         Err(e) if opts.round.dry_run && e.kind() == std::io::ErrorKind::NotFound => {
             // Dry run into a directory that does not exist yet: plan against an empty tree.
