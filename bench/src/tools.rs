@@ -7,7 +7,7 @@
 //! | [`Tool::RsyncDaemon`] | `rsync -aHAX --delete --stats SRC/ rsync://ADDR:PORT/ferrybench/` against `rsync --daemon --no-detach`, one daemon per run, module path = DST |
 //! | [`Tool::Cp`] | `cp -a SRC DST`: the reference floor for initial copies only |
 //! | [`Tool::FerryPushQuic`], [`Tool::FerryPushTcp`] | `ferry push --delete --json --no-progress --transport quic\|tcp --identity CREDS/source SRC ferry://ADDR:PORT/ferrybench` against `ferry serve --listen ADDR:0 --identity CREDS/destination --module ferrybench=DST`, one server per run |
-//! | [`Tool::FerryPush`], [`Tool::FerryBaseline`] | the same without `--transport` (the default), the server with `--state-dir STATE` (fresh per run, next to DST); the baseline with the `--ferry-baseline` binary |
+//! | [`Tool::FerryPush`], [`Tool::FerryBaseline`] | the same without `--transport` (the default), the server with `--state-dir STATE` (next to DST); when DST holds the previous round, that round is pushed first, untimed, by another server on the same STATE, so the measured push finds its snapshot as a CronJob's push does; the baseline with the `--ferry-baseline` binary |
 //! | [`Tool::FerryEvery`] | a round inside a long-running `ferry push --every` agent (`crate::every`) |
 //! | [`Tool::VolsyncStyle`], [`Tool::PvMigrateStyle`] | the rsync-based movers ([`crate::peers`]) |
 //!
@@ -548,7 +548,7 @@ pub fn run(env: &Env, tool: Tool, src: &Path, dst: &Path, basis: Option<&Path>) 
             Ok(ToolRun { client: m.usage, server: None, transfer: Transfer::default(), veth: None })
         }
         Tool::FerryPushQuic | Tool::FerryPushTcp | Tool::FerryPush | Tool::FerryBaseline => {
-            push_once(env, tool, src, dst)
+            push_once(env, tool, src, dst, basis)
         }
     }
 }
@@ -580,8 +580,18 @@ pub(crate) fn ferry_of(env: &Env, tool: Tool) -> Result<&Path> {
 }
 
 /// One `ferry push` against a fresh `ferry serve`: explicit transport and no state directory
-/// for the QUIC/TCP tools; defaults and a fresh state directory for the deployed ones.
-fn push_once(env: &Env, tool: Tool, src: &Path, dst: &Path) -> Result<ToolRun> {
+/// for the QUIC/TCP tools; defaults and a state directory for the deployed ones. As deployed,
+/// that state directory already holds the previous round: when `dst` holds `basis`, `basis`
+/// is pushed first, untimed, by another server process on the same state directory, so the
+/// measured round finds the snapshot of the tree it starts from (a CronJob's push finds the
+/// last run's), not an empty store.
+fn push_once(
+    env: &Env,
+    tool: Tool,
+    src: &Path,
+    dst: &Path,
+    basis: Option<&Path>,
+) -> Result<ToolRun> {
     let o = |s: &'static str| OsStr::new(s);
     let ferry = ferry_of(env, tool)?;
     let creds = env.creds.as_deref().context("the push tools need Env::creds")?;
@@ -591,6 +601,22 @@ fn push_once(env: &Env, tool: Tool, src: &Path, dst: &Path) -> Result<ToolRun> {
         remove_dir_if_there(state)?;
         extra.push("--state-dir".into());
         extra.push(state.as_os_str().to_owned());
+    }
+    if let (Some(_), Some(basis)) = (&state, basis) {
+        let warm = FerryServe::start_with(env, ferry, creds, dst, &extra)?;
+        let url = format!("ferry://{}/{MODULE}", warm.addr);
+        let a = args([o("push"), o("--delete"), o("--no-progress"), o("--identity")])
+            .into_iter()
+            .chain([
+                creds.join("source").into_os_string(),
+                basis.as_os_str().to_owned(),
+                url.into(),
+            ])
+            .collect::<Vec<OsString>>();
+        let m = measure::run_in(env.src_ns(), &env.wrapper, &env.scratch, ferry, &a);
+        let ok = m.as_ref().is_ok_and(|m| m.usage.success());
+        warm.finish(ok)?;
+        ensure!(ok, "{}: the untimed warm-up round (the previous tree) failed", tool.label());
     }
     let server = FerryServe::start_with(env, ferry, creds, dst, &extra)?;
     let url = format!("ferry://{}/{MODULE}", server.addr);
@@ -604,7 +630,16 @@ fn push_once(env: &Env, tool: Tool, src: &Path, dst: &Path) -> Result<ToolRun> {
         src.as_os_str(),
         OsStr::new(&url),
     ]));
+    // With a warm-up round, the veth counters are read around the measured push alone.
+    let veth_before = match (basis.is_some() && state.is_some(), &env.net) {
+        (true, Some(n)) => Some(n.counters()?),
+        _ => None,
+    };
     let m = measure::run_in(env.src_ns(), &env.wrapper, &env.scratch, ferry, &a);
+    let veth = match (veth_before, &env.net) {
+        (Some(b), Some(n)) => Some(n.since(b)?),
+        _ => None,
+    };
     let pushed = m.as_ref().is_ok_and(|m| m.usage.success());
     let log = server.log.clone();
     let server = server.finish(pushed);
@@ -633,7 +668,7 @@ fn push_once(env: &Env, tool: Tool, src: &Path, dst: &Path) -> Result<ToolRun> {
             used.as_deref().unwrap_or("an unnamed transport")
         );
     }
-    Ok(ToolRun { client: m.usage, server: Some(server), transfer, veth: None })
+    Ok(ToolRun { client: m.usage, server: Some(server), transfer, veth })
 }
 
 /// Reads a server's log (empty when it cannot).
