@@ -144,6 +144,64 @@ impl Root {
     }
 }
 
+/// Opens directory `name` in `parent`, making it (mode 0700) when it is missing, without
+/// following a symlink at `name`: one primitive for every state directory Ferry keeps.
+///
+/// # Errors
+/// `ELOOP`/`ENOTDIR` when `name` is a symlink or not a directory, and the usual mkdir and
+/// open errors.
+pub fn make_dir_at(parent: &impl AsFd, name: &str) -> io::Result<OwnedFd> {
+    match rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(rfs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// The identity and version of a file's content as Ferry keys it: device, inode, size and
+/// mtime in nanoseconds. Committed inodes are never modified in place, so an unchanged key
+/// means unchanged content.
+pub fn content_key(st: &rfs::Stat) -> crate::fs::dest::ContentKey {
+    (st.st_dev, st.st_ino, st.st_size as u64, mtime_ns(st))
+}
+
+/// blake3 and length of an open file's content, and the key it had ([`content_key`]).
+/// Refused when the key changes while the file is read, or the length read differs from
+/// its size: something else writes into the tree, and a hash must never be paired with
+/// other content.
+///
+/// # Errors
+/// I/O errors, and `Other` ("changed while it was hashed").
+pub fn hash_unchanged(
+    f: impl Into<std::fs::File>,
+) -> io::Result<([u8; 32], u64, crate::fs::dest::ContentKey)> {
+    use std::io::Read;
+    let mut f: std::fs::File = f.into();
+    let before = content_key(&rfs::fstat(&f)?);
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        total += n as u64;
+        h.update(&buf[..n]);
+    }
+    if content_key(&rfs::fstat(&f)?) != before || total != before.2 {
+        return Err(io::Error::other("changed while it was hashed"));
+    }
+    Ok((*h.finalize().as_bytes(), total, before))
+}
+
 /// The mount a root lives on: its device and, where the kernel reports it (`statx`
 /// `STATX_MNT_ID`, Linux 5.8), its mount id. A bind mount of the same filesystem has the same
 /// device but another mount id, so the device alone cannot see it.

@@ -237,10 +237,7 @@ fn open_dir(create: bool) -> std::io::Result<OwnedFd> {
     }
     let base = rustix::fs::open(&home, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
     if create {
-        match rustix::fs::mkdirat(&base, "ferry", Mode::from_raw_mode(0o700)) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-            Err(e) => return Err(e.into()),
-        }
+        return crate::fs::make_dir_at(&base, "ferry");
     }
     Ok(rustix::fs::openat(
         &base,

@@ -18,7 +18,7 @@
 //! `ferry snapshots verify` (it reads everything, no cache) detects.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use ferry_core::{Entry, EntryKind, LocalEntry, Stats};
@@ -164,34 +164,16 @@ impl TreeHasher {
 /// the file is not the one walked or changes while it is read (something else writes into
 /// the tree), so a cache never pairs a key with other content.
 fn hash_file(root: &Root, entry: &Entry, key: ContentKey) -> io::Result<[u8; 32]> {
-    let f = std::fs::File::from(root.open_beneath(
-        entry.path.as_bytes(),
-        OFlags::RDONLY,
-        Mode::empty(),
-    )?);
-    let same = |f: &std::fs::File| -> io::Result<bool> {
-        let st = rustix::fs::fstat(f)?;
-        let mtime = crate::fs::meta_of(&st).mtime_ns;
-        Ok((st.st_dev, st.st_ino, st.st_size as u64, mtime) == key)
-    };
+    let f = root.open_beneath(entry.path.as_bytes(), OFlags::RDONLY, Mode::empty())?;
     let changed = || io::Error::other(format!("{} changed while it was hashed", entry.path));
-    if !same(&f)? {
+    let (h, _, at) = crate::fs::hash_unchanged(f).map_err(|e| match e.kind() {
+        io::ErrorKind::Other => changed(),
+        _ => e,
+    })?;
+    if at != key {
         return Err(changed());
     }
-    let mut h = blake3::Hasher::new();
-    let mut r = io::BufReader::with_capacity(1 << 20, f);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    if !same(r.get_ref())? {
-        return Err(changed());
-    }
-    Ok(*h.finalize().as_bytes())
+    Ok(h)
 }
 
 /// The durable record of a module's last committed round.

@@ -94,29 +94,13 @@ impl ModuleState {
         std::fs::create_dir_all(&self.dir)?;
         let root = self.root()?;
         let mut at = String::new();
+        let mut parent: Option<std::os::fd::OwnedFd> = None;
         for part in rel.split('/') {
-            let parent = if at.is_empty() {
-                None
-            } else {
-                Some(root.open_beneath(
-                    at.as_bytes(),
-                    OFlags::RDONLY | OFlags::DIRECTORY,
-                    Mode::empty(),
-                )?)
-            };
-            let made = match &parent {
-                Some(p) => rfs::mkdirat(p, part, Mode::from_raw_mode(0o700)),
-                None => rfs::mkdirat(root.fd(), part, Mode::from_raw_mode(0o700)),
-            };
-            match made {
-                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                Err(e) => return Err(e.into()),
-            }
             if !at.is_empty() {
                 at.push('/');
             }
             at.push_str(part);
-            root.open_beneath(at.as_bytes(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+            let made = crate::fs::make_dir_at(parent.as_ref().unwrap_or(root.fd()), part)
                 .map_err(|e| {
                     io::Error::new(
                         e.kind(),
@@ -126,6 +110,7 @@ impl ModuleState {
                         ),
                     )
                 })?;
+            parent = Some(made);
         }
         Ok(self.dir.join(rel))
     }

@@ -43,10 +43,7 @@ use crate::fs::{
 };
 use crate::lock;
 
-/// Identity of the content an inode holds now.
-fn content_key(s: &rfs::Stat) -> ContentKey {
-    (s.st_dev, s.st_ino, s.st_size as u64, meta_of(s).mtime_ns)
-}
+use crate::fs::content_key;
 
 /// Performs the target's work. A trait so tests can drive the destination directly, with
 /// work a hostile peer could cause, and check nothing escapes the root.

@@ -1,8 +1,9 @@
 //! Building a snapshot's tree: incrementally from the previous root and a round's changes,
 //! or by walking and hashing the live tree.
 
+use crate::fs::content_key;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::OwnedFd;
 
 use ferry_core::{Entry, EntryKind, RelPath, RootMeta};
@@ -190,7 +191,7 @@ impl<'a> Writer<'a> {
                     why: "not a regular file on the destination".into(),
                 });
             }
-            let staged_key = live_key.unwrap_or_else(|| key_of(&st));
+            let staged_key = live_key.unwrap_or_else(|| content_key(&st));
             if let (Some(h), Some(k)) = (hash, key) {
                 if k == staged_key {
                     return Ok((h, st.st_size as u64, false));
@@ -271,10 +272,6 @@ impl<'a> Writer<'a> {
 }
 
 /// (dev, ino, size, mtime ns) of a stat.
-fn key_of(st: &rfs::Stat) -> ContentKey {
-    (st.st_dev, st.st_ino, st.st_size as u64, crate::fs::mtime_ns(st))
-}
-
 /// Clones (or, where the filesystem cannot, copies) `name` in `src` to a new `tmp` in
 /// `objects`, fsynced; returns the source's key, refused when it changed meanwhile.
 fn copy_in(
@@ -313,38 +310,20 @@ fn copy_in(
     }
     to.sync_all().map_err(io_err(format!("{what}: copying into the store")))?;
     let after = rfs::fstat(&from).map_err(errno(what.clone()))?;
-    if key_of(&before) != key_of(&after) {
+    if content_key(&before) != content_key(&after) {
         return Err(StoreError::Io {
             what,
             source: io::Error::other("changed while it was copied into the store"),
         });
     }
-    Ok(key_of(&before))
+    Ok(content_key(&before))
 }
 
 /// blake3 and length of an open file's content, refused when it changes while read.
 pub(super) fn hash_fd(f: OwnedFd, what: &str) -> Result<([u8; 32], u64), StoreError> {
-    let before = rfs::fstat(&f).map_err(errno(what))?;
-    let mut f = std::fs::File::from(f);
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n_total = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(io_err(what))?;
-        if n == 0 {
-            break;
-        }
-        n_total += n as u64;
-        h.update(&buf[..n]);
-    }
-    let after = rfs::fstat(&f).map_err(errno(what))?;
-    if key_of(&before) != key_of(&after) || n_total != after.st_size as u64 {
-        return Err(StoreError::Io {
-            what: what.into(),
-            source: io::Error::other("changed while it was hashed"),
-        });
-    }
-    Ok((*h.finalize().as_bytes(), n_total))
+    crate::fs::hash_unchanged(f)
+        .map(|(h, n, _)| (h, n))
+        .map_err(|e| StoreError::Io { what: what.into(), source: e })
 }
 
 /// A directory of the tree being built incrementally.
@@ -640,7 +619,7 @@ impl Full<'_> {
                     match self.links.get(&id) {
                         Some((to, content)) => Node::HardLink { to: to.clone(), content: *content },
                         None => {
-                            let key = key_of(&st);
+                            let key = content_key(&st);
                             let (h, _) = self.w.put_file(
                                 &fd,
                                 &name,

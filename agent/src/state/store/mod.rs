@@ -583,10 +583,9 @@ impl Store {
         let (sub, _) = Self::obj_name(area, h);
         let what = self.at(&format!("{}/{sub}", area.name()));
         if create {
-            match rfs::mkdirat(self.area(area), &sub, Mode::from_raw_mode(0o700)) {
-                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                Err(e) => return Err(errno(what)(e)),
-            }
+            return crate::fs::make_dir_at(self.area(area), &sub)
+                .map(Some)
+                .map_err(|e| StoreError::Io { what: format!("{what} (a symlink?)"), source: e });
         }
         match rfs::openat(
             self.area(area),
@@ -595,7 +594,7 @@ impl Store {
             Mode::empty(),
         ) {
             Ok(fd) => Ok(Some(fd)),
-            Err(rustix::io::Errno::NOENT) if !create => Ok(None),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
             Err(e) => Err(errno(format!("{what} (a symlink?)"))(e)),
         }
     }
@@ -673,17 +672,10 @@ impl Area {
 
 /// Creates (if missing) and opens `name` in `parent` as a real directory.
 fn subdir(parent: &OwnedFd, name: &str, path: &Path) -> Result<OwnedFd, StoreError> {
-    match rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
-        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-        Err(e) => return Err(errno(path.display().to_string())(e)),
-    }
-    rfs::openat(
-        parent,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(errno(format!("{} (not a plain directory: a symlink?)", path.display())))
+    crate::fs::make_dir_at(parent, name).map_err(|e| StoreError::Io {
+        what: format!("{} (not a plain directory: a symlink?)", path.display()),
+        source: e,
+    })
 }
 
 /// A temp name unique in this process.
