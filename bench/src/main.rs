@@ -83,8 +83,12 @@ enum Cmd {
 #[derive(Debug, Args)]
 struct SnapcostArgs {
     /// Small files in the generated tree (100000 and 1000000 for the published figures).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, conflicts_with = "mixed")]
     files: usize,
+    /// Snapshot the `mixed` dataset (`ferry-bench gen mixed`) at this scale instead of small
+    /// files (1: a 1 GiB file and 20,000 small files over nested directories).
+    #[arg(long, value_name = "SCALE")]
+    mixed: Option<f64>,
     /// Working directory (tree and state directories; default: a temp dir, removed).
     #[arg(long)]
     work: Option<PathBuf>,
@@ -278,7 +282,11 @@ fn main() -> ExitCode {
 fn snapcost_cmd(a: &SnapcostArgs) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let work = a.work.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    let runs = snapcost::run(&snapcost::Options { files: a.files, work })?;
+    let tree = match a.mixed {
+        Some(scale) => snapcost::Tree::Mixed(scale),
+        None => snapcost::Tree::Small(a.files),
+    };
+    let runs = snapcost::run(&snapcost::Options { tree, work })?;
     snapcost::print(&runs);
     if let Some(j) = &a.json {
         std::fs::write(j, serde_json::to_vec_pretty(&runs)?)?;

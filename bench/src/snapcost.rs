@@ -1,14 +1,15 @@
 //! `ferry-bench snapcost`: what a snapshot costs the destination, for the snapshot store and
 //! for earlier versions' whole-tree hard-link snapshotter, side by side in one run.
 //!
-//! On a generated tree of N small files (1,000 per directory), for each snapshotter on a fresh
+//! On a generated tree (N small files, 1,000 per directory; or the `mixed` dataset of
+//! `ferry-bench gen` at a scale), for each snapshotter on a fresh
 //! state directory beside the tree (the same filesystem), through the destination's own code
 //! (`ferry_agent::state`, in process: no network, so only the snapshot is measured):
 //!
 //! 1. an initial snapshot (the store's is a full build);
 //! 2. a no-change round;
-//! 3. a round changing 1% of the files;
-//! 4. a round changing one file;
+//! 3. a round changing 1% of the files (every 100th regular file, in path order);
+//! 4. a round changing one file (the middle one);
 //! 5. retention dropping the oldest snapshot (`Snapshots::delete`: for the store, its record
 //!    and a mark-and-sweep of what only it reached).
 //!
@@ -34,11 +35,21 @@ use serde::Serialize;
 /// Files per generated directory.
 const PER_DIR: usize = 1000;
 
+/// Which tree the snapshots are taken of.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Tree {
+    /// This many small files, 1,000 per directory.
+    Small(usize),
+    /// `ferry-bench gen mixed` at this scale (a big file, small files over nested
+    /// directories, symlinks, hard links).
+    Mixed(f64),
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
-    /// Small files in the tree.
-    pub(crate) files: usize,
+    /// The tree.
+    pub(crate) tree: Tree,
     /// Where the tree and the state directories go.
     pub(crate) work: PathBuf,
 }
@@ -59,13 +70,15 @@ pub(crate) struct Step {
 pub(crate) struct Run {
     /// `store` or `hardlink-tree`.
     pub(crate) snapshotter: &'static str,
-    /// Files in the tree.
+    /// `small` or `mixed (scale S)`.
+    pub(crate) tree: String,
+    /// Regular files in the tree.
     pub(crate) files: usize,
     /// The steps, in order.
     pub(crate) steps: Vec<Step>,
 }
 
-/// Runs both snapshotters on a fresh tree of `opts.files` files each.
+/// Runs both snapshotters, each on a fresh copy of the tree.
 ///
 /// # Errors
 /// I/O errors, a failed snapshot.
@@ -77,9 +90,42 @@ pub(crate) fn run(opts: &Options) -> Result<Vec<Run>> {
         let base = opts.work.join(name);
         let _ = std::fs::remove_dir_all(&base);
         let live = base.join("live");
-        generate(&live, opts.files)?;
-        out.push(run_one(name, &how, &live, &base.join("state"), opts.files)?);
+        let (tree, files) = match opts.tree {
+            Tree::Small(n) => {
+                generate(&live, n)?;
+                ("small".to_string(), (0..n).map(rel).collect())
+            }
+            Tree::Mixed(scale) => {
+                ferry_bench::gen::generate(ferry_bench::gen::Kind::Mixed, &live, scale, 1)?;
+                (format!("mixed (scale {scale})"), plain_files(&live)?)
+            }
+        };
+        let mut r = run_one(name, &how, &live, &base.join("state"), &files)?;
+        r.tree = tree;
+        out.push(r);
     }
+    Ok(out)
+}
+
+/// The tree's regular files with one link, in path order: the files a round may replace
+/// by a new inode without touching a hard-link group.
+fn plain_files(live: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![String::new()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(live.join(&d))? {
+            let e = e?;
+            let name = e.file_name().into_string().map_err(|n| anyhow::anyhow!("{n:?}"))?;
+            let r = if d.is_empty() { name } else { format!("{d}/{name}") };
+            let m = e.metadata()?;
+            if m.is_dir() {
+                stack.push(r);
+            } else if m.is_file() && m.nlink() == 1 {
+                out.push(r);
+            }
+        }
+    }
+    out.sort();
     Ok(out)
 }
 
@@ -88,7 +134,7 @@ fn run_one(
     how: &Snapshotter,
     live: &Path,
     state: &Path,
-    files: usize,
+    files: &[String],
 ) -> Result<Run> {
     let ms = ModuleState::new(state, "m");
     let snaps = ms.open_snapshots(live, how).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -97,7 +143,8 @@ fn run_one(
     let mut round = 0u64;
     let mut step = |label: &'static str, changed: &[usize]| -> Result<()> {
         round += 1;
-        let changes = change(live, changed, round)?;
+        let changed: Vec<&str> = changed.iter().map(|&i| files[i].as_str()).collect();
+        let changes = change(live, &changed, round)?;
         let before = disk_kib(&[live, state])?;
         let t = Instant::now();
         let cs =
@@ -112,9 +159,9 @@ fn run_one(
     };
     step("initial", &[])?;
     step("no change", &[])?;
-    let one_percent: Vec<usize> = (0..files).step_by(100).collect();
+    let one_percent: Vec<usize> = (0..files.len()).step_by(100).collect();
     step("1% changed", &one_percent)?;
-    step("one file changed", &[files / 2])?;
+    step("one file changed", &[files.len() / 2])?;
     let oldest = snaps.list().map_err(|e| anyhow::anyhow!("{e}"))?[0].id.clone();
     let before = disk_kib(&[live, state])?;
     let t = Instant::now();
@@ -122,7 +169,7 @@ fn run_one(
     let ms = t.elapsed().as_secs_f64() * 1000.0;
     let kib = disk_kib(&[live, state])? as i64 - before as i64;
     steps.push(Step { step: "retention (drop one)", ms, kib });
-    Ok(Run { snapshotter: name, files, steps })
+    Ok(Run { snapshotter: name, tree: String::new(), files: files.len(), steps })
 }
 
 fn rel(i: usize) -> String {
@@ -149,17 +196,24 @@ fn meta(m: &std::fs::Metadata) -> Meta {
     }
 }
 
-/// Changes files `which` as a round would (new inode renamed over the name, the directory's
-/// mtime set back) and returns the change list that round records.
-fn change(live: &Path, which: &[usize], round: u64) -> Result<ChangeSet> {
+/// Changes files `which` as a round would (new content of the same length in a new inode
+/// renamed over the name, the directory's mtime set back) and returns the change list that
+/// round records.
+fn change(live: &Path, which: &[&str], round: u64) -> Result<ChangeSet> {
     let mut cs = ChangeSet::default();
     let mut dirs = HashSet::new();
-    for &i in which {
-        let r = rel(i);
-        let p = live.join(&r);
+    for &r in which {
+        let p = live.join(r);
         let dir = p.parent().context("parent")?.to_path_buf();
         let dir_mtime = std::fs::metadata(&dir)?.modified()?;
-        let body = format!("file {i}, version {round}\n");
+        let mut body = std::fs::read(&p)?;
+        let stamp = format!("round {round} ");
+        for (b, s) in body.iter_mut().zip(stamp.bytes()) {
+            *b = s;
+        }
+        if body.is_empty() {
+            body = stamp.into_bytes();
+        }
         let tmp = dir.join(".ferry-bench-tmp");
         std::fs::write(&tmp, &body)?;
         std::fs::rename(&tmp, &p)?;
@@ -171,11 +225,13 @@ fn change(live: &Path, which: &[usize], round: u64) -> Result<ChangeSet> {
             size: m.len(),
             meta: meta(&m),
             xattrs: Vec::new(),
-            hash: Some(*blake3::hash(body.as_bytes()).as_bytes()),
+            hash: Some(*blake3::hash(&body).as_bytes()),
         };
         let key = (m.dev(), m.ino(), m.len(), meta(&m).mtime_ns);
         cs.upserts.push((entry, Some(key)));
-        dirs.insert(r.split('/').next().unwrap_or_default().to_string());
+        if let Some((d, _)) = r.rsplit_once('/') {
+            dirs.insert(d.to_string());
+        }
     }
     for d in dirs {
         let m = std::fs::symlink_metadata(live.join(&d))?;
@@ -219,14 +275,14 @@ fn disk_kib(roots: &[&Path]) -> Result<u64> {
 /// The runs as a table.
 pub(crate) fn print(runs: &[Run]) {
     println!(
-        "{:<14} {:>9} {:<22} {:>12} {:>12}",
-        "snapshotter", "files", "step", "ms", "KiB added"
+        "{:<14} {:<18} {:>9} {:<22} {:>12} {:>12}",
+        "snapshotter", "tree", "files", "step", "ms", "KiB added"
     );
     for r in runs {
         for s in &r.steps {
             println!(
-                "{:<14} {:>9} {:<22} {:>12.1} {:>12}",
-                r.snapshotter, r.files, s.step, s.ms, s.kib
+                "{:<14} {:<18} {:>9} {:<22} {:>12.1} {:>12}",
+                r.snapshotter, r.tree, r.files, s.step, s.ms, s.kib
             );
         }
     }
@@ -241,7 +297,7 @@ mod tests {
     #[test]
     fn snapcost_runs_at_tiny_scale() {
         let t = tempfile::tempdir().unwrap();
-        let runs = run(&Options { files: 2500, work: t.path().to_path_buf() }).unwrap();
+        let runs = run(&Options { tree: Tree::Small(2500), work: t.path().to_path_buf() }).unwrap();
         assert_eq!(runs.len(), 2);
         for r in &runs {
             let names: Vec<_> = r.steps.iter().map(|s| s.step).collect();
@@ -258,5 +314,20 @@ mod tests {
             no_change(&runs[1])
         );
         print(&runs);
+    }
+
+    /// The mixed tree (nested directories, symlinks, hard links, a big file) runs every step
+    /// for both snapshotters; the changed files are plain ones of the tree.
+    #[test]
+    fn snapcost_runs_on_the_mixed_tree() {
+        let t = tempfile::tempdir().unwrap();
+        let runs = run(&Options { tree: Tree::Mixed(0.01), work: t.path().to_path_buf() }).unwrap();
+        assert_eq!(runs.len(), 2);
+        for r in &runs {
+            assert_eq!(r.steps.len(), 5);
+            assert!(r.files >= 100, "{} plain files", r.files);
+            assert_eq!(r.tree, "mixed (scale 0.01)");
+        }
+        assert!(runs[0].steps[1].kib < runs[1].steps[1].kib);
     }
 }

@@ -585,6 +585,23 @@ pub(crate) fn ferry_of(env: &Env, tool: Tool) -> Result<&Path> {
 /// is pushed first, untimed, by another server process on the same state directory, so the
 /// measured round finds the snapshot of the tree it starts from (a CronJob's push finds the
 /// last run's), not an empty store.
+/// The arguments of one `ferry push` of `src` to `url` by `tool`: the measured push and its
+/// untimed warm-up round are the same command.
+fn push_args(tool: Tool, creds: &Path, src: &Path, url: &str) -> Vec<OsString> {
+    let o = |s: &'static str| OsStr::new(s);
+    let mut a = args([o("push"), o("--delete"), o("--no-progress")]);
+    if let Some((flag, _)) = tool.transport() {
+        a.extend(args([o("--transport"), o(flag)]));
+    }
+    a.extend(args([
+        o("--identity"),
+        creds.join("source").as_os_str(),
+        src.as_os_str(),
+        OsStr::new(url),
+    ]));
+    a
+}
+
 fn push_once(
     env: &Env,
     tool: Tool,
@@ -592,7 +609,6 @@ fn push_once(
     dst: &Path,
     basis: Option<&Path>,
 ) -> Result<ToolRun> {
-    let o = |s: &'static str| OsStr::new(s);
     let ferry = ferry_of(env, tool)?;
     let creds = env.creds.as_deref().context("the push tools need Env::creds")?;
     let state = (tool.transport().is_none()).then(|| state_dir_for(dst));
@@ -604,32 +620,15 @@ fn push_once(
     }
     if let (Some(_), Some(basis)) = (&state, basis) {
         let warm = FerryServe::start_with(env, ferry, creds, dst, &extra)?;
-        let url = format!("ferry://{}/{MODULE}", warm.addr);
-        let a = args([o("push"), o("--delete"), o("--no-progress"), o("--identity")])
-            .into_iter()
-            .chain([
-                creds.join("source").into_os_string(),
-                basis.as_os_str().to_owned(),
-                url.into(),
-            ])
-            .collect::<Vec<OsString>>();
+        let a = push_args(tool, creds, basis, &format!("ferry://{}/{MODULE}", warm.addr));
         let m = measure::run_in(env.src_ns(), &env.wrapper, &env.scratch, ferry, &a);
         let ok = m.as_ref().is_ok_and(|m| m.usage.success());
         warm.finish(ok)?;
         ensure!(ok, "{}: the untimed warm-up round (the previous tree) failed", tool.label());
     }
     let server = FerryServe::start_with(env, ferry, creds, dst, &extra)?;
-    let url = format!("ferry://{}/{MODULE}", server.addr);
-    let mut a = args([o("push"), o("--delete"), o("--json"), o("--no-progress")]);
-    if let Some((flag, _)) = tool.transport() {
-        a.extend(args([o("--transport"), o(flag)]));
-    }
-    a.extend(args([
-        o("--identity"),
-        creds.join("source").as_os_str(),
-        src.as_os_str(),
-        OsStr::new(&url),
-    ]));
+    let mut a = push_args(tool, creds, src, &format!("ferry://{}/{MODULE}", server.addr));
+    a.push("--json".into());
     // With a warm-up round, the veth counters are read around the measured push alone.
     let veth_before = match (basis.is_some() && state.is_some(), &env.net) {
         (true, Some(n)) => Some(n.counters()?),
