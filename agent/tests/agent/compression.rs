@@ -2,12 +2,11 @@
 //! compression when the link is the bottleneck, incompressible content sent without trying,
 //! and a fixed level that stays fixed.
 
-use crate::common::{assert_same_tree, check_ok, creds, ferry, noise, s, serve, Rng};
+use crate::common::{assert_same_tree, check_ok, json, noise, Pair, Rng};
 
 fn report(out: &std::process::Output) -> serde_json::Value {
     check_ok(out);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["compression"].clone()
+    json(out)["compression"].clone()
 }
 
 fn bytes_at(c: &serde_json::Value, pred: impl Fn(i64) -> bool) -> u64 {
@@ -46,74 +45,46 @@ fn text(len: usize, seed: u64) -> Vec<u8> {
 /// that compresses about 4:3.
 #[test]
 fn auto_compresses_harder_when_the_link_is_the_bottleneck() {
-    let t = tempfile::tempdir().unwrap();
-    let c = creds(t.path());
-    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
-    std::fs::create_dir_all(&src).unwrap();
+    let p = Pair::new();
     for i in 0..10 {
-        std::fs::write(src.join(format!("b64-{i}.txt")), base64ish(8 << 20, i)).unwrap();
+        std::fs::write(p.src.join(format!("b64-{i}.txt")), base64ish(8 << 20, i)).unwrap();
     }
-    let srv = serve(&c.join("destination"), &[format!("m={}", s(&dst))]);
-    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
-    let id = c.join("source");
-    let out = ferry(&["push", s(&src), &url, "--identity", s(&id), "--json", "--bwlimit", "16M"]);
+    let out = p.push(&["--json", "--bwlimit", "16M"]);
     let comp = report(&out);
     assert_eq!(comp["mode"], "auto", "{comp}");
     assert!(comp["level_changes"].as_u64().unwrap() >= 1, "{comp}");
     assert!(comp["final_level"].as_i64().unwrap() > 3, "climbed on a slow link: {comp}");
-    assert_same_tree(&src, &dst);
+    assert_same_tree(&p.src, &p.dst);
 }
 
 /// Random bytes do not compress: they go raw (a sample is tried first, so little CPU is
 /// spent on them), the report says so, and the copy is exact.
 #[test]
 fn content_that_does_not_compress_goes_raw_and_is_reported() {
-    let t = tempfile::tempdir().unwrap();
-    let c = creds(t.path());
-    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("video.bin"), noise(24 << 20, 7)).unwrap();
-    let srv = serve(&c.join("destination"), &[format!("m={}", s(&dst))]);
-    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
-    let out = ferry(&["push", s(&src), &url, "--identity", s(&c.join("source")), "--json"]);
+    let p = Pair::new();
+    std::fs::write(p.src.join("video.bin"), noise(24 << 20, 7)).unwrap();
+    let out = p.push(&["--json"]);
     let comp = report(&out);
     assert_eq!(comp["incompressible_bytes"].as_u64(), Some(24 << 20), "{comp}");
     assert_eq!(bytes_at(&comp, |l| l > 0), 0, "{comp}");
-    assert_same_tree(&src, &dst);
+    assert_same_tree(&p.src, &p.dst);
 }
 
 /// A fixed level is used for every byte, whatever the link; `--compress-level` takes 0..=19
 /// or `auto` and nothing else (exit 2).
 #[test]
 fn a_fixed_level_is_used_throughout_and_bad_levels_are_refused() {
-    let t = tempfile::tempdir().unwrap();
-    let c = creds(t.path());
-    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("a.txt"), text(6 << 20, 1)).unwrap();
-    let srv = serve(&c.join("destination"), &[format!("m={}", s(&dst))]);
-    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
-    let id = c.join("source");
-    let out = ferry(&[
-        "push",
-        s(&src),
-        &url,
-        "--identity",
-        s(&id),
-        "--json",
-        "--bwlimit",
-        "4M",
-        "--compress-level",
-        "2",
-    ]);
+    let p = Pair::new();
+    std::fs::write(p.src.join("a.txt"), text(6 << 20, 1)).unwrap();
+    let out = p.push(&["--json", "--bwlimit", "4M", "--compress-level", "2"]);
     let comp = report(&out);
     assert_eq!(comp["mode"], "2", "{comp}");
     assert_eq!(comp["level_changes"], 0, "{comp}");
     assert_eq!(bytes_at(&comp, |l| l != 2), 0, "{comp}");
     assert!(bytes_at(&comp, |l| l == 2) >= 6 << 20, "{comp}");
-    assert_same_tree(&src, &dst);
+    assert_same_tree(&p.src, &p.dst);
     for bad in ["20", "-1", "fast"] {
-        let out = ferry(&["push", s(&src), &url, "--identity", s(&id), "--compress-level", bad]);
+        let out = p.push(&["--compress-level", bad]);
         assert_eq!(out.status.code(), Some(2), "{bad}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }

@@ -5,33 +5,28 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{check_ok, creds, ferry, s, serve_with, Server};
+use crate::common::{check_ok, ferry, s, Pair};
 
-struct Rig {
-    _t: tempfile::TempDir,
-    c: PathBuf,
-    src: PathBuf,
-    state: PathBuf,
-    srv: Server,
+/// A served module with a state directory and a small tree (nested directories, a symlink)
+/// to push, and the store operations these tests use.
+struct Rig(Pair);
+
+impl std::ops::Deref for Rig {
+    type Target = Pair;
+    fn deref(&self) -> &Pair {
+        &self.0
+    }
 }
 
 impl Rig {
     fn new() -> Rig {
-        let t = tempfile::tempdir().unwrap();
-        let c = creds(t.path());
-        let (src, dst, state) =
-            (t.path().join("src"), t.path().join("dst"), t.path().join("state"));
-        std::fs::create_dir_all(src.join("docs/old")).unwrap();
-        std::fs::write(src.join("docs/a.txt"), b"alpha").unwrap();
-        std::fs::write(src.join("docs/old/b.txt"), b"bravo").unwrap();
-        std::fs::write(src.join("top"), b"top").unwrap();
-        std::os::unix::fs::symlink("docs/a.txt", src.join("link")).unwrap();
-        let srv = serve_with(
-            &c.join("destination"),
-            &[format!("m={}", s(&dst))],
-            &["--state-dir", s(&state)],
-        );
-        Rig { _t: t, c, src, state, srv }
+        let p = Pair::with_state(&[]);
+        std::fs::create_dir_all(p.src.join("docs/old")).unwrap();
+        std::fs::write(p.src.join("docs/a.txt"), b"alpha").unwrap();
+        std::fs::write(p.src.join("docs/old/b.txt"), b"bravo").unwrap();
+        std::fs::write(p.src.join("top"), b"top").unwrap();
+        std::os::unix::fs::symlink("docs/a.txt", p.src.join("link")).unwrap();
+        Rig(p)
     }
 
     fn push(&self) {
@@ -39,30 +34,15 @@ impl Rig {
     }
 
     fn try_push(&self) -> std::process::Output {
-        let url = format!("ferry://127.0.0.1:{}/m", self.srv.addr.port());
-        ferry(&[
-            "push",
-            s(&self.src),
-            &url,
-            "--identity",
-            s(&self.c.join("source")),
-            "--delete",
-            "--retries",
-            "0",
-        ])
+        self.0.push(&["--delete", "--retries", "0"])
     }
 
     fn ids(&self) -> Vec<String> {
-        let out =
-            ferry(&["snapshots", "list", "--state-dir", s(&self.state), "--module", "m", "--json"]);
-        check_ok(&out);
-        let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-        v.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+        self.snapshot_list().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
     }
 
     fn snap(&self, args: &[&str]) -> std::process::Output {
-        let base = ["snapshots", args[0], "--state-dir", s(&self.state), "--module", "m"];
-        ferry(&[&base[..], &args[1..]].concat())
+        self.snapshots(args)
     }
 
     fn verify(&self, id: &str) -> std::process::Output {

@@ -130,3 +130,86 @@ pub(crate) fn http_with(addr: &str, method: &str, path: &str, headers: &str) -> 
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (code, body)
 }
+
+/// The set-up most push tests share: credentials, a source directory, and `ferry serve` of
+/// one module `m` (the destination directory), all in one temp directory kept alive here.
+pub(crate) struct Pair {
+    /// The temp directory holding everything below.
+    pub(crate) t: tempfile::TempDir,
+    /// `creds(t)`: `destination/` and `source/` identities.
+    pub(crate) creds: PathBuf,
+    /// The source tree (created empty).
+    pub(crate) src: PathBuf,
+    /// The module's directory on the server.
+    pub(crate) dst: PathBuf,
+    /// The server's state directory, when it was given one ([`Pair::with_state`]).
+    pub(crate) state: PathBuf,
+    /// The server.
+    pub(crate) srv: Server,
+}
+
+impl Pair {
+    /// Serves `m=DST` plus `suffix` (`""`, `":ro"`, `":wo"`) with `extra` serve flags; `prepare`
+    /// runs on `(src, dst)` before the server starts.
+    pub(crate) fn start(
+        suffix: &str,
+        extra: &[&str],
+        state: bool,
+        prepare: impl FnOnce(&Path, &Path),
+    ) -> Pair {
+        let t = tempfile::tempdir().unwrap();
+        let c = creds(t.path());
+        let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+        let state_dir = t.path().join("state");
+        std::fs::create_dir_all(&src).unwrap();
+        prepare(&src, &dst);
+        let mut flags: Vec<&str> = Vec::new();
+        if state {
+            flags.extend(["--state-dir", s(&state_dir)]);
+        }
+        flags.extend_from_slice(extra);
+        let srv = serve_with(&c.join("destination"), &[format!("m={}{suffix}", s(&dst))], &flags);
+        Pair { t, creds: c, src, dst, state: state_dir, srv }
+    }
+
+    /// A served module without a state directory.
+    pub(crate) fn new() -> Pair {
+        Pair::start("", &[], false, |_, _| {})
+    }
+
+    /// A served module with a state directory and `extra` serve flags.
+    pub(crate) fn with_state(extra: &[&str]) -> Pair {
+        Pair::start("", extra, true, |_, _| {})
+    }
+
+    /// `ferry://127.0.0.1:PORT/m`.
+    pub(crate) fn url(&self) -> String {
+        format!("ferry://127.0.0.1:{}/m", self.srv.addr.port())
+    }
+
+    /// `ferry push SRC URL --identity SOURCE` with `extra` flags.
+    pub(crate) fn push(&self, extra: &[&str]) -> Output {
+        let url = self.url();
+        let id = self.creds.join("source");
+        ferry(&[&["push", s(&self.src), &url, "--identity", s(&id)][..], extra].concat())
+    }
+
+    /// `ferry snapshots ARGS[0] --state-dir STATE --module m ARGS[1..]`.
+    pub(crate) fn snapshots(&self, args: &[&str]) -> Output {
+        let base = ["snapshots", args[0], "--state-dir", s(&self.state), "--module", "m"];
+        ferry(&[&base[..], &args[1..]].concat())
+    }
+
+    /// The module's snapshot records, oldest first (`snapshots list --json`).
+    pub(crate) fn snapshot_list(&self) -> Vec<serde_json::Value> {
+        let out = self.snapshots(&["list", "--json"]);
+        check_ok(&out);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// A command's standard output as JSON (panics with the output when it is not).
+pub(crate) fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
