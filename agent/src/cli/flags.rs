@@ -76,7 +76,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Snapshots of a module taken by `ferry serve --state-dir`.
+    /// Snapshots of a module taken by `ferry serve --state-dir` or `ferry pull --state-dir`.
     Snapshots {
         /// What to do.
         #[command(subcommand)]
@@ -388,7 +388,7 @@ pub struct HttpFlag {
 /// One snapshot of one module.
 #[derive(clap::Args)]
 pub struct SnapshotRef {
-    /// The state directory given to `ferry serve`.
+    /// The state directory given to `ferry serve` or `ferry pull`.
     #[arg(long, value_name = "DIR")]
     pub state_dir: PathBuf,
     /// The module.
@@ -422,7 +422,7 @@ pub enum SnapshotAction {
     /// What differs between snapshots A and B: paths added, removed, changed (content or
     /// kind) and changed in metadata only. Takes time in proportion to the difference.
     Diff {
-        /// The state directory given to `ferry serve`.
+        /// The state directory given to `ferry serve` or `ferry pull`.
         #[arg(long, value_name = "DIR")]
         state_dir: PathBuf,
         /// The module.
@@ -438,7 +438,7 @@ pub enum SnapshotAction {
     },
     /// List a directory of a snapshot (or show one entry) without restoring it.
     Ls {
-        /// The state directory given to `ferry serve`.
+        /// The state directory given to `ferry serve` or `ferry pull`.
         #[arg(long, value_name = "DIR")]
         state_dir: PathBuf,
         /// The module.
@@ -454,7 +454,7 @@ pub enum SnapshotAction {
     },
     /// List a module's snapshots, oldest first.
     List {
-        /// The state directory given to `ferry serve`.
+        /// The state directory given to `ferry serve` or `ferry pull`.
         #[arg(long, value_name = "DIR")]
         state_dir: PathBuf,
         /// The module.

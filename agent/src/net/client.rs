@@ -19,7 +19,7 @@ use super::link::{run_over_link, salvage, Hooks, Recording};
 use super::protocol::{handshake, Direction, Request, Url};
 use super::RemoteError;
 use crate::round::driver::{Progress, Side};
-use crate::round::{open_destination, open_source, Report, SyncError, SyncOptions};
+use crate::round::{open_destination, open_source, Report, SyncOptions};
 use crate::state::StateConfig;
 
 /// How a client reaches the server.
@@ -250,19 +250,9 @@ pub async fn run_client(
     let mut recording = None;
     let mut hooks = Hooks { on_item, on_progress, progress_every, before_done: None };
     if let (Some(dst), Some(state)) = (&warn_dst, &opts.state) {
-        let r = Recording::begin(state, &url.module, local, dst, s.round.dry_run)
-            .await
-            .map_err(|source| SyncError::Destination { path: local.into(), source })?;
+        let r = Recording::begin(state, &url.module, local, dst, s.round.dry_run).await?;
         session.resume = r.resumes();
-        // The server is told the round was recorded (or not), not the root hash: it covers
-        // files of this side's tree the server never sent. Why recording failed stays here.
-        hooks.before_done = Some(r.before_done(|commit| match commit {
-            Commit::Recorded { round, snapshot, .. } => {
-                Commit::Recorded { round, snapshot, root_hash: String::new() }
-            }
-            Commit::Failed { .. } => Commit::failed("the destination could not record the round"),
-            Commit::Unrecorded => Commit::Unrecorded,
-        }));
+        hooks.before_done = Some(r.before_done(told_to_source));
         recording = Some(r);
     }
     let side = match (&warn_src, &warn_dst) {
@@ -320,6 +310,20 @@ pub async fn run_client(
     Ok(r)
 }
 
+/// What a pulling destination tells the serving source of its commit in `Done`: that the
+/// round was recorded, as round and snapshot id, or that it was not. Never the root hash: it
+/// covers files of this side's tree the server never sent, whose guesses the server could
+/// otherwise confirm offline. Never why recording failed: that names this side's paths.
+fn told_to_source(commit: Commit) -> Commit {
+    match commit {
+        Commit::Recorded { round, snapshot, .. } => {
+            Commit::Recorded { round, snapshot, root_hash: String::new() }
+        }
+        Commit::Failed { .. } => Commit::failed("the destination could not record the round"),
+        Commit::Unrecorded => Commit::Unrecorded,
+    }
+}
+
 /// `--transport auto` for a round: races the handshakes, the one [`choice`]'s cache prefers
 /// first; returns the link and the server's cache entry (to record the round in).
 async fn connect_auto(
@@ -342,4 +346,32 @@ async fn connect_auto(
         choice::store(entry.clone(), now);
     }
     Ok((link, entry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pulling_destination_tells_the_source_neither_its_root_hash_nor_its_paths() {
+        let recorded = Commit::Recorded {
+            round: 7,
+            snapshot: "000007-20261129T000000Z".into(),
+            root_hash: "ab".repeat(32),
+        };
+        assert_eq!(
+            told_to_source(recorded),
+            Commit::Recorded {
+                round: 7,
+                snapshot: "000007-20261129T000000Z".into(),
+                root_hash: String::new()
+            }
+        );
+        let Commit::Failed { reason } = told_to_source(Commit::failed("/secret/state: ENOSPC"))
+        else {
+            panic!("a failure is still a failure")
+        };
+        assert!(!reason.contains("secret"), "{reason}");
+        assert_eq!(told_to_source(Commit::Unrecorded), Commit::Unrecorded);
+    }
 }

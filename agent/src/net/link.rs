@@ -14,8 +14,10 @@ use ferry_transport::lanes::{self, Lanes};
 use ferry_transport::net::{Link, LinkKind};
 use ferry_transport::TransportError;
 
+use super::RemoteError;
 use crate::fs::dest::LocalDestination;
 use crate::round::driver::{run_remote, Event, Peer, Progress, RoundError, RoundOutcome, Side};
+use crate::round::SyncError;
 use crate::state::{ModuleState, RoundEnd, StateConfig, StateRound};
 
 #[derive(Clone, Copy)]
@@ -74,23 +76,31 @@ pub(super) struct Recording {
 }
 
 impl Recording {
-    /// Begins a round of `module` (its data at `path`) into `dest`: attaches the journal and
-    /// the signature cache. Off the async workers: it reads the journal and stats cached files.
+    /// Begins a round of `module` (its data at `path`) into `dest`: claims the module's state
+    /// and attaches the journal and the signature cache. Off the async workers: it reads the
+    /// journal and stats cached files.
     ///
     /// # Errors
-    /// When the blocking task panicked.
+    /// [`RemoteError::StateBusy`] when another process runs a round of the module with this
+    /// state directory; [`RemoteError::Local`] when the blocking task failed.
     pub(super) async fn begin(
         state: &StateConfig,
         module: &str,
         path: &Path,
         dest: &Arc<LocalDestination>,
         dry_run: bool,
-    ) -> std::io::Result<Recording> {
-        let (ms, st, path, dest) =
+    ) -> Result<Recording, RemoteError> {
+        let (ms, st, owned, dest) =
             (ModuleState::new(&state.dir, module), state.clone(), path.to_path_buf(), dest.clone());
-        let round = tokio::task::spawn_blocking(move || ms.begin_round(&st, &path, &dest, dry_run))
-            .await
-            .map_err(std::io::Error::other)?;
+        let round =
+            tokio::task::spawn_blocking(move || ms.begin_round(&st, &owned, &dest, dry_run))
+                .await
+                .map_err(|e| {
+                    RemoteError::Local(SyncError::Destination {
+                        path: path.to_path_buf(),
+                        source: std::io::Error::other(e),
+                    })
+                })??;
         Ok(Recording {
             pending: Arc::new(Mutex::new(Some(round))),
             ended: Arc::new(Mutex::new(None)),

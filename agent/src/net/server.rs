@@ -17,7 +17,7 @@ use super::link::{run_over_link, salvage, Hooks, Recording};
 use super::protocol::{Access, Direction, Module, Refusal, Request, Response, REQUEST_TIMEOUT};
 use super::RemoteError;
 use crate::round::driver::Side;
-use crate::round::{open_destination, open_source, Report, RoundOptions, SyncError, SyncOptions};
+use crate::round::{open_destination, open_source, Report, RoundOptions, SyncOptions};
 use crate::state::{ModuleState, RoundEnd, StateConfig};
 use crate::unattended::status::Agent;
 
@@ -232,14 +232,17 @@ pub async fn serve_link(
             Ok(d) => {
                 if let Some(state) = &cfg.state {
                     let dry = opts.round.dry_run;
-                    let r = Recording::begin(state, &module.name, &module.path, &d, dry)
-                        .await
-                        .map_err(|source| {
-                            RemoteError::Local(SyncError::Destination {
-                                path: module.path.clone(),
-                                source,
-                            })
-                        })?;
+                    let r = match Recording::begin(state, &module.name, &module.path, &d, dry).await
+                    {
+                        Ok(r) => r,
+                        Err(RemoteError::StateBusy(busy)) => {
+                            let resp = refuse(Refusal::Busy, busy.to_string());
+                            let _ = write_value(&mut link.writer, &resp).await;
+                            link.finish().await;
+                            return Ok(None);
+                        }
+                        Err(e) => return Err(e),
+                    };
                     session.resume = r.resumes();
                     recording = Some(r);
                 }

@@ -244,17 +244,62 @@ impl ModuleState {
         }
     }
 
+    /// Claims the module's state for one round, without waiting: an exclusive `flock` of
+    /// `commits/MODULE/round.lock`, held until the [`RoundClaim`] is dropped. `Ok(None)` when
+    /// another process holds it (two processes recording rounds of one module would empty
+    /// each other's journal and take snapshots from each other's half-known change lists).
+    ///
+    /// # Errors
+    /// I/O errors creating or locking the file (a symlink there is not followed).
+    pub fn try_claim(&self) -> io::Result<Option<RoundClaim>> {
+        let dir = self.subdir(&format!("commits/{}", self.module))?;
+        let dfd = rfs::open(
+            &dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let fd = rfs::openat(
+            &dfd,
+            ROUND_LOCK,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        match rfs::flock(&fd, rfs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(RoundClaim { _fd: fd })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Starts a round into `dest` (the module's data at `module_path`; pushed into a server
-    /// or pulled by a client): attaches the resume journal and, if configured, the signature
-    /// cache. Blocking (reads the journal and stats cached files): call it off the async
-    /// runtime.
+    /// or pulled by a client): claims the module's state ([`ModuleState::try_claim`]),
+    /// attaches the resume journal and, if configured, the signature cache. Blocking (reads
+    /// the journal and stats cached files): call it off the async runtime.
+    ///
+    /// # Errors
+    /// [`RoundBusy`] when another process is running a round of the module with this state
+    /// directory.
     pub fn begin_round(
         &self,
         cfg: &StateConfig,
         module_path: &Path,
         dest: &Arc<LocalDestination>,
         dry_run: bool,
-    ) -> StateRound {
+    ) -> Result<StateRound, RoundBusy> {
+        let claim = if dry_run {
+            None
+        } else {
+            match self.try_claim() {
+                Ok(Some(c)) => Some(c),
+                Ok(None) => return Err(RoundBusy { module: self.module.clone() }),
+                // Not fatal, as a journal that cannot be opened is not: the commit at the end
+                // fails if the state directory really cannot be written.
+                Err(e) => {
+                    tracing::warn!("module {:?}: cannot claim its state: {e}", self.module);
+                    None
+                }
+            }
+        };
         // The commit's tree hash reuses the hashes verified during the round; the snapshot
         // is built from what the round changed.
         dest.record_hashes();
@@ -293,7 +338,8 @@ impl ModuleState {
         } else {
             None
         };
-        StateRound {
+        Ok(StateRound {
+            _claim: claim,
             state: self.clone(),
             cfg: cfg.clone(),
             module_path: module_path.to_path_buf(),
@@ -302,7 +348,7 @@ impl ModuleState {
             sigs,
             dry_run,
             untrusted,
-        }
+        })
     }
 }
 
@@ -328,8 +374,31 @@ pub fn check_module_name(name: &str) -> Result<(), String> {
 /// The marker [`ModuleState::open_round`] leaves in `commits/MODULE/`.
 const ROUND_OPEN: &str = "round-open";
 
+/// The lock file [`ModuleState::try_claim`] holds in `commits/MODULE/`.
+const ROUND_LOCK: &str = "round.lock";
+
+/// A process's claim on a module's state for one round (see [`ModuleState::try_claim`]);
+/// released on drop.
+#[derive(Debug)]
+pub struct RoundClaim {
+    _fd: rustix::fd::OwnedFd,
+}
+
+/// Another process is running a round of the module with the same state directory.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "module {module:?}: another process is running a round of it with this state directory; \
+     retry later"
+)]
+pub struct RoundBusy {
+    /// The module.
+    pub module: String,
+}
+
 /// A round's use of the state directory on its destination (see the module docs).
 pub struct StateRound {
+    /// Held until the round has ended the state's way.
+    _claim: Option<RoundClaim>,
     state: ModuleState,
     cfg: StateConfig,
     module_path: PathBuf,

@@ -209,6 +209,7 @@ fn pulled_rounds_are_snapshotted_by_every_kind() {
 /// segments the killed one journaled under the state directory, instead of starting it over,
 /// and its snapshot is the source's tree. The kill happens once the journal shows two
 /// segments written (not after a delay); the server paces the file so it lands mid-file.
+/// While the first pull runs, a second one recording the same module is refused.
 #[test]
 fn a_pull_killed_mid_file_resumes_from_its_journal() {
     let t = tempfile::tempdir().unwrap();
@@ -220,7 +221,7 @@ fn a_pull_killed_mid_file_resumes_from_its_journal() {
     let srv = serve_with(
         &c.join("destination"),
         &[format!("m={}:ro", s(&src))],
-        &["--bwlimit", "16M", "--idle-timeout", "2"],
+        &["--bwlimit", "8M", "--idle-timeout", "2"],
     );
     let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
     let id = c.join("source");
@@ -239,6 +240,16 @@ fn a_pull_killed_mid_file_resumes_from_its_journal() {
         assert!(puller.try_wait().unwrap().is_none(), "the pull ended before the kill");
         std::thread::sleep(Duration::from_millis(5));
     }
+    // Meanwhile a second pull of the module into the same state directory (through another
+    // server, so the first server's one-round-per-module rule is not what stops it) is
+    // refused: one process records a module's rounds at a time. Transient: exit 6.
+    let other = serve(&c.join("destination"), &[format!("m={}:ro", s(&src))]);
+    let other_url = format!("ferry://127.0.0.1:{}/m", other.addr.port());
+    let out = pull(&other_url, &t.path().join("dst2"), &c, &state, &["--retries", "0"]);
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another process is running a round of it"), "{err}");
+    assert!(puller.try_wait().unwrap().is_none(), "the first pull ended meanwhile");
     puller.kill().unwrap();
     puller.wait().unwrap();
     assert!(!dst.join("db.img").exists(), "the file was committed before the kill");
