@@ -598,7 +598,29 @@ pub(crate) fn write_state_file_with(path: &Path, bytes: &[u8], durable: bool) ->
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn one_claim_on_a_module_state_at_a_time_and_a_planted_lock_is_not_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let ms = ModuleState::new(t.path(), "m");
+        let first = ms.try_claim().unwrap();
+        assert!(first.is_some());
+        // flock conflicts between open file descriptions, in one process as in two.
+        assert!(ms.try_claim().unwrap().is_none(), "a second claim while the first is held");
+        assert!(ModuleState::new(t.path(), "other").try_claim().unwrap().is_some());
+        drop(first);
+        assert!(ms.try_claim().unwrap().is_some(), "released on drop");
+        // A symlink planted as the lock file: not followed, its target neither created nor
+        // touched.
+        let victim = t.path().join("victim");
+        let lock = t.path().join("commits/x").join(ROUND_LOCK);
+        std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&victim, &lock).unwrap();
+        assert!(ModuleState::new(t.path(), "x").try_claim().is_err());
+        assert!(!victim.exists());
+    }
 
     #[test]
     fn module_names_that_would_leave_the_state_directory_are_refused() {
