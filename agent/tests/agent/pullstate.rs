@@ -539,3 +539,29 @@ fn pull_list_keeps_each_modules_state_apart() {
         assert!(state.join(format!("commits/{module}/last.json")).exists());
     }
 }
+
+/// Failover on a pulling destination: `ferry promote` finds the data directory the pull
+/// recorded (no `--data`) and makes an earlier snapshot the live tree; the next pull brings it
+/// back to the source and its snapshot equals the source, the earlier one unchanged.
+#[test]
+fn promote_finds_the_directory_a_pull_recorded() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let (src, dst, state) = (t.path().join("src"), t.path().join("dst"), t.path().join("state"));
+    sample(&src);
+    let srv = serve(&c.join("destination"), &[format!("m={}:ro", s(&src))]);
+    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+    let id1 = assert_recorded(&pull_ok(&url, &dst, &c, &state, &[]), &state, "m", 1);
+    let reference = t.path().join("ref1");
+    copy_tree(&src, &reference);
+    std::fs::write(src.join("db/later"), b"round two").unwrap();
+    std::fs::remove_dir_all(src.join("db/wal")).unwrap();
+    assert_recorded(&pull_ok(&url, &dst, &c, &state, &[]), &state, "m", 2);
+    let out = ferry(&["promote", "--state-dir", s(&state), "--module", "m", "--snapshot", &id1]);
+    check_ok(&out);
+    assert_same_tree(&reference, &dst);
+    let id3 = assert_recorded(&pull_ok(&url, &dst, &c, &state, &[]), &state, "m", 3);
+    assert_same_tree(&src, &dst);
+    assert_same_tree(&src, &view(&state, "m", &id3));
+    assert_same_tree(&reference, &view(&state, "m", &id1));
+}
