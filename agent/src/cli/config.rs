@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::exit::Usage;
 use super::flags::{
     ListFlags, NetFlags, ReceiveFlags, RoundFlags, ScheduleFlags, ServeFlags, SnapshotKind,
-    SourceImageFlags, SourceImageKind, Transport,
+    SourceImageFlags, SourceImageKind, StateFlags, Transport,
 };
 use crate::fs::image::SourceSnapshot;
 use crate::many::ListEntry;
@@ -84,6 +84,7 @@ impl NetFlags {
             bwlimit: self.bwlimit.get.unwrap_or(0),
             connect_timeout: Duration::from_secs(self.connect_timeout.max(1)),
             idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
+            state: None,
         }
     }
 }
@@ -103,6 +104,24 @@ pub fn snapshotter(kind: SnapshotKind, command: Option<&str>) -> Result<Snapshot
             Err(Usage("--snapshot command needs --snapshot-command CMD".into()))
         }
         (_, Some(_)) => Err(Usage("--snapshot-command goes with --snapshot command".into())),
+    }
+}
+
+impl StateFlags {
+    /// What the destination keeps between rounds (`None` without `--state-dir`).
+    ///
+    /// # Errors
+    /// [`Usage`] for inconsistent snapshot flags.
+    pub fn state(&self) -> Result<Option<StateConfig>, Usage> {
+        let snapshotter = snapshotter(self.snapshot, self.snapshot_command.as_deref())?;
+        let retention =
+            Retention { last: self.keep_last, hourly: self.keep_hourly, daily: self.keep_daily };
+        Ok(self.state_dir.clone().map(|dir| StateConfig {
+            dir,
+            snapshotter,
+            retention,
+            signature_cache: !self.no_signature_cache,
+        }))
     }
 }
 
@@ -288,15 +307,7 @@ impl ServeFlags {
     /// # Errors
     /// [`Usage`] for inconsistent snapshot flags.
     pub fn validate(self) -> Result<Serve, Usage> {
-        let snapshotter = snapshotter(self.snapshot, self.snapshot_command.as_deref())?;
-        let retention =
-            Retention { last: self.keep_last, hourly: self.keep_hourly, daily: self.keep_daily };
-        let state = self.state_dir.map(|dir| StateConfig {
-            dir,
-            snapshotter,
-            retention,
-            signature_cache: !self.no_signature_cache,
-        });
+        let state = self.state.state()?;
         let mut modules = self.modules;
         if let Some(file) = &self.modules_from {
             if self.stdio && file.as_os_str() == "-" {
@@ -315,6 +326,11 @@ impl ServeFlags {
                     )));
                 }
                 modules.push(m);
+            }
+        }
+        if state.is_some() {
+            for m in &modules {
+                crate::state::check_module_name(&m.name).map_err(Usage)?;
             }
         }
         Ok(Serve {

@@ -184,6 +184,7 @@ pub fn run(dir: &Path, files: usize, big_mib: usize) -> anyhow::Result<ExitCode>
         bwlimit: 0,
         connect_timeout: Duration::from_secs(10),
         idle_timeout: ferry_transport::net::IDLE_TIMEOUT,
+        state: None,
     };
     let snaps = module.snapshots();
     let round = |title: &str, n: u64| -> anyhow::Result<()> {

@@ -62,7 +62,7 @@ pub fn classify(e: &anyhow::Error) -> u8 {
             RemoteError::Local(e) => classify_sync(e),
             RemoteError::Round(e) => classify_round(e),
             RemoteError::Rsh(_) => LOCAL_IO,
-            RemoteError::NotCommitted { .. } => TRANSIENT,
+            RemoteError::NotCommitted { .. } | RemoteError::StateBusy(_) => TRANSIENT,
         };
     }
     match e.downcast_ref::<SyncError>() {

@@ -76,7 +76,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Snapshots of a module taken by `ferry serve --state-dir`.
+    /// Snapshots of a module taken by `ferry serve --state-dir` or `ferry pull --state-dir`.
     Snapshots {
         /// What to do.
         #[command(subcommand)]
@@ -128,6 +128,9 @@ pub enum Command {
         /// When rounds run.
         #[command(flatten)]
         when: ScheduleFlags,
+        /// What this side keeps between rounds, as `ferry serve` does for a pushed module.
+        #[command(flatten)]
+        state: StateFlags,
     },
     /// Measure the link to a `ferry serve` (like iperf for volume replication): round-trip
     /// time and raw throughput each way (no disk), then a synthetic sync round: a generated
@@ -221,38 +224,12 @@ pub struct ServeFlags {
     /// `--bwlimit`.
     #[command(flatten)]
     pub bwlimit: BwlimitFlag,
-    /// Keep state between rounds under DIR (on the module's filesystem, outside it): commit
-    /// records, a snapshot of the module after each committed push (under
-    /// DIR/snapshots/MODULE/, of the --snapshot kind), the resume journal and the signature
-    /// cache.
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Keep the newest N snapshots per module. A snapshot is kept when any --keep-* rule
-    /// keeps it; with none given, all are kept.
-    #[arg(long, default_value_t = 0)]
-    pub keep_last: usize,
-    /// Keep the newest snapshot of each of the last N hours that have one (UTC).
-    #[arg(long, default_value_t = 0)]
-    pub keep_hourly: usize,
-    /// Keep the newest snapshot of each of the last N days that have one (UTC).
-    #[arg(long, default_value_t = 0)]
-    pub keep_daily: usize,
+    /// `--state-dir` and its companions.
+    #[command(flatten)]
+    pub state: StateFlags,
     /// `--http`.
     #[command(flatten)]
     pub http: HttpFlag,
-    /// How snapshots are taken: hardlink (any filesystem; metadata cost only), reflink
-    /// (FICLONE copies; btrfs, XFS with reflink=1), btrfs (a read-only snapshot of the module,
-    /// which must be a subvolume) or command (--snapshot-command).
-    #[arg(long, value_enum, default_value_t = SnapshotKind::Hardlink, value_name = "KIND")]
-    pub snapshot: SnapshotKind,
-    /// With --snapshot command: run CMD with sh -c after each commit, with FERRY_ROUND,
-    /// FERRY_ROOT (the module's directory), FERRY_SNAPSHOT_NAME and FERRY_ROOT_HASH set.
-    #[arg(long, value_name = "CMD")]
-    pub snapshot_command: Option<String>,
-    /// Do not keep rsync signatures of large files in the state directory between rounds
-    /// (then every changed file's basis is read and signed again; see README).
-    #[arg(long)]
-    pub no_signature_cache: bool,
     /// Create fifos and device nodes that clients push (refused and counted by default), and
     /// include them in what pulls are served.
     #[arg(long)]
@@ -268,6 +245,41 @@ pub struct ServeFlags {
     /// Connections (QUIC and TCP, authenticated or not) open at once; more are closed at once.
     #[arg(long, value_name = "N", default_value_t = ferry_transport::net::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+}
+
+/// What a destination keeps between rounds: `ferry serve` for the modules peers push into,
+/// `ferry pull` for the module it pulls. One group, so both take exactly the same flags.
+#[derive(clap::Args, Clone)]
+pub struct StateFlags {
+    /// Keep state between rounds under DIR (on the module's filesystem, outside it): commit
+    /// records, a snapshot of the module after each committed round (under
+    /// DIR/snapshots/MODULE/, of the --snapshot kind), the resume journal and the signature
+    /// cache. A pull keeps its module's state under the server's name for the module.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Keep the newest N snapshots per module. A snapshot is kept when any --keep-* rule
+    /// keeps it; with none given, all are kept.
+    #[arg(long, default_value_t = 0)]
+    pub keep_last: usize,
+    /// Keep the newest snapshot of each of the last N hours that have one (UTC).
+    #[arg(long, default_value_t = 0)]
+    pub keep_hourly: usize,
+    /// Keep the newest snapshot of each of the last N days that have one (UTC).
+    #[arg(long, default_value_t = 0)]
+    pub keep_daily: usize,
+    /// How snapshots are taken: hardlink (any filesystem; metadata cost only), reflink
+    /// (FICLONE copies; btrfs, XFS with reflink=1), btrfs (a read-only snapshot of the module,
+    /// which must be a subvolume) or command (--snapshot-command).
+    #[arg(long, value_enum, default_value_t = SnapshotKind::Hardlink, value_name = "KIND")]
+    pub snapshot: SnapshotKind,
+    /// With --snapshot command: run CMD with sh -c after each commit, with FERRY_ROUND,
+    /// FERRY_ROOT (the module's directory), FERRY_SNAPSHOT_NAME and FERRY_ROOT_HASH set.
+    #[arg(long, value_name = "CMD")]
+    pub snapshot_command: Option<String>,
+    /// Do not keep rsync signatures of large files in the state directory between rounds
+    /// (then every changed file's basis is read and signed again; see README).
+    #[arg(long)]
+    pub no_signature_cache: bool,
 }
 
 /// What this side accepts when it receives (`sync`, `pull`, `serve`): its own policy,
@@ -376,7 +388,7 @@ pub struct HttpFlag {
 /// One snapshot of one module.
 #[derive(clap::Args)]
 pub struct SnapshotRef {
-    /// The state directory given to `ferry serve`.
+    /// The state directory given to `ferry serve` or `ferry pull`.
     #[arg(long, value_name = "DIR")]
     pub state_dir: PathBuf,
     /// The module.
@@ -410,7 +422,7 @@ pub enum SnapshotAction {
     /// What differs between snapshots A and B: paths added, removed, changed (content or
     /// kind) and changed in metadata only. Takes time in proportion to the difference.
     Diff {
-        /// The state directory given to `ferry serve`.
+        /// The state directory given to `ferry serve` or `ferry pull`.
         #[arg(long, value_name = "DIR")]
         state_dir: PathBuf,
         /// The module.
@@ -426,7 +438,7 @@ pub enum SnapshotAction {
     },
     /// List a directory of a snapshot (or show one entry) without restoring it.
     Ls {
-        /// The state directory given to `ferry serve`.
+        /// The state directory given to `ferry serve` or `ferry pull`.
         #[arg(long, value_name = "DIR")]
         state_dir: PathBuf,
         /// The module.
@@ -442,7 +454,7 @@ pub enum SnapshotAction {
     },
     /// List a module's snapshots, oldest first.
     List {
-        /// The state directory given to `ferry serve`.
+        /// The state directory given to `ferry serve` or `ferry pull`.
         #[arg(long, value_name = "DIR")]
         state_dir: PathBuf,
         /// The module.

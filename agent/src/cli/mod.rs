@@ -79,6 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         &round,
                         &when.plan(image),
                         when.http()?,
+                        None,
                     )
                 }
                 config::Job::Many { server, list, jobs, check } => {
@@ -87,27 +88,43 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         plans.push(when.plan(image.image(&e.dir)?));
                     }
                     replicate::run_many(
-                        direction, &server, &list, &plans, jobs, check, &net, &round,
+                        direction, &server, &list, &plans, jobs, check, &net, &round, None,
                     )
                 }
             }
         }
-        Command::Pull { url, dst, many, net, round, when } => {
+        Command::Pull { url, dst, many, net, round, when, state } => {
             let direction = crate::net::Direction::Pull;
+            let state = state.state()?;
             match many.job(dst, Some(url), &when, &net)? {
-                config::Job::One { local, url } => replicate::run(
-                    direction,
-                    &local,
-                    &url,
-                    &net,
-                    &round,
-                    &when.plan(None),
-                    when.http()?,
-                ),
+                config::Job::One { local, url } => {
+                    if state.is_some() {
+                        crate::state::check_module_name(&url.module).map_err(exit::Usage)?;
+                    }
+                    let plan = when.plan(None);
+                    replicate::run(
+                        direction,
+                        &local,
+                        &url,
+                        &net,
+                        &round,
+                        &plan,
+                        when.http()?,
+                        state.as_ref(),
+                    )
+                }
                 config::Job::Many { server, list, jobs, check } => {
                     let plans = vec![when.plan(None); list.len()];
                     replicate::run_many(
-                        direction, &server, &list, &plans, jobs, check, &net, &round,
+                        direction,
+                        &server,
+                        &list,
+                        &plans,
+                        jobs,
+                        check,
+                        &net,
+                        &round,
+                        state.as_ref(),
                     )
                 }
             }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use ferry_core::session::Itemized;
 
 use super::config::NETWORK_COMPRESS_LEVEL;
@@ -15,12 +16,15 @@ use super::output::{human_bytes, print_summary, Progress};
 use crate::many::{module_url, ListEntry};
 use crate::net::{run_bench, run_client, Direction, RemoteError, RemoteOptions, Url};
 use crate::round::driver::Progress as DriverProgress;
-use crate::round::{Report, SyncOptions};
+use crate::round::{CommitReport, Report, SyncOptions};
+use crate::state::{ModuleState, StateConfig};
 use crate::unattended::http::HttpConfig;
 use crate::unattended::runner::{self, Plan, Target};
 use crate::unattended::status::Agent;
 
 /// Runs push or pull rounds as `plan` says; `http` serves status and triggers meanwhile.
+/// `state` is a pull's state directory (`--state-dir`), checked before the first round.
+#[allow(clippy::too_many_arguments)] // The command's validated parts, each used once.
 pub(super) fn run(
     direction: Direction,
     local: &Path,
@@ -29,8 +33,13 @@ pub(super) fn run(
     round: &RoundFlags,
     plan: &Plan,
     http: Option<(std::net::SocketAddr, HttpConfig)>,
+    state: Option<&StateConfig>,
 ) -> anyhow::Result<ExitCode> {
-    let opts = net.remote(round.options(NETWORK_COMPRESS_LEVEL));
+    prepare_state(state, &url.module, local, round.dry_run)?;
+    let opts = RemoteOptions {
+        state: state.cloned(),
+        ..net.remote(round.options(NETWORK_COMPRESS_LEVEL))
+    };
     let rt = super::runtime()?;
     super::exit_on_sigterm(&rt);
     let (agent, triggered) = Agent::new(true);
@@ -121,9 +130,29 @@ fn worst(a: u8, b: u8) -> u8 {
     }
 }
 
+/// Checks, before the first round, that a pull's state directory can keep `module`'s state
+/// for the data at `local` (as `ferry serve` checks its modules at start-up), and remembers
+/// where that data lives (for `ferry promote`). Nothing to check without one, or for a dry
+/// run, which records nothing.
+///
+/// # Errors
+/// Why snapshots of the configured kind cannot work there.
+fn prepare_state(
+    state: Option<&StateConfig>,
+    module: &str,
+    local: &Path,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let Some(st) = state.filter(|_| !dry_run) else { return Ok(()) };
+    ModuleState::new(&st.dir, module)
+        .prepare(local, &st.snapshotter)
+        .with_context(|| format!("--state-dir for module {module:?}"))
+}
+
 /// `ferry push|pull --list`: one round per module, `jobs` at a time, each over its own
 /// connection; a failed module does not stop the others. `plans[i]` is `list[i]`'s plan
-/// (once; its retries, hooks and source image).
+/// (once; its retries, hooks and source image). With `state` (a pull's `--state-dir`) each
+/// module keeps its own state there under its name.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run_many(
     direction: Direction,
@@ -134,6 +163,7 @@ pub(super) fn run_many(
     check: bool,
     net: &NetFlags,
     round: &RoundFlags,
+    state: Option<&StateConfig>,
 ) -> anyhow::Result<ExitCode> {
     let dir_name = if direction == Direction::Pull { "pull" } else { "push" };
     if check {
@@ -147,7 +177,10 @@ pub(super) fn run_many(
         println!("{} module(s), {} at a time; nothing was run", list.len(), jobs.min(list.len()));
         return Ok(ExitCode::SUCCESS);
     }
-    let opts = net.remote(round.options(NETWORK_COMPRESS_LEVEL));
+    let opts = RemoteOptions {
+        state: state.cloned(),
+        ..net.remote(round.options(NETWORK_COMPRESS_LEVEL))
+    };
     // Progress bars of concurrent rounds would overwrite each other; each module's summary
     // line says what happened.
     let round = RoundFlags { no_progress: true, ..round.clone() };
@@ -215,17 +248,21 @@ fn one_module(
     let (agent, triggered) = Agent::new(false);
     let target = Target { direction, local: &e.dir, url };
     let mut report = None;
-    let r = runner::run(
-        plan,
-        &target,
-        &agent,
-        &triggered,
-        &mut |from: &Path| one_round(rt, direction, from, url, opts, round, &agent, Some(&e.name)),
-        &mut |r: &Report| {
-            report = Some(r.clone());
-            Ok(())
-        },
-    );
+    let r = prepare_state(opts.state.as_ref(), &e.name, &e.dir, round.dry_run).and_then(|()| {
+        runner::run(
+            plan,
+            &target,
+            &agent,
+            &triggered,
+            &mut |from: &Path| {
+                one_round(rt, direction, from, url, opts, round, &agent, Some(&e.name))
+            },
+            &mut |r: &Report| {
+                report = Some(r.clone());
+                Ok(())
+            },
+        )
+    });
     let (exit_code, error) = match &r {
         Ok(()) => (report.as_ref().map_or(0, |r| if r.partial { exit::PARTIAL } else { 0 }), None),
         Err(err) => (exit::classify(err), Some(exit::explain(err))),
@@ -304,6 +341,16 @@ fn one_round(
     if let Ok(report) = &r {
         for w in &report.warnings {
             tracing::warn!("skipped: {w}");
+        }
+        // A pull with --state-dir recorded the round here: its status and metrics say what
+        // the state directory did, as a server's do for a pushed round.
+        if opts.state.is_some() {
+            if let Some(CommitReport::Recorded { snapshot, .. }) = &report.commit {
+                agent.snapshot_taken(snapshot);
+            }
+        }
+        if let Some(c) = &report.signature_cache {
+            agent.signature_cache(c);
         }
     }
     r

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use ferry_core::message::Commit;
 use ferry_core::session::Itemized;
 use ferry_transport::lanes::DATA_LANES;
 use ferry_transport::net::{connect_quic_idle, connect_tcp, Link, LinkKind};
@@ -14,11 +15,12 @@ use ferry_transport::TransportError;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::choice::{self, Transport, HEAD_START};
-use super::link::{run_over_link, salvage, Hooks};
+use super::link::{run_over_link, salvage, Hooks, Recording};
 use super::protocol::{handshake, Direction, Request, Url};
 use super::RemoteError;
 use crate::round::driver::{Progress, Side};
 use crate::round::{open_destination, open_source, Report, SyncOptions};
+use crate::state::StateConfig;
 
 /// How a client reaches the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +53,9 @@ pub struct RemoteOptions {
     pub connect_timeout: Duration,
     /// How long a QUIC connection may hear nothing before the round fails (transiently).
     pub idle_timeout: Duration,
+    /// A pull's state directory (`ferry pull --state-dir`): the module's state, under the
+    /// server's name for it, kept as `ferry serve` keeps a pushed module's. Not used by push.
+    pub state: Option<StateConfig>,
 }
 
 /// Connects to `url` as `opts.via` says; returns the link (its kind says which transport).
@@ -220,19 +225,13 @@ pub async fn run_client(
 ) -> Result<Report, RemoteError> {
     let s = &opts.sync;
     // Open the local side first: a bad local path should not cost a connection.
-    let session = s.session();
-    let (side, warn_src, warn_dst) = match direction {
+    let mut session = s.session();
+    let (warn_src, warn_dst) = match direction {
         Direction::Bench => {
             return Err(RemoteError::Usage("a link benchmark is run_bench's job".into()));
         }
-        Direction::Push => {
-            let src = open_source(local, s)?;
-            (Side::source(src.clone(), &session, s.thread_count()), Some(src), None)
-        }
-        Direction::Pull => {
-            let dst = open_destination(local, s)?;
-            (Side::target(dst.clone(), &session, s.thread_count()), None, Some(dst))
-        }
+        Direction::Push => (Some(open_source(local, s)?), None),
+        Direction::Pull => (None, Some(open_destination(local, s)?)),
     };
     let (mut link, auto) = if opts.via == Via::Auto {
         let (link, entry) = connect_auto(url, opts).await?;
@@ -245,6 +244,22 @@ pub async fn run_client(
     let lanes = if kind == LinkKind::Quic { DATA_LANES as u8 } else { 0 };
     let req = Request::new(url, direction, s.round.clone(), lanes);
     let data = handshake(&mut link, &req).await?;
+    // A pull's destination is this side: with --state-dir its round is recorded here, as
+    // `ferry serve` records a pushed one. Begun once the server has accepted the round, so
+    // an attempt that never reached it leaves the state as it was.
+    let mut recording = None;
+    let mut hooks = Hooks { on_item, on_progress, progress_every, before_done: None };
+    if let (Some(dst), Some(state)) = (&warn_dst, &opts.state) {
+        let r = Recording::begin(state, &url.module, local, dst, s.round.dry_run).await?;
+        session.resume = r.resumes();
+        hooks.before_done = Some(r.before_done(told_to_source));
+        recording = Some(r);
+    }
+    let side = match (&warn_src, &warn_dst) {
+        (Some(src), _) => Side::source(src.clone(), &session, s.thread_count()),
+        (None, Some(dst)) => Side::target(dst.clone(), &session, s.thread_count()),
+        (None, None) => return Err(RemoteError::Usage("no local side".into())),
+    };
     let out = run_over_link(
         link,
         data,
@@ -253,19 +268,25 @@ pub async fn run_client(
         session.limits,
         opts.bwlimit,
         opts.idle_timeout,
-        Hooks { on_item, on_progress, progress_every, before_done: None },
+        hooks,
     )
     .await;
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => {
-            salvage(warn_dst.as_deref(), &e);
-            return Err(e.into());
-        }
+    if let Err(e) = &out {
+        salvage(warn_dst.as_deref(), e);
+    }
+    let ended = match recording {
+        Some(r) => r.finish().await,
+        None => None,
     };
-    // A pushed round is a success only once the destination has recorded it; a partial
-    // round is never recorded, and says so by its own exit code.
-    if let Some(ferry_core::message::Commit::Failed { reason }) = &out.commit {
+    if let Some((end, took)) = &ended {
+        end.log(&url.module, *took);
+    }
+    let out = out?;
+    let local_commit = ended.as_ref().map(|(end, _)| end.commit());
+    // A round is a success only once its destination has recorded it (the server, for a
+    // push; this side, for a pull with --state-dir); a partial round is never recorded, and
+    // says so by its own exit code.
+    if let Some(Commit::Failed { reason }) = local_commit.as_ref().or(out.commit.as_ref()) {
         if !out.target.partial() {
             return Err(RemoteError::NotCommitted { reason: reason.clone() });
         }
@@ -273,6 +294,10 @@ pub async fn run_client(
     let mut warnings = warn_src.map(|s| s.walk_warnings()).unwrap_or_default();
     warnings.extend(warn_dst.map(|d| d.walk_warnings()).unwrap_or_default());
     let mut r = Report::new(&out, warnings);
+    if let Some(c) = local_commit {
+        r.commit = Some(c.into());
+    }
+    r.signature_cache = ended.and_then(|(end, _)| end.cache);
     if let Some(mut entry) = auto {
         let t = if kind == LinkKind::Quic { Transport::Quic } else { Transport::Tcp };
         let now = choice::unix_now();
@@ -283,6 +308,20 @@ pub async fn run_client(
     r.transport = Some(kind.to_string());
     r.streams = data + 1;
     Ok(r)
+}
+
+/// What a pulling destination tells the serving source of its commit in `Done`: that the
+/// round was recorded, as round and snapshot id, or that it was not. Never the root hash: it
+/// covers files of this side's tree the server never sent, whose guesses the server could
+/// otherwise confirm offline. Never why recording failed: that names this side's paths.
+fn told_to_source(commit: Commit) -> Commit {
+    match commit {
+        Commit::Recorded { round, snapshot, .. } => {
+            Commit::Recorded { round, snapshot, root_hash: String::new() }
+        }
+        Commit::Failed { .. } => Commit::failed("the destination could not record the round"),
+        Commit::Unrecorded => Commit::Unrecorded,
+    }
 }
 
 /// `--transport auto` for a round: races the handshakes, the one [`choice`]'s cache prefers
@@ -307,4 +346,32 @@ async fn connect_auto(
         choice::store(entry.clone(), now);
     }
     Ok((link, entry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pulling_destination_tells_the_source_neither_its_root_hash_nor_its_paths() {
+        let recorded = Commit::Recorded {
+            round: 7,
+            snapshot: "000007-20261129T000000Z".into(),
+            root_hash: "ab".repeat(32),
+        };
+        assert_eq!(
+            told_to_source(recorded),
+            Commit::Recorded {
+                round: 7,
+                snapshot: "000007-20261129T000000Z".into(),
+                root_hash: String::new()
+            }
+        );
+        let Commit::Failed { reason } = told_to_source(Commit::failed("/secret/state: ENOSPC"))
+        else {
+            panic!("a failure is still a failure")
+        };
+        assert!(!reason.contains("secret"), "{reason}");
+        assert_eq!(told_to_source(Commit::Unrecorded), Commit::Unrecorded);
+    }
 }

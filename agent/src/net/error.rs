@@ -60,6 +60,10 @@ pub enum RemoteError {
         /// Why, as the destination said.
         reason: String,
     },
+    /// Another process is running a round of the module with the same state directory (a
+    /// second `ferry pull --state-dir` of it, or a server sharing the directory).
+    #[error(transparent)]
+    StateBusy(#[from] crate::state::RoundBusy),
 }
 
 impl RemoteError {
@@ -70,7 +74,7 @@ impl RemoteError {
             RemoteError::Round(RoundError::Link(e)) => e.is_transient(),
             RemoteError::Refused { code: Refusal::Busy, .. } => true,
             // The next round records everything again; a full disk may be freed meanwhile.
-            RemoteError::NotCommitted { .. } => true,
+            RemoteError::NotCommitted { .. } | RemoteError::StateBusy(_) => true,
             _ => false,
         }
     }

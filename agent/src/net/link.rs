@@ -1,9 +1,10 @@
 //! A round's sessions over an authenticated link: lanes, reader and writer tasks, the driver
 //! on a blocking thread, and the orderly close.
 
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
-use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ferry_core::message::Commit;
 use ferry_core::session::Itemized;
@@ -13,7 +14,11 @@ use ferry_transport::lanes::{self, Lanes};
 use ferry_transport::net::{Link, LinkKind};
 use ferry_transport::TransportError;
 
+use super::RemoteError;
+use crate::fs::dest::LocalDestination;
 use crate::round::driver::{run_remote, Event, Peer, Progress, RoundError, RoundOutcome, Side};
+use crate::round::SyncError;
+use crate::state::{ModuleState, RoundEnd, StateConfig, StateRound};
 
 #[derive(Clone, Copy)]
 enum SideKind {
@@ -58,6 +63,85 @@ impl Hooks {
             progress_every: Duration::from_secs(3600),
             before_done: None,
         }
+    }
+}
+
+/// A destination's state-directory lifecycle around one round over a link, the same for a
+/// push into `ferry serve` and a `ferry pull` ([`StateRound`]): begun before the walk, ended
+/// in the [`Hooks::before_done`] hook when the round's files are committed (so `Done` says
+/// what was recorded), or ended as failed after a round that never got there.
+pub(super) struct Recording {
+    pending: Arc<Mutex<Option<StateRound>>>,
+    ended: Arc<Mutex<Option<(RoundEnd, Duration)>>>,
+}
+
+impl Recording {
+    /// Begins a round of `module` (its data at `path`) into `dest`: claims the module's state
+    /// and attaches the journal and the signature cache. Off the async workers: it reads the
+    /// journal and stats cached files.
+    ///
+    /// # Errors
+    /// [`RemoteError::StateBusy`] when another process runs a round of the module with this
+    /// state directory; [`RemoteError::Local`] when the blocking task failed.
+    pub(super) async fn begin(
+        state: &StateConfig,
+        module: &str,
+        path: &Path,
+        dest: &Arc<LocalDestination>,
+        dry_run: bool,
+    ) -> Result<Recording, RemoteError> {
+        let (ms, st, owned, dest) =
+            (ModuleState::new(&state.dir, module), state.clone(), path.to_path_buf(), dest.clone());
+        let round =
+            tokio::task::spawn_blocking(move || ms.begin_round(&st, &owned, &dest, dry_run))
+                .await
+                .map_err(|e| {
+                    RemoteError::Local(SyncError::Destination {
+                        path: path.to_path_buf(),
+                        source: std::io::Error::other(e),
+                    })
+                })??;
+        Ok(Recording {
+            pending: Arc::new(Mutex::new(Some(round))),
+            ended: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// Whether the destination may offer the source what a cut round left (resume).
+    pub(super) fn resumes(&self) -> bool {
+        crate::lock(&self.pending).as_ref().is_some_and(StateRound::resumes)
+    }
+
+    /// The hook that ends a committed round with the destination's final stats; `tell` turns
+    /// what was recorded into what the source is told in `Done`.
+    pub(super) fn before_done(
+        &self,
+        tell: impl FnOnce(Commit) -> Commit + Send + 'static,
+    ) -> BeforeDone {
+        let (pending, ended) = (self.pending.clone(), self.ended.clone());
+        Box::new(move |stats: &Stats| {
+            let Some(r) = crate::lock(&pending).take() else { return Commit::Unrecorded };
+            let started = Instant::now();
+            let end = r.committed(stats);
+            let commit = end.commit();
+            *crate::lock(&ended) = Some((end, started.elapsed()));
+            tell(commit)
+        })
+    }
+
+    /// After the round: one that never reached `Done` ends the state's way for a failed round
+    /// (journal kept, cache stamped). Returns what the state directory did and how long its
+    /// part of the round's end took.
+    pub(super) async fn finish(self) -> Option<(RoundEnd, Duration)> {
+        let unfinished = crate::lock(&self.pending).take();
+        if let Some(r) = unfinished {
+            let started = Instant::now();
+            if let Ok(end) = tokio::task::spawn_blocking(move || r.failed()).await {
+                *crate::lock(&self.ended) = Some((end, started.elapsed()));
+            }
+        }
+        let ended = crate::lock(&self.ended).take();
+        ended
     }
 }
 

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_core::message::{Commit, PROTOCOL_MIN, PROTOCOL_VERSION};
-use ferry_core::Stats;
 use ferry_transport::frame::write_value;
 use ferry_transport::lanes::DATA_LANES;
 use ferry_transport::net::{Link, LinkKind, Server, ServerLimits};
@@ -14,11 +13,11 @@ use ferry_transport::tls::Identity;
 use ferry_transport::{printable, TransportError};
 
 use super::bench::bench_server;
-use super::link::{run_over_link, salvage, Hooks};
+use super::link::{run_over_link, salvage, Hooks, Recording};
 use super::protocol::{Access, Direction, Module, Refusal, Request, Response, REQUEST_TIMEOUT};
 use super::RemoteError;
 use crate::round::driver::Side;
-use crate::round::{open_destination, open_source, Report, RoundOptions, SyncError, SyncOptions};
+use crate::round::{open_destination, open_source, Report, RoundOptions, SyncOptions};
 use crate::state::{ModuleState, RoundEnd, StateConfig};
 use crate::unattended::status::Agent;
 
@@ -227,30 +226,25 @@ pub async fn serve_link(
     };
     let mut session = opts.session();
     let mut dest = None;
-    let mut push_round = None;
+    let mut recording = None;
     let side = match req.direction {
         Direction::Push => match open_destination(&module.path, &opts) {
             Ok(d) => {
                 if let Some(state) = &cfg.state {
-                    // Reads the journal and stats cached files: off the async workers.
-                    let (ms, st, path, d2) = (
-                        ModuleState::new(&state.dir, &module.name),
-                        state.clone(),
-                        module.path.clone(),
-                        d.clone(),
-                    );
                     let dry = opts.round.dry_run;
-                    let r =
-                        tokio::task::spawn_blocking(move || ms.begin_push(&st, &path, &d2, dry))
-                            .await
-                            .map_err(|e| {
-                                RemoteError::Local(SyncError::Destination {
-                                    path: module.path.clone(),
-                                    source: std::io::Error::other(e),
-                                })
-                            })?;
+                    let r = match Recording::begin(state, &module.name, &module.path, &d, dry).await
+                    {
+                        Ok(r) => r,
+                        Err(RemoteError::StateBusy(busy)) => {
+                            let resp = refuse(Refusal::Busy, busy.to_string());
+                            let _ = write_value(&mut link.writer, &resp).await;
+                            link.finish().await;
+                            return Ok(None);
+                        }
+                        Err(e) => return Err(e),
+                    };
                     session.resume = r.resumes();
-                    push_round = Some(r);
+                    recording = Some(r);
                 }
                 dest = Some(d.clone());
                 Ok(Side::target(d, &session, opts.thread_count()))
@@ -281,25 +275,17 @@ pub async fn serve_link(
     // A committed round is snapshotted before the destination's last word, so the source's
     // success means the snapshot exists; the module's claim is held meanwhile, so no other
     // round changes the tree. A round that fails never reaches Done and ends the state's way.
-    let pending = Arc::new(Mutex::new(push_round));
-    let ended = Arc::new(Mutex::new(None));
     let mut hooks = Hooks::none();
-    if crate::lock(&pending).is_some() {
-        let (pending, ended) = (pending.clone(), ended.clone());
+    if let Some(r) = &recording {
         // The root hash covers the whole destination tree, files the pusher never sent
         // included: a write-only module's pusher could confirm guesses of them offline.
         let withhold_root = module.access == Access::WriteOnly;
-        hooks.before_done = Some(Box::new(move |stats: &Stats| {
-            let Some(r) = crate::lock(&pending).take() else { return Commit::Unrecorded };
-            let started = std::time::Instant::now();
-            let end = r.committed(stats);
-            let mut commit = end.commit();
+        hooks.before_done = Some(r.before_done(move |mut commit| {
             if let Commit::Recorded { root_hash, .. } = &mut commit {
                 if withhold_root {
                     root_hash.clear();
                 }
             }
-            *crate::lock(&ended) = Some((end, started.elapsed()));
             commit
         }));
     }
@@ -314,19 +300,13 @@ pub async fn serve_link(
         hooks,
     )
     .await;
-    let unfinished = crate::lock(&pending).take();
     if let Err(e) = &out {
         salvage(dest.as_deref(), e);
     }
-    if let Some(r) = unfinished {
-        let started = std::time::Instant::now();
-        if let Ok(end) = tokio::task::spawn_blocking(move || r.failed()).await {
-            *crate::lock(&ended) = Some((end, started.elapsed()));
+    if let Some(r) = recording {
+        if let Some((end, took)) = r.finish().await {
+            report_end(&module.name, &end, took, cfg.agent.as_deref());
         }
-    }
-    let ended = crate::lock(&ended).take();
-    if let Some((end, took)) = ended {
-        report_end(&module.name, end, took, cfg.agent.as_deref());
     }
     let out = out?;
     let mut r = Report::new(&out, Vec::new());
@@ -364,32 +344,15 @@ async fn lookup_in_dir(
 }
 
 /// Logs what the state directory did at the end of a round and tells the status endpoint.
-fn report_end(module: &str, end: RoundEnd, took: Duration, agent: Option<&Agent>) {
-    if let Some((commit, rec)) = &end.committed {
-        if let Some(a) = agent {
+fn report_end(module: &str, end: &RoundEnd, took: Duration, agent: Option<&Agent>) {
+    end.log(module, took);
+    if let Some(a) = agent {
+        if let Some((_, rec)) = &end.committed {
             a.snapshot_taken(&rec.id);
         }
-        tracing::info!(
-            "module {module:?}: round {} committed (root {}), snapshot {} ({} entries, {} bytes) in {:.2} s",
-            commit.round,
-            &commit.root_hash[..16.min(commit.root_hash.len())],
-            rec.id,
-            rec.entries,
-            rec.bytes,
-            took.as_secs_f64()
-        );
-    }
-    if let Some(e) = &end.snapshot_error {
-        tracing::error!("module {module:?}: snapshot failed: {e}");
-    }
-    if let Some(c) = &end.cache {
-        if let Some(a) = agent {
+        if let Some(c) = &end.cache {
             a.signature_cache(c);
         }
-        tracing::info!(
-            "module {module:?}: signature cache: {} hits ({} bytes not re-read), {} misses, {} stored, {} dropped",
-            c.hits, c.hit_bytes, c.misses, c.stored, c.dropped
-        );
     }
 }
 

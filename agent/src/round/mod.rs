@@ -110,15 +110,20 @@ pub struct Report {
     /// The source could not read all of its tree (`stats.source_errors`): entries may be
     /// missing on the destination, nothing was deleted, and the exit code is 23.
     pub partial: bool,
-    /// What the destination recorded of a pushed round (`None` for a local sync or a pull).
+    /// What the destination recorded of the round: the server, of a push; this side, of a
+    /// pull with `--state-dir` (`None` for a local sync or a pull without it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit: Option<CommitReport>,
     /// How the source compressed (when this side was the source).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compression: Option<compression::CompressionReport>,
+    /// What the destination's signature cache did, when this side was the destination and
+    /// kept one (`ferry pull --state-dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature_cache: Option<crate::state::sigcache::CacheCounts>,
 }
 
-/// What the destination recorded of a pushed round, as `--json`, the status file and
+/// What the destination recorded of a round, as `--json`, the status file and
 /// `/status` show it (`"state"` says which).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
@@ -261,6 +266,7 @@ impl Report {
             partial: out.target.partial(),
             commit: out.commit.clone().map(CommitReport::from),
             compression: out.compression.clone(),
+            signature_cache: None,
         }
     }
 }

@@ -1,7 +1,9 @@
-//! What a destination keeps between rounds, under `ferry serve --state-dir DIR`.
+//! What a destination keeps between rounds, under `--state-dir DIR`: on `ferry serve` for
+//! the modules peers push into, on `ferry pull` for the module it pulls (named as the
+//! server names it).
 //!
-//! [`ModuleState`] is the one owner of the state directory's layout and of a pushed round's
-//! lifecycle on the destination; everything else asks it.
+//! [`ModuleState`] is the one owner of the state directory's layout and of a round's
+//! lifecycle on the destination, whichever direction the round runs; everything else asks it.
 //!
 //! ```text
 //!   DIR/commits/MODULE/{last.json, history.jsonl,   commit records (commit.rs)
@@ -11,11 +13,12 @@
 //!   DIR/signatures/MODULE/{index.bin, blobs/}       signature cache (sigcache.rs)
 //! ```
 //!
-//! A pushed round ([`PushRound`]): before the walk the journal and the signature cache are
-//! attached to the destination (through the [`crate::fs::dest`] seam); when the round's files
-//! are all committed, and before the destination's last word leaves for the source, the
-//! journal is emptied, the commit record written, the snapshot taken, retention applied and
-//! the signature cache stamped. A failed round keeps the journal and stamps the cache.
+//! A round ([`StateRound`], the same for a push into `ferry serve` and a `ferry pull`): before
+//! the walk the journal and the signature cache are attached to the destination (through the
+//! [`crate::fs::dest`] seam); when the round's files are all committed, and before the
+//! destination's last word leaves for the source, the journal is emptied, the commit record
+//! written, the snapshot taken, retention applied and the signature cache stamped. A failed
+//! round keeps the journal and stamps the cache.
 
 pub mod commit;
 pub mod journal;
@@ -42,7 +45,8 @@ use self::snapshot::{
 use self::store::ChangeSet;
 use crate::fs::dest::LocalDestination;
 
-/// How a server keeps state for its modules (`ferry serve --state-dir` and its companions).
+/// How a destination keeps state for its modules (`--state-dir` and its companions, the same
+/// flags on `ferry serve` and `ferry pull`).
 #[derive(Debug, Clone)]
 pub struct StateConfig {
     /// The state directory.
@@ -179,7 +183,7 @@ impl ModuleState {
     }
 
     /// Notes, durably, that the live tree is about to change in ways no snapshot has seen
-    /// yet (a pushed round starts, or `ferry promote` swaps the tree). Cleared once a round's
+    /// yet (a round starts, or `ferry promote` swaps the tree). Cleared once a round's
     /// snapshot is recorded. A round that finds it already set knows the live tree may hold
     /// changes outside its own change list (an earlier round failed after putting files in
     /// place, the server was killed, a promote replaced the tree), so its snapshot is built
@@ -225,16 +229,62 @@ impl ModuleState {
         }
     }
 
-    /// Starts a pushed round into `dest` (the module at `module_path`): attaches the resume
-    /// journal and, if configured, the signature cache. Blocking (reads the journal and stats
-    /// cached files): call it off the async runtime.
-    pub fn begin_push(
+    /// Claims the module's state for one round, without waiting: an exclusive `flock` of
+    /// `commits/MODULE/round.lock`, held until the [`RoundClaim`] is dropped. `Ok(None)` when
+    /// another process holds it (two processes recording rounds of one module would empty
+    /// each other's journal and take snapshots from each other's half-known change lists).
+    ///
+    /// # Errors
+    /// I/O errors creating or locking the file (a symlink there is not followed).
+    pub fn try_claim(&self) -> io::Result<Option<RoundClaim>> {
+        let dir = self.subdir(&format!("commits/{}", self.module))?;
+        let dfd = rfs::open(
+            &dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let fd = rfs::openat(
+            &dfd,
+            ROUND_LOCK,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        match rfs::flock(&fd, rfs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(RoundClaim { _fd: fd })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Starts a round into `dest` (the module's data at `module_path`; pushed into a server
+    /// or pulled by a client): claims the module's state ([`ModuleState::try_claim`]),
+    /// attaches the resume journal and, if configured, the signature cache. Blocking (reads
+    /// the journal and stats cached files): call it off the async runtime.
+    ///
+    /// # Errors
+    /// [`RoundBusy`] when another process is running a round of the module with this state
+    /// directory.
+    pub fn begin_round(
         &self,
         cfg: &StateConfig,
         module_path: &Path,
         dest: &Arc<LocalDestination>,
         dry_run: bool,
-    ) -> PushRound {
+    ) -> Result<StateRound, RoundBusy> {
+        let claim = if dry_run {
+            None
+        } else {
+            match self.try_claim() {
+                Ok(Some(c)) => Some(c),
+                Ok(None) => return Err(RoundBusy { module: self.module.clone() }),
+                // Not fatal, as a journal that cannot be opened is not: the commit at the end
+                // fails if the state directory really cannot be written.
+                Err(e) => {
+                    tracing::warn!("module {:?}: cannot claim its state: {e}", self.module);
+                    None
+                }
+            }
+        };
         // The commit's tree hash reuses the hashes verified during the round; the snapshot
         // is built from what the round changed.
         dest.record_hashes();
@@ -273,7 +323,8 @@ impl ModuleState {
         } else {
             None
         };
-        PushRound {
+        Ok(StateRound {
+            _claim: claim,
             state: self.clone(),
             cfg: cfg.clone(),
             module_path: module_path.to_path_buf(),
@@ -282,15 +333,57 @@ impl ModuleState {
             sigs,
             dry_run,
             untrusted,
-        }
+        })
     }
+}
+
+/// Checks that `name` can name a module's state: it becomes a path component under the
+/// state directory (`commits/NAME/`, `journal/NAME.jsonl`), so it is letters, digits, '-',
+/// '_' and '.', and neither `.` nor `..`. A pull takes it from its URL, which only says
+/// there is one name after the host.
+///
+/// # Errors
+/// A message naming the module and what is wrong.
+pub fn check_module_name(name: &str) -> Result<(), String> {
+    let chars_ok =
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !chars_ok || name == "." || name == ".." {
+        return Err(format!(
+            "module {name:?} cannot name its state under --state-dir: a module name is letters, \
+             digits, '-', '_' or '.', and not . or .."
+        ));
+    }
+    Ok(())
 }
 
 /// The marker [`ModuleState::open_round`] leaves in `commits/MODULE/`.
 const ROUND_OPEN: &str = "round-open";
 
-/// A pushed round's use of the state directory (see the module docs).
-pub struct PushRound {
+/// The lock file [`ModuleState::try_claim`] holds in `commits/MODULE/`.
+const ROUND_LOCK: &str = "round.lock";
+
+/// A process's claim on a module's state for one round (see [`ModuleState::try_claim`]);
+/// released on drop.
+#[derive(Debug)]
+pub struct RoundClaim {
+    _fd: rustix::fd::OwnedFd,
+}
+
+/// Another process is running a round of the module with the same state directory.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "module {module:?}: another process is running a round of it with this state directory; \
+     retry later"
+)]
+pub struct RoundBusy {
+    /// The module.
+    pub module: String,
+}
+
+/// A round's use of the state directory on its destination (see the module docs).
+pub struct StateRound {
+    /// Held until the round has ended the state's way.
+    _claim: Option<RoundClaim>,
     state: ModuleState,
     cfg: StateConfig,
     module_path: PathBuf,
@@ -314,6 +407,31 @@ pub struct RoundEnd {
 }
 
 impl RoundEnd {
+    /// Logs what the state directory did for `module`'s round; `took` is how long the end
+    /// of the round (commit record, snapshot, retention, cache) took.
+    pub fn log(&self, module: &str, took: std::time::Duration) {
+        if let Some((commit, rec)) = &self.committed {
+            tracing::info!(
+                "module {module:?}: round {} committed (root {}), snapshot {} ({} entries, {} bytes) in {:.2} s",
+                commit.round,
+                &commit.root_hash[..16.min(commit.root_hash.len())],
+                rec.id,
+                rec.entries,
+                rec.bytes,
+                took.as_secs_f64()
+            );
+        }
+        if let Some(e) = &self.snapshot_error {
+            tracing::error!("module {module:?}: snapshot failed: {e}");
+        }
+        if let Some(c) = &self.cache {
+            tracing::info!(
+                "module {module:?}: signature cache: {} hits ({} bytes not re-read), {} misses, {} stored, {} dropped",
+                c.hits, c.hit_bytes, c.misses, c.stored, c.dropped
+            );
+        }
+    }
+
     /// What the source is told of the round in `Done`: recorded (round, snapshot, root hash),
     /// failed (why), or nothing recorded (a dry run).
     pub fn commit(&self) -> Commit {
@@ -329,7 +447,7 @@ impl RoundEnd {
     }
 }
 
-impl PushRound {
+impl StateRound {
     /// Whether the round may offer the source what a cut round left (resume).
     pub fn resumes(&self) -> bool {
         self.journal.is_some()
@@ -461,4 +579,41 @@ pub(crate) fn write_state_file_with(path: &Path, bytes: &[u8], durable: bool) ->
         rfs::fsync(&dfd)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn one_claim_on_a_module_state_at_a_time_and_a_planted_lock_is_not_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let ms = ModuleState::new(t.path(), "m");
+        let first = ms.try_claim().unwrap();
+        assert!(first.is_some());
+        // flock conflicts between open file descriptions, in one process as in two.
+        assert!(ms.try_claim().unwrap().is_none(), "a second claim while the first is held");
+        assert!(ModuleState::new(t.path(), "other").try_claim().unwrap().is_some());
+        drop(first);
+        assert!(ms.try_claim().unwrap().is_some(), "released on drop");
+        // A symlink planted as the lock file: not followed, its target neither created nor
+        // touched.
+        let victim = t.path().join("victim");
+        let lock = t.path().join("commits/x").join(ROUND_LOCK);
+        std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&victim, &lock).unwrap();
+        assert!(ModuleState::new(t.path(), "x").try_claim().is_err());
+        assert!(!victim.exists());
+    }
+
+    #[test]
+    fn module_names_that_would_leave_the_state_directory_are_refused() {
+        for ok in ["data", "db-wal", "a.b", "x_1", ".hidden"] {
+            assert_eq!(check_module_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "é", "a\n"] {
+            assert!(check_module_name(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -92,7 +92,7 @@ struct CacheEntry {
 }
 
 /// What the cache did this round.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CacheCounts {
     /// Signatures served from the cache (basis not read to sign it).
     pub hits: u64,

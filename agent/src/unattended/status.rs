@@ -83,8 +83,9 @@ pub struct Status {
     /// The newest snapshot (destination side, with `--state-dir`).
     #[serde(default)]
     pub latest_snapshot: Option<String>,
-    /// What the destination recorded of the last successful pushed round (source side):
-    /// round, snapshot id and root hash once it is durable there.
+    /// What the destination recorded of the last successful round: of a push, what the
+    /// server recorded; of a pull with `--state-dir`, what this side did. Round, snapshot id
+    /// and root hash once it is durable there.
     #[serde(default)]
     pub last_commit: Option<crate::round::CommitReport>,
     /// The round in progress, if any.

@@ -53,3 +53,5 @@ mod statesafe;
 mod partial;
 // Many volumes as one job: --list, --jobs, --modules-from, --modules-dir.
 mod many;
+// `ferry pull --state-dir`: a pulling destination keeps what a served one keeps.
+mod pullstate;

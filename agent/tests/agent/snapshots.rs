@@ -377,12 +377,12 @@ fn promote_makes_a_snapshot_the_live_tree() {
 
 /// A btrfs filesystem on a loop device for the reflink and btrfs snapshotters (ext4 here has
 /// neither). Needs root, loop devices and btrfs-progs (`.ci/run` installs it).
-struct LoopBtrfs {
-    mnt: PathBuf,
+pub(crate) struct LoopBtrfs {
+    pub(crate) mnt: PathBuf,
 }
 
 impl LoopBtrfs {
-    fn new(dir: &Path) -> LoopBtrfs {
+    pub(crate) fn new(dir: &Path) -> LoopBtrfs {
         let img = dir.join("btrfs.img");
         let mnt = dir.join("mnt");
         std::fs::create_dir_all(&mnt).unwrap();
