@@ -371,6 +371,35 @@ pub struct HttpFlag {
     /// does the same), when --http-token-file is given.
     #[arg(id = "http", long = "http", value_name = "ADDR")]
     pub get: Option<std::net::SocketAddr>,
+    /// --http connections open at once; more are closed as soon as they are accepted.
+    #[arg(long, value_name = "N", default_value_t = crate::unattended::http::MAX_HTTP_CONNECTIONS,
+          value_parser = parse_count, requires = "http")]
+    pub http_max_connections: usize,
+    /// Close an --http connection that sends nothing (its request, or its next one) for this
+    /// long.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_duration,
+          requires = "http")]
+    pub http_header_timeout: Duration,
+    /// Close any --http connection after this long.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration,
+          requires = "http")]
+    pub http_lifetime: Duration,
+    /// Accept at most one POST /trigger per DURATION (429 with Retry-After otherwise).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration,
+          requires = "http")]
+    pub trigger_interval: Duration,
+}
+
+impl HttpFlag {
+    /// The endpoint's limits these flags set.
+    pub fn limits(&self) -> crate::unattended::http::HttpLimits {
+        crate::unattended::http::HttpLimits {
+            max_connections: self.http_max_connections,
+            header_timeout: self.http_header_timeout,
+            lifetime: self.http_lifetime,
+            trigger_interval: self.trigger_interval,
+        }
+    }
 }
 
 /// One snapshot of one module.
@@ -656,6 +685,24 @@ fn parse_compress_level(s: &str) -> Result<i32, String> {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).and_then(|d| {
+        if d.is_zero() {
+            Err(format!("{s:?}: must be more than zero"))
+        } else {
+            Ok(d)
+        }
+    })
+}
+
+/// A count of at least 1.
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?}: expected a whole number of at least 1")),
+    }
 }
 
 /// `--k8s-secret NAMESPACE/NAME`.
