@@ -278,15 +278,18 @@ pub struct ReceiveFlags {
     /// and counted by default).
     #[arg(long)]
     pub keep_privileged: bool,
-    /// Give every received entry this owner and/or group: UID:GID, UID: or :GID (numeric),
-    /// after --usermap/--groupmap.
-    #[arg(long, value_name = "UID:GID", value_parser = parse_chown)]
+    /// Give every received entry this owner and/or group: USER:GROUP, USER: or :GROUP, each
+    /// a numeric id or a name of this side's /etc/passwd and /etc/group; after
+    /// --usermap/--groupmap.
+    #[arg(long, value_name = "USER:GROUP", value_parser = parse_chown)]
     pub chown: Option<Chown>,
-    /// Replace owners of received entries: FROM:TO[,FROM:TO...] (numeric ids).
-    #[arg(long, value_name = "FROM:TO,...", value_parser = parse_id_map)]
+    /// Replace owners of received entries: FROM:TO[,FROM:TO...] (ids, or names of this side's
+    /// /etc/passwd).
+    #[arg(long, value_name = "FROM:TO,...", value_parser = parse_usermap)]
     pub usermap: Option<IdMap>,
-    /// Replace groups of received entries: FROM:TO[,FROM:TO...] (numeric ids).
-    #[arg(long, value_name = "FROM:TO,...", value_parser = parse_id_map)]
+    /// Replace groups of received entries: FROM:TO[,FROM:TO...] (ids, or names of this
+    /// side's /etc/group).
+    #[arg(long, value_name = "FROM:TO,...", value_parser = parse_groupmap)]
     pub groupmap: Option<IdMap>,
 }
 
@@ -299,11 +302,32 @@ pub struct Chown(pub Option<u32>, pub Option<u32>);
 pub struct IdMap(pub Vec<(u32, u32)>);
 
 fn parse_chown(s: &str) -> Result<Chown, String> {
-    ferry_core::ReceivePolicy::parse_chown(s).map(|(u, g)| Chown(u, g)).map_err(|e| e.to_string())
+    use super::ids::{id, Db};
+    let (u, g) = s.split_once(':').unwrap_or((s, ""));
+    let part = |v: &str, db| if v.is_empty() { Ok(None) } else { id(v, db).map(Some) };
+    match (part(u, Db::Users)?, part(g, Db::Groups)?) {
+        (None, None) => Err(format!("{s:?}: expected USER:GROUP, USER: or :GROUP")),
+        (u, g) => Ok(Chown(u, g)),
+    }
 }
 
-fn parse_id_map(s: &str) -> Result<IdMap, String> {
-    ferry_core::ReceivePolicy::parse_map(s).map(IdMap).map_err(|e| e.to_string())
+fn parse_usermap(s: &str) -> Result<IdMap, String> {
+    parse_id_map(s, super::ids::Db::Users)
+}
+
+fn parse_groupmap(s: &str) -> Result<IdMap, String> {
+    parse_id_map(s, super::ids::Db::Groups)
+}
+
+/// `FROM:TO[,FROM:TO...]`, each side an id or a name in `db`.
+fn parse_id_map(s: &str, db: super::ids::Db) -> Result<IdMap, String> {
+    s.split(',')
+        .map(|pair| {
+            let (a, b) = pair.split_once(':').ok_or_else(|| format!("{s:?}: expected FROM:TO"))?;
+            Ok((super::ids::id(a, db)?, super::ids::id(b, db)?))
+        })
+        .collect::<Result<_, String>>()
+        .map(IdMap)
 }
 
 /// `--snapshot KIND`.
