@@ -68,9 +68,11 @@ pub struct Limits {
     pub max_signature_bytes: u64,
 }
 
-/// Resident bytes a source's indexed signature costs per signature byte received (the blocks,
-/// fast_rsync's copy of them and its hash index), measured: what
-/// [`Limits::max_signature_bytes`] adds to a source's memory is at most this multiple.
+/// Resident bytes a source's indexed signature costs per signature byte received, at most:
+/// per 20-byte block, fast_rsync's copy (20 B) and its hash index (a 33-byte entry in a table
+/// 1.14 to 2.3 times fuller than needed: up to 75 B), plus the received blocks (20 B) while
+/// the index is built. What [`Limits::max_signature_bytes`] adds to a source's memory is at
+/// most this multiple of it.
 pub const SIGNATURE_INDEX_FACTOR: u64 = 6;
 
 /// Bytes of messages the agent's driver lets queue for the peer (encoded, not yet written to

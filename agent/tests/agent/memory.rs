@@ -309,19 +309,34 @@ fn a_hostile_server_sending_signatures_stays_within_the_pushing_clients_budget()
         write_message(&mut link.writer, &credit).await.unwrap();
         send_signatures(link).await
     });
-    let mut push = std::process::Command::new(FERRY)
-        .args(["push", s(&src), &format!("ferry://127.0.0.1:{port}/m"), "--identity"])
-        .arg(c.join("source"))
-        .args(["--transport", "tcp", "--retries", "0"])
+    let url = format!("ferry://127.0.0.1:{port}/m");
+    let id = c.join("source");
+    let args =
+        ["push", s(&src), &url, "--identity", s(&id), "--transport", "tcp", "--retries", "0"];
+    let (out, peak) = run_measured(&args);
+    let reason = rt.block_on(hostile).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("push to a hostile server: client peak RSS {} MiB", peak >> 20);
+    assert_eq!(out.status.code(), Some(5), "a limit error: {err}");
+    assert!(err.contains("max_signature_bytes"), "{err}");
+    let reason = reason.expect("the client aborts the round");
+    assert!(reason.contains("max_signature_bytes"), "{reason}");
+    // The whole client, its own start-up included, against the source's budget.
+    assert!(peak < source_budget(), "peak {} MiB", peak >> 20);
+}
+
+/// Runs `ferry ARGS` to its end, sampling its peak RSS (VmHWM only grows: the last reading
+/// before it exits is its peak). Returns its output and that peak.
+fn run_measured(args: &[&str]) -> (std::process::Output, u64) {
+    let mut child = std::process::Command::new(FERRY)
+        .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = push.id();
-    let base = peak_rss(pid);
-    // VmHWM only grows: the last reading before the client exits is its peak.
-    let mut peak = base;
-    while push.try_wait().unwrap().is_none() {
+    let pid = child.id();
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
         if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
             if let Some(kib) = status
                 .lines()
@@ -333,17 +348,82 @@ fn a_hostile_server_sending_signatures_stays_within_the_pushing_clients_budget()
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let out = push.wait_with_output().unwrap();
+    (child.wait_with_output().unwrap(), peak)
+}
+
+/// A hostile server answering `ferry pull` (the client is the destination and runs the same
+/// driver as `serve`) lists directories with 240 KiB of xattrs each: the pulling client
+/// refuses the round at `max_held_bytes`, within the same budget as `serve`.
+#[test]
+fn a_hostile_server_answering_a_pull_is_held_to_the_budget() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let dst = t.path().join("dst");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let id = Identity::load(&c.join("destination")).unwrap();
+    let mut server = rt.block_on(Listener::bind("127.0.0.1:0".parse().unwrap(), &id)).unwrap();
+    let port = server.local_addr().port();
+    let hostile = rt.spawn(async move {
+        let link = server.accept().await.unwrap().unwrap();
+        let (mut reader, mut writer) = (link.reader, link.writer);
+        read_value::<ferry_agent::net::Request, _>(&mut reader).await.unwrap();
+        let accepted =
+            Response::Accepted { version: ferry_core::message::PROTOCOL_VERSION, lanes: 0 };
+        write_value(&mut writer, &accepted).await.unwrap();
+        let reading = tokio::spawn(async move {
+            let limits = Limits::default();
+            loop {
+                match read_message(&mut reader, &limits).await {
+                    Ok(Some(Message::Abort { reason })) => return Some(reason),
+                    Ok(Some(_)) => continue,
+                    _ => return None,
+                }
+            }
+        });
+        write_message(&mut writer, &hello()).await.unwrap();
+        let meta = Meta { mode: 0o755, uid: 0, gid: 0, mtime_ns: 0 };
+        let value = noise(60 << 10, 2);
+        for batch in 0..34 {
+            let dirs: Vec<Entry> = (0..60)
+                .map(|i| Entry {
+                    path: ferry_core::RelPath::new(format!("d{batch:02}{i:02}")).unwrap(),
+                    kind: EntryKind::Dir,
+                    size: 0,
+                    meta,
+                    xattrs: (0..4)
+                        .map(|k| Xattr {
+                            name: format!("user.x{k}").into_bytes(),
+                            value: value.clone(),
+                        })
+                        .collect(),
+                    hash: None,
+                })
+                .collect();
+            if write_message(&mut writer, &Message::Entries(dirs)).await.is_err() {
+                break;
+            }
+        }
+        use tokio::io::AsyncWriteExt;
+        let _ = writer.flush().await;
+        tokio::time::timeout(Duration::from_secs(20), reading)
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .flatten()
+    });
+    let url = format!("ferry://127.0.0.1:{port}/m");
+    let id = c.join("source");
+    let args =
+        ["pull", &url, s(&dst), "--identity", s(&id), "--transport", "tcp", "--retries", "0"];
+    let (out, peak) = run_measured(&args);
     let reason = rt.block_on(hostile).unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    eprintln!(
-        "push to a hostile server: client peak RSS {} MiB (base {} MiB)",
-        peak >> 20,
-        base >> 20
-    );
-    assert_eq!(out.status.code(), Some(5), "a limit error: {err}");
-    assert!(err.contains("max_signature_bytes"), "{err}");
-    let reason = reason.expect("the client aborts the round");
-    assert!(reason.contains("max_signature_bytes"), "{reason}");
-    assert!(peak < base + source_budget(), "peak {} MiB, base {} MiB", peak >> 20, base >> 20);
+    eprintln!("pull from a hostile server: client peak RSS {} MiB", peak >> 20);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("max_held_bytes"), "{err}");
+    assert!(reason.is_some_and(|r| r.contains("max_held_bytes")), "the client aborts the round");
+    // The held budget, plus frames being decoded, the process itself and the allocator's
+    // slack; unbounded, the 480 MiB of xattrs were held.
+    let budget = Limits::default().max_held_bytes + 160 * MIB;
+    assert!(peak < budget, "peak {} MiB", peak >> 20);
 }
