@@ -193,8 +193,9 @@ pub struct ServeFlags {
     /// Address for QUIC (UDP) and TLS over TCP, on the same port.
     #[arg(long, default_value = "0.0.0.0:7873")]
     pub listen: std::net::SocketAddr,
-    /// NAME=DIR[:ro|:wo]: a directory peers may push into (wo), pull from (ro), or both.
-    #[arg(long = "module", value_name = "NAME=DIR[:ro|:wo]",
+    /// NAME=DIR[:ro|:wo|:wo-whole]: a directory peers may push into (wo), pull from (ro), or
+    /// both; wo-whole is wo that signs nothing of what is there (changed files come whole).
+    #[arg(long = "module", value_name = "NAME=DIR[:ro|:wo|:wo-whole]",
           required_unless_present_any = ["modules_from", "modules_dir"],
           value_parser = crate::net::Module::parse)]
     pub modules: Vec<crate::net::Module>,

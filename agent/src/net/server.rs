@@ -173,12 +173,10 @@ pub async fn serve_link(
                 format!("module {:?} is read-only: it can be pulled from, not pushed to", m.name),
             ))
         }
-        Ok(Some(m)) if req.direction == Direction::Pull && m.access == Access::WriteOnly => {
-            Err(refuse(
-                Refusal::WriteOnly,
-                format!("module {:?} is write-only: it can be pushed to, not pulled from", m.name),
-            ))
-        }
+        Ok(Some(m)) if req.direction == Direction::Pull && m.access.push_only() => Err(refuse(
+            Refusal::WriteOnly,
+            format!("module {:?} is write-only: it can be pushed to, not pulled from", m.name),
+        )),
         Ok(Some(m)) => Ok(m.clone()),
     };
     let data = if link.kind == LinkKind::Quic { usize::from(req.lanes).min(DATA_LANES) } else { 0 };
@@ -226,6 +224,13 @@ pub async fn serve_link(
         ..SyncOptions::default()
     };
     let mut session = opts.session();
+    // Nothing derived from the module's contents for its pushers: no signatures, no blake3
+    // comparison, no resume offers.
+    let whole = module.access == Access::WriteOnlyWhole;
+    if whole {
+        session.whole_files = true;
+        session.checksum = false;
+    }
     let mut dest = None;
     let mut push_round = None;
     let side = match req.direction {
@@ -249,7 +254,7 @@ pub async fn serve_link(
                                     source: std::io::Error::other(e),
                                 })
                             })?;
-                    session.resume = r.resumes();
+                    session.resume = r.resumes() && !whole;
                     push_round = Some(r);
                 }
                 dest = Some(d.clone());
@@ -288,7 +293,7 @@ pub async fn serve_link(
         let (pending, ended) = (pending.clone(), ended.clone());
         // The root hash covers the whole destination tree, files the pusher never sent
         // included: a write-only module's pusher could confirm guesses of them offline.
-        let withhold_root = module.access == Access::WriteOnly;
+        let withhold_root = module.access.push_only();
         hooks.before_done = Some(Box::new(move |stats: &Stats| {
             let Some(r) = crate::lock(&pending).take() else { return Commit::Unrecorded };
             let started = std::time::Instant::now();

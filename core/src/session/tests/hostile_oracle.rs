@@ -259,3 +259,30 @@ fn an_abort_names_what_the_peer_sent_never_the_destinations_data() {
         assert!(reason.len() < 1024, "{name}: {} bytes", reason.len());
     }
 }
+
+#[test]
+fn a_whole_files_target_never_signs_or_hashes_what_it_holds() {
+    // A `:wo-whole` module: a changed 5 MiB file is asked for whole, and with --checksum a
+    // file of the same size is not hashed for comparison: no signature, no blake3 of the
+    // destination's data, so nothing of it reaches the peer.
+    let mut tree = MemTree::default();
+    tree.file("f", meta(0o600, 2), noise(5 * MIB as usize, 7));
+    tree.file("g", meta(0o600, 2), noise(5000, 8));
+    let opts = SessionOptions { whole_files: true, checksum: true, ..SessionOptions::default() };
+    let mut t = LoneTarget::new(opts, tree);
+    // With --checksum the source lists each file's blake3.
+    let hashed = |p, size| Entry { hash: Some([1; 32]), ..file_entry(p, size) };
+    t.feed(Message::Entries(vec![hashed("f", 5 * MIB), hashed("g", 5000)])).expect("entries");
+    t.settle().expect("plan");
+    for file in [0, 1] {
+        assert!(
+            t.sent
+                .iter()
+                .any(|m| matches!(m, Message::Want { file: f, basis: None } if *f == file)),
+            "file {file} not asked for whole: {:?}",
+            t.sent
+        );
+    }
+    assert_eq!(signature_bytes(&t), 0);
+    assert!(!t.asked.iter().any(|w| ["Signature", "HashLocal"].contains(w)), "{:?}", t.asked);
+}
