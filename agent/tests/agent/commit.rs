@@ -170,9 +170,13 @@ fn a_write_only_whole_module_signs_nothing_for_its_pushers() {
     let (src, whole, wo) = (t.path().join("src"), t.path().join("whole"), t.path().join("wo"));
     std::fs::create_dir_all(&src).unwrap();
     let mut data = crate::common::noise(2 << 20, 9);
+    // An older mtime than the source's: the same size and mtime would be "unchanged" (and
+    // `:wo-whole` compares no checksums).
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
     for d in [&whole, &wo] {
         std::fs::create_dir_all(d).unwrap();
         std::fs::write(d.join("f"), &data).unwrap();
+        std::fs::File::options().write(true).open(d.join("f")).unwrap().set_modified(old).unwrap();
     }
     data[1 << 20] ^= 1;
     std::fs::write(src.join("f"), &data).unwrap();
