@@ -3,14 +3,15 @@
 //!
 //! # The per-round memory budget
 //! What a peer can make one side hold at once, with the defaults (`SessionOptions` windows:
-//! 64 MiB of segment bytes, 8192 entries, 256 files; see [`RoundBudget`]):
+//! 64 MiB of segment bytes, 8192 entries, 256 files; see [`RoundBudget`]; a target holds
+//! all rows but the signatures, a source the signatures and its outgoing queue):
 //!
 //! | what | bounded by | worst case |
 //! | --- | --- | --- |
 //! | segment payloads queued at the target | its byte window (<= `max_window_bytes`), payload <= [`Limits::segment_payload_cap`] of its raw length | 1.5 x window + 4 KiB per file in flight |
 //! | manifest entries waiting for the merge, directories and hard links kept to the end | `max_held_bytes` (each entry counted with its path and xattrs) | `max_held_bytes` |
 //! | files in flight at the target (their entries) | `window_files` x (`max_entry_xattr_bytes` + path) | 256 x 260 KiB |
-//! | a signature being received (source) | grows with the pieces that arrived, at most the header's validated size (`max_signature_blocks` x 20 B) | 320 MiB for one file; honest ones are KiBs to a few MiB |
+//! | signatures being received and indexed (source) | `max_signature_bytes` over all files in flight, counted as pieces arrive; one signature at most the header's validated size (`max_signature_blocks` x 20 B) and grown as its pieces arrive | 64 MiB of blocks, [`SIGNATURE_INDEX_FACTOR`] x that indexed; honest ones are KiBs to a few MiB |
 //! | credit a source acts on | `max_window_bytes` / `max_window_entries` outstanding, more is a protocol error | 256 MiB read ahead |
 //! | messages queued for the peer (driver, agent) | [`OUTGOING_QUEUE_BYTES`]: the driver stops producing when the writers are that far behind | 32 MiB + one message |
 //! | a fine signature | `max_refine_bytes` of gaps / 128 B x 20 B, signed gap by gap | 40 MiB |
@@ -59,7 +60,20 @@ pub struct Limits {
     /// (made at the end), each counted with its path and xattrs ([`held_size`]). A round
     /// beyond it fails with a clear error instead of growing.
     pub max_held_bytes: u64,
+    /// The per-round budget of signatures a source holds: the blocks of every signature being
+    /// received and of every index still searched, summed over the files in flight (a file
+    /// gives its bytes back when its first pass or its sending ends). Indexed, a signature
+    /// costs about [`SIGNATURE_INDEX_FACTOR`] times its bytes. A round beyond it fails with a
+    /// limit error naming it; one signature larger than it fails before a byte of it arrives.
+    pub max_signature_bytes: u64,
 }
+
+/// Resident bytes a source's indexed signature costs per signature byte received, at most:
+/// per 20-byte block, fast_rsync's copy (20 B) and its hash index (a 33-byte entry in a table
+/// 1.14 to 2.3 times fuller than needed: up to 75 B), plus the received blocks (20 B) while
+/// the index is built. What [`Limits::max_signature_bytes`] adds to a source's memory is at
+/// most this multiple of it.
+pub const SIGNATURE_INDEX_FACTOR: u64 = 6;
 
 /// Bytes of messages the agent's driver lets queue for the peer (encoded, not yet written to
 /// the link) before it stops producing more: a peer that stops reading holds at most this
@@ -90,12 +104,19 @@ pub struct RoundBudget {
     pub files: u64,
     /// Messages queued for the peer.
     pub outgoing: u64,
+    /// Signatures held by a source (received and indexed), on the other side of the round.
+    pub signatures: u64,
 }
 
 impl RoundBudget {
-    /// The sum.
+    /// What a target may hold: everything but the source's signatures.
     pub fn total(&self) -> u64 {
         self.segments + self.held + self.files + self.outgoing
+    }
+
+    /// What a source may hold: its signatures and the messages queued for the peer.
+    pub fn source_total(&self) -> u64 {
+        self.signatures + self.outgoing
     }
 }
 
@@ -118,6 +139,9 @@ impl Default for Limits {
             max_window_entries: 1 << 16,
             max_entry_xattr_bytes: 256 << 10,
             max_held_bytes: 128 << 20,
+            // Three million blocks: an honest target signs a file with at most 2^18 blocks up
+            // to 256 GiB (`BlockSize::coarse_for_len`), so a dozen such files fit at once.
+            max_signature_bytes: 64 << 20,
         }
     }
 }
@@ -144,6 +168,7 @@ impl Limits {
             held: self.max_held_bytes,
             files: window_files * (self.max_entry_xattr_bytes as u64 + 4096 + 160),
             outgoing: OUTGOING_QUEUE_BYTES + self.max_frame as u64,
+            signatures: self.max_signature_bytes * SIGNATURE_INDEX_FACTOR,
         }
     }
 }

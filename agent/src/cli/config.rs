@@ -184,7 +184,7 @@ impl ScheduleFlags {
                 Some(t.to_string())
             }
         };
-        Ok(Some((addr, HttpConfig { token })))
+        Ok(Some((addr, HttpConfig { token, limits: self.http.limits() })))
     }
 
     /// When and how rounds run, with the source image a push reads (`None` for pull).
@@ -297,6 +297,8 @@ pub struct Serve {
     pub stdio: bool,
     /// `--http`.
     pub http: Option<std::net::SocketAddr>,
+    /// `--http-max-connections` and the other limits of `--http`.
+    pub http_limits: crate::unattended::http::HttpLimits,
     /// What the server serves and keeps.
     pub config: ServeConfig,
 }
@@ -338,6 +340,7 @@ impl ServeFlags {
             identity: self.identity,
             stdio: self.stdio,
             http: self.http.get,
+            http_limits: self.http.limits(),
             config: ServeConfig {
                 modules,
                 modules_dir: self.modules_dir,

@@ -196,8 +196,9 @@ pub struct ServeFlags {
     /// Address for QUIC (UDP) and TLS over TCP, on the same port.
     #[arg(long, default_value = "0.0.0.0:7873")]
     pub listen: std::net::SocketAddr,
-    /// NAME=DIR[:ro|:wo]: a directory peers may push into (wo), pull from (ro), or both.
-    #[arg(long = "module", value_name = "NAME=DIR[:ro|:wo]",
+    /// NAME=DIR[:ro|:wo|:wo-whole]: a directory peers may push into (wo), pull from (ro), or
+    /// both; wo-whole is wo that signs nothing of what is there (changed files come whole).
+    #[arg(long = "module", value_name = "NAME=DIR[:ro|:wo|:wo-whole]",
           required_unless_present_any = ["modules_from", "modules_dir"],
           value_parser = crate::net::Module::parse)]
     pub modules: Vec<crate::net::Module>,
@@ -290,15 +291,18 @@ pub struct ReceiveFlags {
     /// and counted by default).
     #[arg(long)]
     pub keep_privileged: bool,
-    /// Give every received entry this owner and/or group: UID:GID, UID: or :GID (numeric),
-    /// after --usermap/--groupmap.
-    #[arg(long, value_name = "UID:GID", value_parser = parse_chown)]
+    /// Give every received entry this owner and/or group: USER:GROUP, USER: or :GROUP, each
+    /// a numeric id or a name of this side's /etc/passwd and /etc/group; after
+    /// --usermap/--groupmap.
+    #[arg(long, value_name = "USER:GROUP", value_parser = parse_chown)]
     pub chown: Option<Chown>,
-    /// Replace owners of received entries: FROM:TO[,FROM:TO...] (numeric ids).
-    #[arg(long, value_name = "FROM:TO,...", value_parser = parse_id_map)]
+    /// Replace owners of received entries: FROM:TO[,FROM:TO...] (ids, or names of this side's
+    /// /etc/passwd).
+    #[arg(long, value_name = "FROM:TO,...", value_parser = parse_usermap)]
     pub usermap: Option<IdMap>,
-    /// Replace groups of received entries: FROM:TO[,FROM:TO...] (numeric ids).
-    #[arg(long, value_name = "FROM:TO,...", value_parser = parse_id_map)]
+    /// Replace groups of received entries: FROM:TO[,FROM:TO...] (ids, or names of this
+    /// side's /etc/group).
+    #[arg(long, value_name = "FROM:TO,...", value_parser = parse_groupmap)]
     pub groupmap: Option<IdMap>,
 }
 
@@ -311,11 +315,32 @@ pub struct Chown(pub Option<u32>, pub Option<u32>);
 pub struct IdMap(pub Vec<(u32, u32)>);
 
 fn parse_chown(s: &str) -> Result<Chown, String> {
-    ferry_core::ReceivePolicy::parse_chown(s).map(|(u, g)| Chown(u, g)).map_err(|e| e.to_string())
+    use super::ids::{id, Db};
+    let (u, g) = s.split_once(':').unwrap_or((s, ""));
+    let part = |v: &str, db| if v.is_empty() { Ok(None) } else { id(v, db).map(Some) };
+    match (part(u, Db::Users)?, part(g, Db::Groups)?) {
+        (None, None) => Err(format!("{s:?}: expected USER:GROUP, USER: or :GROUP")),
+        (u, g) => Ok(Chown(u, g)),
+    }
 }
 
-fn parse_id_map(s: &str) -> Result<IdMap, String> {
-    ferry_core::ReceivePolicy::parse_map(s).map(IdMap).map_err(|e| e.to_string())
+fn parse_usermap(s: &str) -> Result<IdMap, String> {
+    parse_id_map(s, super::ids::Db::Users)
+}
+
+fn parse_groupmap(s: &str) -> Result<IdMap, String> {
+    parse_id_map(s, super::ids::Db::Groups)
+}
+
+/// `FROM:TO[,FROM:TO...]`, each side an id or a name in `db`.
+fn parse_id_map(s: &str, db: super::ids::Db) -> Result<IdMap, String> {
+    s.split(',')
+        .map(|pair| {
+            let (a, b) = pair.split_once(':').ok_or_else(|| format!("{s:?}: expected FROM:TO"))?;
+            Ok((super::ids::id(a, db)?, super::ids::id(b, db)?))
+        })
+        .collect::<Result<_, String>>()
+        .map(IdMap)
 }
 
 /// `--snapshot KIND`.
@@ -383,6 +408,35 @@ pub struct HttpFlag {
     /// does the same), when --http-token-file is given.
     #[arg(id = "http", long = "http", value_name = "ADDR")]
     pub get: Option<std::net::SocketAddr>,
+    /// --http connections open at once; more are closed as soon as they are accepted.
+    #[arg(long, value_name = "N", default_value_t = crate::unattended::http::MAX_HTTP_CONNECTIONS,
+          value_parser = parse_count, requires = "http")]
+    pub http_max_connections: usize,
+    /// Close an --http connection that sends nothing (its request, or its next one) for this
+    /// long.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_duration,
+          requires = "http")]
+    pub http_header_timeout: Duration,
+    /// Close any --http connection after this long.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration,
+          requires = "http")]
+    pub http_lifetime: Duration,
+    /// Accept at most one POST /trigger per DURATION (429 with Retry-After otherwise).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration,
+          requires = "http")]
+    pub trigger_interval: Duration,
+}
+
+impl HttpFlag {
+    /// The endpoint's limits these flags set.
+    pub fn limits(&self) -> crate::unattended::http::HttpLimits {
+        crate::unattended::http::HttpLimits {
+            max_connections: self.http_max_connections,
+            header_timeout: self.http_header_timeout,
+            lifetime: self.http_lifetime,
+            trigger_interval: self.trigger_interval,
+        }
+    }
 }
 
 /// One snapshot of one module.
@@ -668,6 +722,24 @@ fn parse_compress_level(s: &str) -> Result<i32, String> {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).and_then(|d| {
+        if d.is_zero() {
+            Err(format!("{s:?}: must be more than zero"))
+        } else {
+            Ok(d)
+        }
+    })
+}
+
+/// A count of at least 1.
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?}: expected a whole number of at least 1")),
+    }
 }
 
 /// `--k8s-secret NAMESPACE/NAME`.

@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod exit;
 pub mod flags;
+mod ids;
 pub mod output;
 mod replicate;
 mod serve;

@@ -33,7 +33,8 @@ pub(super) fn run(s: Serve) -> anyhow::Result<ExitCode> {
     super::exit_on_sigterm(&rt);
     if let Some(addr) = s.http {
         let (agent, _) = Agent::new(false);
-        super::serve_status(&rt, addr, &agent, Default::default())?;
+        let http = crate::unattended::http::HttpConfig { token: None, limits: s.http_limits };
+        super::serve_status(&rt, addr, &agent, http)?;
         cfg.agent = Some(agent);
     }
     if s.stdio {

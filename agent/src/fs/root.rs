@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ferry_core::{Entry, EntryKind, Meta, RelPath, Xattr};
+
+use super::walk::OPEN_LEVELS;
 use rustix::fs::{
     self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps,
 };
@@ -500,6 +502,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// a symlink and never entering another mount (another device, or a bind mount of the same
 /// one: see [`Boundary::crosses`]). Returns (entries removed, entries left because they are
 /// on another mount).
+///
+/// A tree of any depth is removed with at most [`OPEN_LEVELS`] directory fds: deeper levels
+/// close the fd of the level that far above and reopen it by name when the walk climbs back,
+/// checked against the (dev, ino) it had, as the source's walk does.
 pub fn remove_tree(dir: &OwnedFd, name: &[u8], root: &Boundary) -> io::Result<(u64, u64)> {
     let st = match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,
@@ -513,32 +519,117 @@ pub fn remove_tree(dir: &OwnedFd, name: &[u8], root: &Boundary) -> io::Result<(u
         rfs::unlinkat(dir, name, AtFlags::empty())?;
         return Ok((1, 0));
     }
-    let sub = rfs::openat(
-        dir,
+    let mut stack = vec![RemoveLevel::open(dir, name, &st)?];
+    let mut removed = 0;
+    loop {
+        reopen_top(&mut stack, dir)?;
+        let top = stack.len() - 1;
+        let Some(n) = stack[top].names.next() else {
+            let done = stack.pop().expect("the loop runs while a level is left");
+            drop(done.fd);
+            let parent = if stack.is_empty() {
+                dir
+            } else {
+                reopen_top(&mut stack, dir)?;
+                stack[stack.len() - 1].fd.as_ref().expect("reopen_top opened it")
+            };
+            if done.kept == 0 {
+                rfs::unlinkat(parent, done.name.as_slice(), AtFlags::REMOVEDIR)?;
+                removed += 1;
+            }
+            match stack.last_mut() {
+                Some(l) => l.kept += done.kept,
+                None => return Ok((removed, done.kept)),
+            }
+            continue;
+        };
+        let cur = stack[top].fd.as_ref().expect("reopen_top opened it");
+        let st = match rfs::statat(cur, n.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if root.crosses(cur, &n, st.st_dev)? {
+            stack[top].kept += 1;
+            continue;
+        }
+        if file_type(&st) != FileType::Directory {
+            rfs::unlinkat(cur, n.as_slice(), AtFlags::empty())?;
+            removed += 1;
+            continue;
+        }
+        let level = RemoveLevel::open(cur, &n, &st)?;
+        if let Some(far) = stack.len().checked_sub(OPEN_LEVELS).and_then(|i| stack.get_mut(i)) {
+            far.fd = None;
+        }
+        stack.push(level);
+    }
+}
+
+/// One directory [`remove_tree`] is inside.
+struct RemoveLevel {
+    name: Vec<u8>,
+    /// `None` while closed to bound the fds held.
+    fd: Option<OwnedFd>,
+    /// (dev, ino), checked when the directory is reopened.
+    id: (u64, u64),
+    /// Names still to remove.
+    names: std::vec::IntoIter<Vec<u8>>,
+    /// Entries beneath it left on other mounts (it stays, too).
+    kept: u64,
+}
+
+impl RemoveLevel {
+    /// Opens and lists the directory `name` in `parent`, which must still be the one `st`
+    /// describes.
+    fn open(parent: &OwnedFd, name: &[u8], st: &rfs::Stat) -> io::Result<RemoveLevel> {
+        let id = (st.st_dev, st.st_ino);
+        let fd = open_level(parent, name, id)?;
+        let names = list_dir(&fd)?.into_iter();
+        Ok(RemoveLevel { name: name.to_vec(), fd: Some(fd), id, names, kept: 0 })
+    }
+}
+
+/// Opens the directory `name` in `parent` without following a symlink, and checks it is the
+/// directory `id` names (not one swapped in meanwhile).
+fn open_level(parent: &OwnedFd, name: &[u8], id: (u64, u64)) -> io::Result<OwnedFd> {
+    let fd = rfs::openat(
+        parent,
         name,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let mut removed = 0;
-    let mut kept = 0;
-    let mut names = Vec::new();
-    for ent in rfs::Dir::read_from(&sub)? {
-        let ent = ent?;
-        let n = ent.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            names.push(n.to_vec());
+    let st = rfs::fstat(&fd)?;
+    if (st.st_dev, st.st_ino) != id {
+        return Err(io::Error::other("a directory was replaced while it was being removed"));
+    }
+    Ok(fd)
+}
+
+/// Reopens the top level of a [`remove_tree`] walk if its fd was closed, from the nearest
+/// open level (or `dir`), closing each level [`OPEN_LEVELS`] above the one it opens. Climbing
+/// out of a tree `d` deep costs about `d * d / OPEN_LEVELS` opens (70,000 for 1500 levels).
+fn reopen_top(stack: &mut [RemoveLevel], dir: &OwnedFd) -> io::Result<()> {
+    let Some(top) = stack.len().checked_sub(1) else { return Ok(()) };
+    if stack[top].fd.is_some() {
+        return Ok(());
+    }
+    let from = (0..top).rev().find(|&i| stack[i].fd.is_some()).map_or(0, |i| i + 1);
+    for i in from..=top {
+        let fd = {
+            let parent = match i.checked_sub(1) {
+                Some(p) => stack[p].fd.as_ref().ok_or_else(|| io::Error::other("no parent fd"))?,
+                None => dir,
+            };
+            open_level(parent, &stack[i].name, stack[i].id)?
+        };
+        stack[i].fd = Some(fd);
+        // Close as we go: a chain reopened from far up never holds more than the bound.
+        if let Some(far) = i.checked_sub(OPEN_LEVELS).and_then(|f| stack.get_mut(f)) {
+            far.fd = None;
         }
     }
-    for n in names {
-        let (r, k) = remove_tree(&sub, &n, root)?;
-        removed += r;
-        kept += k;
-    }
-    if kept == 0 {
-        rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
-        removed += 1;
-    }
-    Ok((removed, kept))
+    Ok(())
 }
 
 /// Lists a directory's names (without `.` and `..`), sorted bytewise.

@@ -38,9 +38,22 @@ fn tree_walk() -> WalkOptions {
 pub fn walk_tree(
     src: &Path,
     build: Option<(&Path, bool)>,
+    visit: Option<&mut Visit<'_>>,
+) -> io::Result<(u64, u64)> {
+    walk_tree_from(Root::open(src)?, build, visit)
+}
+
+/// [`walk_tree`] from an open root: one opened without following its own name
+/// ([`Root::open_with`]) walks nothing a symlink planted in its place leads to.
+///
+/// # Errors
+/// As [`walk_tree`].
+pub fn walk_tree_from(
+    src_root: Root,
+    build: Option<(&Path, bool)>,
     mut visit: Option<&mut Visit<'_>>,
 ) -> io::Result<(u64, u64)> {
-    let src_root = Arc::new(Root::open(src)?);
+    let src_root = Arc::new(src_root);
     let (dst_root, clone) = match build {
         Some((dest, clone)) => {
             std::fs::create_dir(dest)?;
@@ -112,7 +125,7 @@ pub fn walk_tree(
         return Err(io::Error::other(format!(
             "{} entries of {} could not be read: {}",
             walker.errors,
-            src.display(),
+            src_root.path().display(),
             walker.skipped.first().map_or("", String::as_str)
         )));
     }

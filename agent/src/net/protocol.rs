@@ -95,6 +95,16 @@ pub enum Access {
     ReadOnly,
     /// Push only.
     WriteOnly,
+    /// Push only, and nothing of what is there is signed or hashed for the peer: every
+    /// changed file is sent whole (`:wo-whole`).
+    WriteOnlyWhole,
+}
+
+impl Access {
+    /// Whether peers may only push (`:wo` and `:wo-whole`).
+    pub fn push_only(self) -> bool {
+        matches!(self, Access::WriteOnly | Access::WriteOnlyWhole)
+    }
 }
 
 /// A directory a server offers under a name.
@@ -109,13 +119,14 @@ pub struct Module {
 }
 
 impl Module {
-    /// Parses `NAME=DIR[:ro|:wo|:rw]`.
+    /// Parses `NAME=DIR[:ro|:wo|:wo-whole|:rw]`.
     ///
     /// # Errors
     /// A message saying what is wrong.
     pub fn parse(s: &str) -> Result<Module, String> {
-        let (name, rest) =
-            s.split_once('=').ok_or_else(|| format!("{s:?}: expected NAME=DIR[:ro|:wo]"))?;
+        let (name, rest) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?}: expected NAME=DIR[:ro|:wo|:wo-whole]"))?;
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
             return Err(format!("{name:?}: a module name is letters, digits, '-', '_' or '.'"));
@@ -123,6 +134,7 @@ impl Module {
         let (path, access) = match rest.rsplit_once(':') {
             Some((p, "ro")) => (p, Access::ReadOnly),
             Some((p, "wo")) => (p, Access::WriteOnly),
+            Some((p, "wo-whole")) => (p, Access::WriteOnlyWhole),
             Some((p, "rw")) => (p, Access::ReadWrite),
             _ => (rest, Access::ReadWrite),
         };

@@ -172,12 +172,10 @@ pub async fn serve_link(
                 format!("module {:?} is read-only: it can be pulled from, not pushed to", m.name),
             ))
         }
-        Ok(Some(m)) if req.direction == Direction::Pull && m.access == Access::WriteOnly => {
-            Err(refuse(
-                Refusal::WriteOnly,
-                format!("module {:?} is write-only: it can be pushed to, not pulled from", m.name),
-            ))
-        }
+        Ok(Some(m)) if req.direction == Direction::Pull && m.access.push_only() => Err(refuse(
+            Refusal::WriteOnly,
+            format!("module {:?} is write-only: it can be pushed to, not pulled from", m.name),
+        )),
         Ok(Some(m)) => Ok(m.clone()),
     };
     let data = if link.kind == LinkKind::Quic { usize::from(req.lanes).min(DATA_LANES) } else { 0 };
@@ -225,6 +223,13 @@ pub async fn serve_link(
         ..SyncOptions::default()
     };
     let mut session = opts.session();
+    // Nothing derived from the module's contents for its pushers: no signatures, no blake3
+    // comparison, no resume offers.
+    let whole = module.access == Access::WriteOnlyWhole;
+    if whole {
+        session.whole_files = true;
+        session.checksum = false;
+    }
     let mut dest = None;
     let mut recording = None;
     let side = match req.direction {
@@ -243,7 +248,7 @@ pub async fn serve_link(
                         }
                         Err(e) => return Err(e),
                     };
-                    session.resume = r.resumes();
+                    session.resume = r.resumes() && !whole;
                     recording = Some(r);
                 }
                 dest = Some(d.clone());
@@ -279,7 +284,7 @@ pub async fn serve_link(
     if let Some(r) = &recording {
         // The root hash covers the whole destination tree, files the pusher never sent
         // included: a write-only module's pusher could confirm guesses of them offline.
-        let withhold_root = module.access == Access::WriteOnly;
+        let withhold_root = module.access.push_only();
         hooks.before_done = Some(r.before_done(move |mut commit| {
             if let Commit::Recorded { root_hash, .. } = &mut commit {
                 if withhold_root {

@@ -12,6 +12,9 @@
 //!   [`HEADER_TIMEOUT`] is closed, and none lives longer than [`CONNECTION_LIFETIME`]
 //!   (slow senders), so idle or slow connections cannot exhaust the process's descriptors.
 //!   Accept errors (EMFILE) back off instead of spinning.
+//!
+//! Those four are the defaults of [`HttpLimits`] (`--http-max-connections`,
+//! `--http-header-timeout`, `--http-lifetime`, `--trigger-interval`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,11 +51,38 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 pub struct HttpConfig {
     /// The bearer token of `POST /trigger` (`--http-token-file`); `None` turns it off.
     pub token: Option<String>,
+    /// Its connection limits and trigger rate.
+    pub limits: HttpLimits,
+}
+
+/// The endpoint's bounds on its clients; the defaults are the constants above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections open at once (`--http-max-connections`); more are closed when accepted.
+    pub max_connections: usize,
+    /// Silence after which a connection is closed (`--http-header-timeout`).
+    pub header_timeout: Duration,
+    /// Longest a connection lives (`--http-lifetime`).
+    pub lifetime: Duration,
+    /// Least time between two accepted triggers (`--trigger-interval`).
+    pub trigger_interval: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: MAX_HTTP_CONNECTIONS,
+            header_timeout: HEADER_TIMEOUT,
+            lifetime: CONNECTION_LIFETIME,
+            trigger_interval: TRIGGER_INTERVAL,
+        }
+    }
 }
 
 struct Endpoint {
     agent: Arc<Agent>,
     token: Option<blake3::Hash>,
+    trigger_interval: Duration,
     last_trigger: Mutex<Option<Instant>>,
 }
 
@@ -69,6 +99,7 @@ pub async fn serve_http(
     let ep = Arc::new(Endpoint {
         agent,
         token: cfg.token.as_deref().map(|t| blake3::hash(t.as_bytes())),
+        trigger_interval: cfg.limits.trigger_interval,
         last_trigger: Mutex::new(None),
     });
     let app = Router::new()
@@ -103,7 +134,8 @@ pub async fn serve_http(
         .with_state(ep);
     let listener = Guarded {
         inner: listener,
-        slots: Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS)),
+        slots: Arc::new(Semaphore::new(cfg.limits.max_connections)),
+        limits: cfg.limits,
         backoff: Duration::ZERO,
     };
     axum::serve(listener, app).await
@@ -139,15 +171,15 @@ async fn trigger(State(e): State<Arc<Endpoint>>, headers: HeaderMap) -> Response
     let now = Instant::now();
     {
         let mut last = crate::lock(&e.last_trigger);
-        if let Some(wait) = last.map(|t| TRIGGER_INTERVAL.saturating_sub(now - t)) {
+        if let Some(wait) = last.map(|t| e.trigger_interval.saturating_sub(now - t)) {
             if !wait.is_zero() {
                 let secs = wait.as_secs().max(1);
                 return (
                     StatusCode::TOO_MANY_REQUESTS,
                     [(header::RETRY_AFTER, secs.to_string())],
                     format!(
-                        "a trigger was accepted less than {} s ago; retry in {secs} s\n",
-                        TRIGGER_INTERVAL.as_secs()
+                        "a trigger was accepted less than {} ago; retry in {secs} s\n",
+                        humantime::format_duration(e.trigger_interval)
                     ),
                 )
                     .into_response();
@@ -164,6 +196,7 @@ async fn trigger(State(e): State<Arc<Endpoint>>, headers: HeaderMap) -> Response
 struct Guarded {
     inner: TcpListener,
     slots: Arc<Semaphore>,
+    limits: HttpLimits,
     backoff: Duration,
 }
 
@@ -180,7 +213,7 @@ impl axum::serve::Listener for Guarded {
                     // flood of idle connections would exhaust.
                     let Ok(permit) = self.slots.clone().try_acquire_owned() else { continue };
                     let _ = sock.set_nodelay(true);
-                    return (Limited::new(sock, permit), addr);
+                    return (Limited::new(sock, permit, &self.limits), addr);
                 }
                 Err(e) => ferry_transport::net::accept_backoff(&e, &mut self.backoff).await,
             }
@@ -192,8 +225,8 @@ impl axum::serve::Listener for Guarded {
     }
 }
 
-/// One HTTP connection: closed after [`HEADER_TIMEOUT`] without a byte either way, and at
-/// [`CONNECTION_LIFETIME`] in any case; holds its slot until dropped.
+/// One HTTP connection: closed after its header timeout without a byte either way, and at
+/// the end of its lifetime in any case; holds its slot until dropped.
 struct Limited {
     inner: Idle<TcpStream>,
     end: Pin<Box<Sleep>>,
@@ -201,10 +234,10 @@ struct Limited {
 }
 
 impl Limited {
-    fn new(sock: TcpStream, permit: OwnedSemaphorePermit) -> Limited {
+    fn new(sock: TcpStream, permit: OwnedSemaphorePermit, limits: &HttpLimits) -> Limited {
         Limited {
-            inner: Idle::new(sock, HEADER_TIMEOUT),
-            end: Box::pin(tokio::time::sleep(CONNECTION_LIFETIME)),
+            inner: Idle::new(sock, limits.header_timeout),
+            end: Box::pin(tokio::time::sleep(limits.lifetime)),
             _permit: permit,
         }
     }

@@ -54,7 +54,9 @@ pub struct Status {
     pub last_end_unix: f64,
     /// Its duration.
     pub last_duration_secs: f64,
-    /// `ok` or `error: ...`.
+    /// `ok`, `partial` (the round ran but the source could not read all of its tree: what
+    /// was read was copied, nothing was deleted, no snapshot was taken; exit code 23), or
+    /// `error: ...`.
     pub last_result: String,
     /// Attempts it took (retries + 1).
     pub last_attempts: u32,
@@ -73,6 +75,9 @@ pub struct Status {
     pub rounds_ok: u64,
     /// Rounds that failed (after their retries).
     pub rounds_failed: u64,
+    /// Rounds that were partial (counted in neither `rounds_ok` nor `rounds_failed`).
+    #[serde(default)]
+    pub rounds_partial: u64,
     /// Retries over all rounds.
     #[serde(default)]
     pub retries: u64,
@@ -114,6 +119,14 @@ impl Status {
         self.next_run_unix = next.map(unix);
         self.current = None;
         match result {
+            Ok(r) if r.partial => {
+                // Not a success: the copy is not complete as of this round's start.
+                self.last_result = "partial".into();
+                self.last_transport = r.transport.clone();
+                self.last_stats = Some(r.stats);
+                self.last_wire_bytes_sent = r.wire_bytes_sent;
+                self.rounds_partial += 1;
+            }
             Ok(r) => {
                 self.last_result = "ok".into();
                 self.last_transport = r.transport.clone();
@@ -241,7 +254,8 @@ impl Metrics {
             self.rounds.get_or_create(&Self::label("result", "error")).inc();
             return;
         };
-        self.rounds.get_or_create(&Self::label("result", "ok")).inc();
+        let label = if r.partial { "partial" } else { "ok" };
+        self.rounds.get_or_create(&Self::label("result", label)).inc();
         let s = &r.stats;
         for (k, v) in [
             ("literal", s.literal_bytes),
@@ -432,5 +446,23 @@ mod tests {
         assert_eq!(s.out_of_sync_secs(now), Some(100.0));
         assert_eq!((s.rounds_ok, s.rounds_failed, s.retries, s.missed_intervals), (1, 1, 1, 1));
         assert_eq!(s.last_result, "error: boom");
+    }
+
+    #[test]
+    fn a_partial_round_is_shown_as_partial_not_as_a_success() {
+        let mut s = Status::default();
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+        let ok = Report::default();
+        s.record(t0, t0 + std::time::Duration::from_secs(5), 1, Ok(&ok), None, 0);
+        let partial = Report { partial: true, ..Report::default() };
+        let t1 = t0 + std::time::Duration::from_secs(60);
+        s.record(t1, t1 + std::time::Duration::from_secs(5), 1, Ok(&partial), None, 0);
+        assert_eq!(s.last_result, "partial");
+        assert_eq!((s.rounds_ok, s.rounds_partial, s.rounds_failed), (1, 1, 0));
+        // The copy is as of the last complete round, not the partial one.
+        assert_eq!(s.last_success_start_unix, Some(1000.0));
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["last_result"], "partial");
+        assert_eq!(json["rounds_partial"], 1);
     }
 }

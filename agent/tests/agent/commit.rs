@@ -2,7 +2,7 @@
 //! (round, snapshot id, root hash), `ferry push` shows it in its summary, `--json` and status
 //! file, and a round the destination could not record is not a success (exit 6, retried).
 
-use crate::common::{check_ok, json, s, sample, Pair};
+use crate::common::{check_ok, creds, ferry, json, s, sample, serve_with, Pair};
 
 /// The race the issue names: a push followed at once by `snapshots list` lists that round,
 /// and the push's JSON names the same round, snapshot and root hash as the destination's
@@ -95,4 +95,49 @@ fn a_write_only_module_withholds_the_root_hash() {
     let list = p.snapshot_list();
     assert_eq!(list[0]["root_hash"].as_str().map(str::len), Some(64), "{list:?}");
     assert_eq!(list[0]["id"], commit["snapshot"]);
+}
+
+/// A `:wo-whole` module reveals nothing of what it holds: a changed file is sent whole (no
+/// signature of the destination's copy, nothing matched against it), `--checksum` does not
+/// compare blake3s, and the root hash is withheld as for `:wo`. The same push into `:wo`
+/// matches most of the file against the destination's copy. A pull is refused.
+#[test]
+fn a_write_only_whole_module_signs_nothing_for_its_pushers() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let (src, whole, wo) = (t.path().join("src"), t.path().join("whole"), t.path().join("wo"));
+    std::fs::create_dir_all(&src).unwrap();
+    let mut data = crate::common::noise(2 << 20, 9);
+    // An older mtime than the source's: the same size and mtime would be "unchanged" (and
+    // `:wo-whole` compares no checksums).
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    for d in [&whole, &wo] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("f"), &data).unwrap();
+        std::fs::File::options().write(true).open(d.join("f")).unwrap().set_modified(old).unwrap();
+    }
+    data[1 << 20] ^= 1;
+    std::fs::write(src.join("f"), &data).unwrap();
+    let srv = serve_with(
+        &c.join("destination"),
+        &[format!("whole={}:wo-whole", s(&whole)), format!("wo={}:wo", s(&wo))],
+        &[],
+    );
+    let push = |module: &str| {
+        let url = format!("ferry://127.0.0.1:{}/{module}", srv.addr.port());
+        let id = c.join("source");
+        let out = ferry(&["push", s(&src), &url, "--identity", s(&id), "--checksum", "--json"]);
+        check_ok(&out);
+        json(&out)["stats"].clone()
+    };
+    let stats = push("whole");
+    assert_eq!(stats["matched_bytes"], 0, "{stats}");
+    assert_eq!(stats["signature_bytes"], 0, "{stats}");
+    assert_eq!(stats["literal_bytes"], 2 << 20, "{stats}");
+    assert_eq!(std::fs::read(whole.join("f")).unwrap(), data);
+    let stats = push("wo");
+    assert!(stats["matched_bytes"].as_u64().unwrap() > 1 << 20, "{stats}");
+    let url = format!("ferry://127.0.0.1:{}/whole", srv.addr.port());
+    let out = ferry(&["pull", &url, s(&t.path().join("p")), "--identity", s(&c.join("source"))]);
+    assert!(!out.status.success(), "a :wo-whole module was pulled from");
 }

@@ -184,3 +184,63 @@ fn idle_http_connections_cannot_starve_pushes_or_spin() {
     assert!(spent < 0.5, "serve used {spent:.2} CPU seconds in 3 s with idle HTTP connections");
     assert_eq!(still_open, 0, "idle HTTP connections still open 8 s later");
 }
+
+/// Whether the server has closed `conn` (EOF or reset within 300 ms), not left it open.
+fn closed(conn: &mut TcpStream) -> bool {
+    conn.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut b = [0u8; 1];
+    // A byte would be an error response sent on closing (a 408, say): closed all the same.
+    match conn.read_exact(&mut b) {
+        Ok(()) => true,
+        Err(e) => {
+            !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+        }
+    }
+}
+
+/// `--http-max-connections` and `--http-header-timeout` change the defaults (32, 5 s): with 2
+/// and 2s, a third idle connection is closed at once and the first two within 3.5 s; a zero
+/// timeout or limit, or the flags without `--http`, are usage errors.
+#[test]
+fn the_http_limits_are_flags() {
+    let t = tempfile::tempdir().unwrap();
+    let c = creds(t.path());
+    let dst = t.path().join("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    let http_addr =
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let limits = ["--http-max-connections", "2", "--http-header-timeout", "2s"];
+    let extra: Vec<&str> = ["--http", http_addr.as_str()].into_iter().chain(limits).collect();
+    let _srv =
+        crate::common::serve_with(&c.join("destination"), &[format!("m={}", s(&dst))], &extra);
+    let opened = Instant::now();
+    let mut first: Vec<TcpStream> =
+        (0..2).map(|_| TcpStream::connect(&http_addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = TcpStream::connect(&http_addr).unwrap();
+    assert!(closed(&mut third), "a connection over --http-max-connections 2 was kept");
+    for conn in &mut first {
+        assert!(!closed(conn), "closed before --http-header-timeout 2s");
+    }
+    std::thread::sleep(Duration::from_millis(3500).saturating_sub(opened.elapsed()));
+    for conn in &mut first {
+        assert!(closed(conn), "still open 3.5 s later with --http-header-timeout 2s");
+    }
+    assert_eq!(http(&http_addr, "GET", "/healthz").0, 200, "a slot is free again");
+    let module = format!("m={}", s(&dst));
+    let id = c.join("destination");
+    for bad in [
+        vec!["--http", "127.0.0.1:0", "--http-header-timeout", "0s"],
+        vec!["--http", "127.0.0.1:0", "--http-max-connections", "0"],
+        vec!["--trigger-interval", "1s"],
+    ] {
+        let args: Vec<&str> = ["serve", "--listen", "127.0.0.1:0", "--identity"]
+            .into_iter()
+            .chain([s(&id), "--module"])
+            .chain([module.as_str()])
+            .chain(bad.iter().copied())
+            .collect();
+        let out = ferry(&args);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{creds, ferry, s, serve_with, FERRY};
+use crate::common::{creds, ferry, http, s, serve_with, FERRY};
 
 /// Makes `p` and everything under it belong to `nobody` (65534).
 fn give_to_nobody(p: &Path) {
@@ -103,6 +103,35 @@ fn a_deep_tree_with_few_fds_is_copied_whole_or_fails_loudly() {
     let _ = ferry(&["--version"]);
 }
 
+/// `--delete` of a tree 1500 directories deep with 256 fds: removed whole, since the delete
+/// holds a bounded number of fds as the walk does (before, one per level: EMFILE part way).
+#[test]
+fn a_deep_tree_is_deleted_with_few_fds() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("keep"), b"keep").unwrap();
+    let mut p = dst.join("gone");
+    for i in 0..1500 {
+        p.push("d");
+        if i % 100 == 0 || i == 1499 {
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join("f"), format!("{i}")).unwrap();
+        }
+    }
+    let out = Command::new("prlimit")
+        .args(["--nofile=256:256", FERRY, "sync", "--delete", "--json", s(&src), s(&dst)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!dst.join("gone").exists(), "the deep tree is still there: {err}");
+    assert_eq!(std::fs::read(dst.join("keep")).unwrap(), b"keep");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["partial"], false, "{report}");
+    assert!(report["stats"]["files_deleted"].as_u64().unwrap() >= 1, "{report}");
+}
+
 fn count(dir: &Path, n: &mut u64) {
     for e in std::fs::read_dir(dir).unwrap() {
         let e = e.unwrap();
@@ -144,4 +173,45 @@ fn a_partial_push_gets_no_snapshot() {
     let list = ferry(&["snapshots", "list", "--state-dir", s(&state), "--module", "m", "--json"]);
     let v: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).unwrap_or_default();
     assert!(v.is_empty(), "a partial round was snapshotted: {v:?}");
+}
+
+/// A partial round is shown as such, not as a success: `"last_result": "partial"` and
+/// `rounds_partial` in the pushing agent's status file, and the same in the serving side's
+/// `GET /status` (its readiness unchanged by it).
+#[test]
+fn a_partial_round_is_partial_in_the_status_file_and_on_http() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let c = creds(&t.path().join("creds"));
+    let (src, dst, run) = (t.path().join("src"), t.path().join("dst"), t.path().join("run"));
+    std::fs::create_dir_all(src.join("secret")).unwrap();
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(src.join("a"), b"a").unwrap();
+    let http_addr =
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let srv =
+        serve_with(&c.join("destination"), &[format!("m={}", s(&dst))], &["--http", &http_addr]);
+    give_to_nobody(&src);
+    give_to_nobody(&run);
+    give_to_nobody(&c.join("source"));
+    std::fs::set_permissions(src.join("secret"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let url = format!("ferry://127.0.0.1:{}/m", srv.addr.port());
+    let status_file = run.join("status.json");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", FERRY, "push"])
+        .arg(&src)
+        .args([&url, "--identity", s(&c.join("source")), "--status-file", s(&status_file)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(23), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&status_file).unwrap()).unwrap();
+    assert_eq!(v["last_result"], "partial", "{v}");
+    assert_eq!((v["rounds_partial"].as_u64(), v["rounds_ok"].as_u64()), (Some(1), Some(0)), "{v}");
+    assert!(v["last_success_unix"].is_null(), "a partial round counted as a success: {v}");
+    let (code, body) = http(&http_addr, "GET", "/status");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["last_result"], "partial", "{v}");
+    assert_eq!(v["rounds_partial"], 1, "{v}");
 }

@@ -220,3 +220,25 @@ fn received_ids_are_mapped_on_the_receiving_side() {
         assert_eq!((m.uid(), m.gid()), (7, 8), "{n}");
     }
 }
+
+/// Owners and groups by name, looked up in the receiving side's /etc/passwd and /etc/group:
+/// `--chown daemon:nogroup`, `--usermap 1000:nobody`; an unknown name is a usage error.
+#[test]
+fn received_ids_may_be_given_by_name() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"a").unwrap();
+    std::os::unix::fs::chown(src.join("a"), Some(1000), Some(1000)).unwrap();
+    let args = ["sync", "--usermap", "1000:nobody", "--groupmap", "1000:daemon", s(&src), s(&dst)];
+    check_ok(&ferry(&args));
+    let a = std::fs::metadata(dst.join("a")).unwrap();
+    assert_eq!((a.uid(), a.gid()), (65534, 1), "nobody, and group daemon");
+    let dst2 = t.path().join("dst2");
+    check_ok(&ferry(&["sync", "--chown", "daemon:nogroup", s(&src), s(&dst2)]));
+    let a = std::fs::metadata(dst2.join("a")).unwrap();
+    assert_eq!((a.uid(), a.gid()), (1, 65534), "user daemon, group nogroup");
+    let out = ferry(&["sync", "--chown", "no-such-user-here:", s(&src), s(&dst2)]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no user named"));
+}

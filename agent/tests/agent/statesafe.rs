@@ -206,3 +206,73 @@ fn promote_refuses_a_module_record_leading_through_a_symlink() {
     assert_eq!(std::fs::read(victim.join("precious")).unwrap(), b"precious");
     assert!(link.is_symlink());
 }
+
+/// `serve --snapshot reflink` probes the state directory for reflinks with two scratch files;
+/// planted there as symlinks to files outside, they are removed, never written through,
+/// whether or not this filesystem has reflinks. (Before: the first target was overwritten
+/// with the probe's 4 KiB, the second truncated.)
+#[test]
+fn a_symlinked_reflink_probe_is_not_followed() {
+    let r = Rig::new();
+    let dir = r.state.join("snapshots/m");
+    std::fs::create_dir_all(&dir).unwrap();
+    let victims = [r.t.path().join("victim-a"), r.t.path().join("victim-b")];
+    for (v, name) in victims.iter().zip([".ferry-reflink-probe-a", ".ferry-reflink-probe-b"]) {
+        std::fs::write(v, b"precious").unwrap();
+        std::os::unix::fs::symlink(v, dir.join(name)).unwrap();
+    }
+    // It either serves (reflinks work here) or refuses at start-up; either way, briefly.
+    let out = std::process::Command::new("timeout")
+        .args(["3", crate::common::FERRY, "serve", "--listen", "127.0.0.1:0", "--identity"])
+        .arg(r.c.join("destination"))
+        .args(["--module", &format!("m={}", s(&r.dst)), "--state-dir", s(&r.state)])
+        .args(["--snapshot", "reflink"])
+        .output()
+        .unwrap();
+    for v in &victims {
+        assert_eq!(
+            std::fs::read(v).unwrap(),
+            b"precious",
+            "{} was written through a planted probe name ({})",
+            v.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for name in [".ferry-reflink-probe-a", ".ferry-reflink-probe-b"] {
+        assert!(std::fs::symlink_metadata(dir.join(name)).is_err(), "{name} left behind");
+    }
+}
+
+/// A legacy snapshot whose tree is a symlink to a directory outside, with a record beside
+/// it: it is not listed, and `snapshots verify` does not walk (read) what the symlink leads
+/// to. (Before: it was listed, and verify hashed the victim's files.)
+#[test]
+fn a_symlinked_legacy_snapshot_tree_is_not_walked() {
+    let r = Rig::new();
+    let victim = r.victim();
+    let dir = r.state.join("snapshots/m");
+    std::fs::create_dir_all(&dir).unwrap();
+    let id = "000001-20260101T000000Z";
+    let rec = serde_json::json!({
+        "id": id, "round": 1, "time_unix": 1_767_225_600u64, "entries": 1, "bytes": 8,
+        "stats": serde_json::to_value(ferry_core::Stats::default()).unwrap(),
+        "root_hash": "00".repeat(32), "kind": "hardlink-tree",
+    });
+    std::fs::write(dir.join(format!("{id}.json")), serde_json::to_vec(&rec).unwrap()).unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join(id)).unwrap();
+    assert!(!snapshot_ids(&r.state).contains(&id.to_string()), "a symlinked tree is listed");
+    let out = ferry(&[
+        "snapshots",
+        "verify",
+        "--state-dir",
+        s(&r.state),
+        "--module",
+        "m",
+        "--snapshot",
+        id,
+        "--json",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "verified a symlinked tree: {text}");
+    assert!(!text.contains("\"computed\""), "walked the victim: {text}");
+}

@@ -16,6 +16,8 @@ pub const BLOCK_SIG_LEN: usize = CRC_SIZE + HASH_SIZE as usize;
 pub const MIN_BLOCK: u32 = 64;
 /// Largest block size accepted from a peer.
 pub const MAX_BLOCK: u32 = 1 << 20;
+/// Most blocks the destination signs a basis with, up to the largest block size (256 GiB).
+pub const SIGNED_BLOCKS: u64 = 1 << 18;
 /// Smallest coarse block (first pass of a two-level delta). A `Refine` is accepted only
 /// against a signature of at least this block size.
 pub const COARSE_MIN_BLOCK: u32 = 4 << 10;
@@ -68,12 +70,19 @@ impl BlockSize {
     /// file is `new_len` bytes: coarse when both are large enough for a two-level delta. The
     /// signature cache signs rebuilt files with `for_basis(len, len)`, the size the next round
     /// asks for when the file changes but keeps roughly its size.
+    ///
+    /// Blocks grow past those sizes (up to [`MAX_BLOCK`]) for bases over 4 GiB (one-level: a
+    /// new file under 4 MiB) or 32 GiB (coarse) so a signature keeps to [`SIGNED_BLOCKS`]
+    /// blocks (5 MiB) up to 256 GiB: a source holds every signature of the round against
+    /// `Limits::max_signature_bytes`.
     pub fn for_basis(basis_len: u64, new_len: u64) -> BlockSize {
-        if basis_len >= TWO_LEVEL_MIN && new_len >= TWO_LEVEL_MIN {
+        let b = if basis_len >= TWO_LEVEL_MIN && new_len >= TWO_LEVEL_MIN {
             BlockSize::coarse_for_len(basis_len)
         } else {
             BlockSize::for_len(basis_len)
-        }
+        };
+        let floor = basis_len.div_ceil(SIGNED_BLOCKS).next_power_of_two().min(u64::from(MAX_BLOCK));
+        BlockSize(b.0.max(floor as u32))
     }
 
     /// Block size of the coarse pass of a two-level delta: large, because the fine pass

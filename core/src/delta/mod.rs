@@ -23,7 +23,7 @@ mod two_level;
 
 pub use block::{
     BlockSize, SignatureHeader, BLOCK_SIG_LEN, COARSE_MIN_BLOCK, FINE_MIN_BLOCK, HASH_SIZE,
-    MAX_BLOCK, MIN_BLOCK,
+    MAX_BLOCK, MIN_BLOCK, SIGNED_BLOCKS,
 };
 pub use format::{apply, count, encode, ops, DeltaCounts, Op};
 pub use index::{signature_blocks, DeltaIndex};
@@ -291,5 +291,33 @@ mod tests {
         assert_eq!(BlockSize::for_len(0).get(), 512);
         assert!(BlockSize::for_len(1 << 30).get() >= 4096);
         assert!(BlockSize::for_len(1 << 40).get() <= 64 << 10);
+    }
+
+    /// A source holds every signature of a round against `Limits::max_signature_bytes`: the
+    /// destination keeps an honest one to `SIGNED_BLOCKS` blocks up to 256 GiB, with the same
+    /// block sizes as before up to 4 GiB.
+    #[test]
+    fn an_honest_signature_keeps_to_its_block_count() {
+        const GIB: u64 = 1 << 30;
+        for basis in [GIB, 16 * GIB, 40 * GIB, 100 * GIB, 256 * GIB, 1 << 40] {
+            for new in [1 << 20, basis] {
+                let b = u64::from(BlockSize::for_basis(basis, new).get());
+                assert!(b.is_power_of_two() && b <= u64::from(MAX_BLOCK), "{basis} {new}: {b}");
+                if basis <= 256 * GIB {
+                    assert!(basis / b <= SIGNED_BLOCKS, "{basis} {new}: {} blocks", basis / b);
+                }
+            }
+        }
+        assert_eq!(BlockSize::for_basis(1 << 40, 1 << 40).get(), MAX_BLOCK);
+        for basis in [0, 4096, 5 << 20, GIB, 4 * GIB] {
+            for new in [100, basis] {
+                let before = if basis >= TWO_LEVEL_MIN && new >= TWO_LEVEL_MIN {
+                    BlockSize::coarse_for_len(basis)
+                } else {
+                    BlockSize::for_len(basis)
+                };
+                assert_eq!(BlockSize::for_basis(basis, new), before, "{basis} {new}");
+            }
+        }
     }
 }

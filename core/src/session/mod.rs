@@ -71,6 +71,10 @@ pub struct SessionOptions {
     /// Target: what it accepts from the source's manifest, whatever the source sends
     /// (specials, privileged bits, id maps).
     pub policy: crate::policy::ReceivePolicy,
+    /// Target: never sign or hash an existing file for the peer: every changed file is asked
+    /// for whole (`Want` without a basis) and `checksum` is not used to skip one, so the peer
+    /// learns nothing of the destination's contents (a `:wo-whole` module).
+    pub whole_files: bool,
 }
 
 impl Default for SessionOptions {
@@ -89,6 +93,7 @@ impl Default for SessionOptions {
             resume: false,
             max_file_bytes: None,
             policy: crate::policy::ReceivePolicy::default(),
+            whole_files: false,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! can do for them.
 
 use std::io;
-use std::path::Path;
+use std::os::fd::OwnedFd;
 
 use rustix::fs as rfs;
 
@@ -43,23 +43,38 @@ impl Snapshotter {
     }
 }
 
-/// The filesystem type (statfs `f_type`) of `p`.
+/// The filesystem type (statfs `f_type`) of the directory `fd` holds.
 // `f_type`'s width differs across architectures: the cast is a no-op only on some.
 #[allow(clippy::unnecessary_cast)]
-pub(super) fn fs_type(p: &Path) -> io::Result<i64> {
-    rfs::statfs(p).map(|v| v.f_type as i64).map_err(io::Error::from)
+pub(super) fn fs_type(fd: &OwnedFd) -> io::Result<i64> {
+    rfs::fstatfs(fd).map(|v| v.f_type as i64).map_err(io::Error::from)
 }
 
-/// Clones a small file into another in `dir` (then removes both): whether FICLONE works there.
-pub(super) fn probe_reflink(dir: &Path) -> io::Result<()> {
-    let (a, b) = (dir.join(".ferry-reflink-probe-a"), dir.join(".ferry-reflink-probe-b"));
+/// Clones a small file into another in the directory `dir` (then removes both): whether
+/// FICLONE works there. Both are created fd-relative, `O_EXCL | O_NOFOLLOW`, after removing
+/// whatever has their names: a symlink planted there is removed, never written through.
+pub(super) fn probe_reflink(dir: &OwnedFd) -> io::Result<()> {
+    const NAMES: [&str; 2] = [".ferry-reflink-probe-a", ".ferry-reflink-probe-b"];
+    let create = |name: &str| -> io::Result<std::fs::File> {
+        match rfs::unlinkat(dir, name, rfs::AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let flags = rfs::OFlags::RDWR
+            | rfs::OFlags::CREATE
+            | rfs::OFlags::EXCL
+            | rfs::OFlags::NOFOLLOW
+            | rfs::OFlags::CLOEXEC;
+        Ok(std::fs::File::from(rfs::openat(dir, name, flags, rfs::Mode::from_raw_mode(0o600))?))
+    };
     let r = (|| {
-        std::fs::write(&a, [7u8; 4096])?;
-        let src = std::fs::File::open(&a)?;
-        let dst = std::fs::File::create(&b)?;
+        let mut src = create(NAMES[0])?;
+        std::io::Write::write_all(&mut src, &[7u8; 4096])?;
+        let dst = create(NAMES[1])?;
         rfs::ioctl_ficlone(&dst, &src).map_err(io::Error::from)
     })();
-    let _ = std::fs::remove_file(&a);
-    let _ = std::fs::remove_file(&b);
+    for name in NAMES {
+        let _ = rfs::unlinkat(dir, name, rfs::AtFlags::empty());
+    }
     r
 }

@@ -35,6 +35,8 @@ use crate::fs::tree::walk_tree;
 use crate::fs::Root;
 use crate::state::commit::{CommitLog, CommitRecord, HashCache, TreeHasher};
 use crate::state::write_state_file as write_atomic;
+use rustix::fs::{self as rfs, Mode, OFlags};
+use std::os::fd::OwnedFd;
 
 /// The record of one snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -135,22 +137,41 @@ impl Snapshots {
         module_path: &Path,
         how: &Snapshotter,
     ) -> Result<Snapshots, SnapshotError> {
-        std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        std::fs::create_dir_all(module_path)
-            .map_err(io_err(format!("creating {}", module_path.display())))?;
-        use std::os::unix::fs::MetadataExt;
-        let a = std::fs::metadata(&dir).map_err(io_err(format!("{}", dir.display())))?;
-        let b =
-            std::fs::metadata(module_path).map_err(io_err(format!("{}", module_path.display())))?;
+        // Looked at through fds only: the snapshots directory beneath the state directory
+        // without following a symlink (anyone who can write the state directory could plant
+        // one), the module through the fd a round opens it with.
+        let dir_fd = Root::open(state)
+            .and_then(|r| {
+                r.open_beneath(
+                    format!("snapshots/{module}").as_bytes(),
+                    OFlags::RDONLY | OFlags::DIRECTORY,
+                    Mode::empty(),
+                )
+            })
+            .map_err(io_err(format!(
+                "{}: not a plain directory beneath the state directory (a symlink?)",
+                dir.display()
+            )))?;
+        let module_root = match Root::open(module_path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir_all(module_path)
+                .and_then(|()| Root::open(module_path))
+                .map_err(io_err(format!("creating {}", module_path.display())))?,
+            r => r.map_err(io_err(format!("{}", module_path.display())))?,
+        };
+        let a = rfs::fstat(&dir_fd).map_err(|e| io_err(format!("{}", dir.display()))(e.into()))?;
+        let b = rfs::fstat(module_root.fd())
+            .map_err(|e| io_err(format!("{}", module_path.display()))(e.into()))?;
         // btrfs gives every subvolume its own st_dev and f_fsid, so "same filesystem" can only
         // be judged by type here; a state directory on another filesystem of the same type
         // fails at the first snapshot (FICLONE or btrfs say EXDEV).
-        let same_fs = fs_type(&dir).map_err(io_err(format!("{}", dir.display())))?
-            == fs_type(module_path).map_err(io_err(format!("{}", module_path.display())))?;
+        let module_type =
+            fs_type(module_root.fd()).map_err(io_err(format!("{}", module_path.display())))?;
+        let same_fs =
+            fs_type(&dir_fd).map_err(io_err(format!("{}", dir.display())))? == module_type;
         let unsupported = |why: String| SnapshotError::Unsupported { kind: how.name(), why };
         match how {
             // Hard links cannot cross filesystems, nor btrfs subvolumes (each has its own dev).
-            Snapshotter::Hardlink | Snapshotter::HardlinkTree if a.dev() != b.dev() => {
+            Snapshotter::Hardlink | Snapshotter::HardlinkTree if a.st_dev != b.st_dev => {
                 return Err(SnapshotError::CrossDevice {
                     state: state.into(),
                     module: module_path.into(),
@@ -164,7 +185,7 @@ impl Snapshots {
                 )));
             }
             Snapshotter::Reflink => {
-                probe_reflink(&dir).map_err(|e| {
+                probe_reflink(&dir_fd).map_err(|e| {
                     unsupported(format!(
                         "the filesystem of {} does not support reflinks (FICLONE: {e}); use \
                          --snapshot hardlink, or a filesystem with reflinks (btrfs, XFS with \
@@ -175,13 +196,11 @@ impl Snapshots {
             }
             Snapshotter::Btrfs => {
                 const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
-                let t =
-                    fs_type(module_path).map_err(io_err(format!("{}", module_path.display())))?;
-                if t != BTRFS_SUPER_MAGIC {
+                if module_type != BTRFS_SUPER_MAGIC {
                     return Err(unsupported(format!("{} is not on btrfs", module_path.display())));
                 }
                 // The root of a btrfs subvolume is always inode 256.
-                if b.ino() != 256 {
+                if b.st_ino != 256 {
                     return Err(unsupported(format!(
                         "{} is not a btrfs subvolume (create it with `btrfs subvolume create`)",
                         module_path.display()
@@ -223,36 +242,37 @@ impl Snapshots {
     /// with a warning naming them).
     pub fn list(&self) -> Result<Vec<SnapshotRecord>, SnapshotError> {
         let mut out = self.store_records()?;
-        let rd = match std::fs::read_dir(&self.dir) {
+        let dir = match self.legacy_dir() {
             Err(e) if e.kind() == io::ErrorKind::NotFound && !out.is_empty() => None,
             r => Some(r.map_err(io_err(format!("reading {}", self.dir.display())))?),
         };
-        for e in rd.into_iter().flatten().flatten() {
-            let p = e.path();
+        let names = match &dir {
+            Some(fd) => crate::fs::list_dir(fd)
+                .map_err(io_err(format!("reading {}", self.dir.display())))?,
+            None => Vec::new(),
+        };
+        for name in names {
             // The id is the record's file name, checked against the id grammar; the record's
             // own `id` field is never used to name a path (it could say `../../x`).
-            let name = e.file_name();
-            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
-            if !valid_id(id) {
+            let Some(id) = std::str::from_utf8(&name).ok().and_then(|n| n.strip_suffix(".json"))
+            else {
                 continue;
-            }
-            if e.file_type().is_ok_and(|t| !t.is_file()) {
-                continue;
-            }
-            if let Ok(mut r) = std::fs::read(&p)
-                .map_err(|_| ())
-                .and_then(|b| serde_json::from_slice::<SnapshotRecord>(&b).map_err(|_| ()))
-            {
+            };
+            let Some(dir) = dir.as_ref().filter(|_| valid_id(id)) else { continue };
+            // Read without following a symlink, and only a regular file of a bounded size.
+            if let Some(mut r) = read_record(dir, &name) {
                 if r.id != id {
                     tracing::warn!(
                         "snapshot record {}: its id field {:?} is not its name; using the name",
-                        p.display(),
+                        self.dir.join(format!("{id}.json")).display(),
                         r.id
                     );
                     r.id = id.to_string();
                 }
                 // A record counts only with its tree (see `take`), unless it has none.
-                if !r.has_tree() || p.with_extension("").is_dir() {
+                let tree = rfs::statat(dir, id, rfs::AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| rfs::FileType::from_raw_mode(st.st_mode).is_dir());
+                if !r.has_tree() || tree {
                     out.push(r);
                 }
             }
@@ -265,6 +285,16 @@ impl Snapshots {
     /// from [`Snapshots::list`]).
     pub fn path(&self, id: &str) -> PathBuf {
         self.dir.join(id)
+    }
+
+    /// The legacy snapshots' directory (`snapshots/MODULE`), opened beneath the state
+    /// directory without following a symlink.
+    fn legacy_dir(&self) -> io::Result<OwnedFd> {
+        Root::open(&self.state)?.open_beneath(
+            format!("snapshots/{}", self.module).as_bytes(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
     }
 
     /// Ends a committed round: computes the tree's root hash while building a hard-link
@@ -304,8 +334,7 @@ impl Snapshots {
                 if n.starts_with('.') && n.ends_with(".partial") {
                     let _ = std::fs::remove_dir_all(e.path());
                 } else if let Some(id) = n.strip_suffix(".json") {
-                    let rec: Option<SnapshotRecord> =
-                        std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice(&b).ok());
+                    let rec = self.legacy_dir().ok().and_then(|d| read_record(&d, n.as_bytes()));
                     if rec.is_none_or(|r| r.has_tree()) && !self.dir.join(id).is_dir() {
                         let _ = std::fs::remove_file(e.path());
                     }
@@ -443,9 +472,10 @@ impl Snapshots {
             });
         }
         let json = self.dir.join(format!("{id}.json"));
-        let kind = std::fs::read(&json)
+        let kind = self
+            .legacy_dir()
             .ok()
-            .and_then(|b| serde_json::from_slice::<SnapshotRecord>(&b).ok())
+            .and_then(|d| read_record(&d, format!("{id}.json").as_bytes()))
             .map(|r| r.kind)
             .unwrap_or_default();
         let _ = std::fs::remove_file(&json);
@@ -470,6 +500,25 @@ impl Snapshots {
             _ => Ok(()),
         }
     }
+}
+
+/// Largest snapshot record read: records are a few hundred bytes.
+const MAX_RECORD: u64 = 1 << 20;
+
+/// The snapshot record `name` in the directory `dir`: opened without following a symlink,
+/// only a regular file of at most [`MAX_RECORD`] bytes; `None` for anything else or what does
+/// not parse.
+fn read_record(dir: &OwnedFd, name: &[u8]) -> Option<SnapshotRecord> {
+    use std::io::Read;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = rfs::openat(dir, name, flags, Mode::empty()).ok()?;
+    let st = rfs::fstat(&fd).ok()?;
+    if !rfs::FileType::from_raw_mode(st.st_mode).is_file() || st.st_size as u64 > MAX_RECORD {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::from(fd).take(MAX_RECORD).read_to_end(&mut bytes).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// `secs` since the Unix epoch as UTC: `2026-11-21T01:53:00Z`, or `20261121T015300Z`
@@ -590,5 +639,29 @@ mod tests {
             assert_eq!((a.mode(), a.uid(), a.gid()), (b.mode(), b.uid(), b.gid()), "{name}");
             assert_eq!((a.mtime(), a.mtime_nsec()), (b.mtime(), b.mtime_nsec()), "{name}");
         }
+    }
+
+    #[test]
+    fn a_record_is_read_only_from_a_regular_file_without_following_a_symlink() {
+        let t = tempfile::tempdir().unwrap();
+        let r = rec("000001-20260101T000000Z", 1);
+        let bytes = serde_json::to_vec(&r).unwrap();
+        std::fs::write(t.path().join("outside.json"), &bytes).unwrap();
+        std::fs::write(t.path().join("plain.json"), &bytes).unwrap();
+        std::os::unix::fs::symlink(t.path().join("outside.json"), t.path().join("link.json"))
+            .unwrap();
+        rfs::mknodat(
+            rfs::CWD,
+            t.path().join("fifo.json"),
+            rfs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let dir = rfs::open(t.path(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        assert_eq!(read_record(&dir, b"plain.json").map(|r| r.id), Some(r.id));
+        assert!(read_record(&dir, b"link.json").is_none(), "followed a symlink");
+        // A fifo would block a reader that opened it without O_NONBLOCK.
+        assert!(read_record(&dir, b"fifo.json").is_none(), "read a fifo");
     }
 }

@@ -8,7 +8,7 @@ use rustix::fs as rfs;
 use serde::Serialize;
 
 use super::{io_err, SnapshotError, SnapshotRecord, Snapshots};
-use crate::fs::tree::walk_tree;
+use crate::fs::tree::walk_tree_from;
 use crate::fs::Root;
 use crate::state::commit::{HashCache, TreeHasher};
 
@@ -90,7 +90,10 @@ impl Snapshots {
         // replacing anything: a failure only ever removes what this call made.
         let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let staged = to.with_file_name(format!(".{name}.ferry-restore-{}", std::process::id()));
-        if let Err(e) = walk_tree(&src, Some((&staged, !hardlinks)), None) {
+        // The snapshot's own name is not followed: a symlink planted there is no snapshot.
+        let walked = Root::open_with(&src, true)
+            .and_then(|root| walk_tree_from(root, Some((&staged, !hardlinks)), None));
+        if let Err(e) = walked {
             if e.kind() != io::ErrorKind::AlreadyExists {
                 let _ = std::fs::remove_dir_all(&staged);
             }
@@ -122,12 +125,14 @@ impl Snapshots {
 }
 
 /// Reads every file of the tree at `path` (the same walk and hashing as a commit, with an empty
-/// cache) and checks its root hash against `rec`'s.
+/// cache; `path` itself is not followed if it is a symlink) and checks its root hash against
+/// `rec`'s.
 pub(super) fn read_back(rec: SnapshotRecord, path: &Path) -> io::Result<Verification> {
     let mut hasher = TreeHasher::default();
     let (empty, mut kept) = (HashCache::default(), HashCache::default());
     let mut visit = |root: &Root, l: &LocalEntry| hasher.visit(root, l, &empty, &mut kept);
-    let (entries, _) = walk_tree(path, None, Some(&mut visit))?;
+    let root = Root::open_with(path, true)?;
+    let (entries, _) = walk_tree_from(root, None, Some(&mut visit))?;
     Ok(Verification {
         id: rec.id,
         recorded: rec.root_hash,

@@ -9,6 +9,7 @@ use super::refine::FirstPass;
 use super::{SourceOutcome, SourceSession};
 use crate::delta::{self, DeltaIndex, Match, Refined, SegmentHow, SignatureHeader};
 use crate::hash::{merge_segments, segment_count, SegmentHash};
+use crate::limits::LimitExceeded;
 use crate::message::{FileFailure, FileId, Message, Payload};
 use crate::segment::seg_len;
 use crate::session::{ProtocolError, SessionError};
@@ -55,6 +56,24 @@ pub(super) struct Transfer {
     /// The target is done with the file; forget it once no work is outstanding.
     pub(super) settled: bool,
     pub(super) outstanding: usize,
+    /// Signature bytes this file holds (received pieces, then their index) against
+    /// `Limits::max_signature_bytes`, until its first pass or its sending is over.
+    pub(super) signature: u64,
+}
+
+impl Transfer {
+    /// Marks the file finished (FileEnd or FileFailed sent) and gives back the signature bytes
+    /// it held: its index is no longer searched.
+    pub(super) fn finish(&mut self, held: &mut u64) {
+        self.finished = true;
+        self.release_signature(held);
+    }
+
+    /// Gives back the signature bytes this file holds.
+    pub(super) fn release_signature(&mut self, held: &mut u64) {
+        *held -= self.signature;
+        self.signature = 0;
+    }
 }
 
 impl SourceSession {
@@ -95,6 +114,8 @@ impl SourceSession {
             None => Mode::Send { how: SegmentHow::Literal, expect: None },
             Some(header) => {
                 let want = header.validate(&self.opts.limits).map_err(ProtocolError::from)?;
+                // One that could never fit ends the round before a byte of it arrives.
+                check_signature_budget(want as u64, &self.opts.limits)?;
                 Mode::Signature { header, blocks: Vec::new(), want, first: None }
             }
         };
@@ -114,6 +135,7 @@ impl SourceSession {
                 finished: false,
                 settled: false,
                 outstanding: 0,
+                signature: 0,
             },
         );
         if sending {
@@ -140,9 +162,14 @@ impl SourceSession {
             .into());
         }
         // Grown as pieces arrive (never reserved in full from the header): a peer that
-        // announces a maximal signature has to send it to make us hold it.
+        // announces a maximal signature has to send it to make us hold it, and all the
+        // signatures held at once (being received or indexed) stay within the round's budget.
+        let got = piece.len() as u64;
+        check_signature_budget(self.signature_held + got, &self.opts.limits)?;
+        self.signature_held += got;
+        t.signature += got;
         blocks.extend_from_slice(&piece);
-        self.stats.signature_bytes += piece.len() as u64;
+        self.stats.signature_bytes += got;
         if !last {
             return Ok(());
         }
@@ -169,7 +196,7 @@ impl SourceSession {
     fn start_sending(&mut self, file: FileId) {
         let Some(t) = self.transfers.get_mut(&file) else { return };
         if t.segments == 0 {
-            t.finished = true;
+            t.finish(&mut self.signature_held);
             self.out.push_back(Message::FileEnd {
                 file,
                 size: 0,
@@ -197,7 +224,7 @@ impl SourceSession {
             return;
         }
         if let SourceOutcome::SegmentFailed(reason) = outcome {
-            t.finished = true;
+            t.finish(&mut self.signature_held);
             // Segments never sent give their credit back; sent ones are credited by the target.
             self.bytes_reserved -= len;
             self.out.push_back(Message::FileFailed { file, reason });
@@ -218,7 +245,7 @@ impl SourceSession {
             if let SourceOutcome::Segment { hash, data, payload, encoding, counts } = o {
                 if expect.is_some_and(|e| e.get(t.sent as usize) != Some(&hash)) {
                     // Read differently than in the first pass: the file changed in between.
-                    t.finished = true;
+                    t.finish(&mut self.signature_held);
                     self.bytes_reserved -= seg_len(t.info.size, t.sent);
                     for i in std::mem::take(&mut t.ready).into_keys() {
                         self.bytes_reserved -= seg_len(t.info.size, i);
@@ -245,9 +272,22 @@ impl SourceSession {
             t.sent += 1;
         }
         if t.sent == t.segments {
-            t.finished = true;
+            t.finish(&mut self.signature_held);
             let hash = merge_segments(&t.hashes, t.info.size).unwrap_or([0; 32]);
             self.out.push_back(Message::FileEnd { file, size: t.info.size, hash });
         }
     }
+}
+
+/// `Ok` while `held` signature bytes fit the round's budget.
+///
+/// # Errors
+/// A limit error naming `max_signature_bytes`.
+fn check_signature_budget(held: u64, limits: &crate::Limits) -> Result<(), ProtocolError> {
+    LimitExceeded::check(
+        "signature bytes held (max_signature_bytes)",
+        held,
+        limits.max_signature_bytes,
+    )
+    .map_err(ProtocolError::from)
 }

@@ -50,6 +50,8 @@ pub struct SourceSession {
     entry_credit: u64,
     byte_credit: u64,
     bytes_reserved: u64,
+    /// Signature bytes held by all transfers (see [`crate::Limits::max_signature_bytes`]).
+    signature_held: u64,
     window: BTreeMap<FileId, FileInfo>,
     transfers: HashMap<FileId, Transfer>,
     ready: VecDeque<FileId>,
@@ -86,6 +88,7 @@ impl SourceSession {
             entry_credit: 0,
             byte_credit: 0,
             bytes_reserved: 0,
+            signature_held: 0,
             window: BTreeMap::new(),
             transfers: HashMap::new(),
             ready: VecDeque::new(),

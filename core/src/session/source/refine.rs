@@ -73,6 +73,8 @@ impl SourceSession {
         // block); it pays when there are enough unmatched bytes to shave.
         let refine = gap_map.filter(|g| literal >= REFINE_MIN_LITERAL && !g.is_empty());
         t.issued = 0;
+        // The coarse index has done its work; a fine signature is counted as it arrives.
+        t.release_signature(&mut self.signature_held);
         match refine {
             Some(map) => {
                 self.out.push_back(Message::Refine { file, gaps });
@@ -108,7 +110,7 @@ impl SourceSession {
                 }
             }
             SourceOutcome::SegmentFailed(reason) => {
-                t.finished = true;
+                t.finish(&mut self.signature_held);
                 self.out.push_back(Message::FileFailed { file, reason });
                 self.stats.files_failed += 1;
             }

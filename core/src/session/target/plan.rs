@@ -93,7 +93,7 @@ impl TargetSession {
             self.transfer(id, e, None);
             return;
         };
-        if self.opts.checksum {
+        if self.opts.checksum && !self.opts.whole_files {
             if l.entry.size == e.size {
                 let path = e.path.clone();
                 self.undecided.insert(id);
@@ -158,7 +158,8 @@ impl TargetSession {
         let path = f.entry.path.clone();
         let local_size = f.local.as_ref().map_or(0, |l| l.size);
         let new_size = f.entry.size;
-        let use_delta = local_size >= DELTA_MIN_BASIS && new_size >= DELTA_MIN_BASIS;
+        let use_delta =
+            !self.opts.whole_files && local_size >= DELTA_MIN_BASIS && new_size >= DELTA_MIN_BASIS;
         f.state = FileState::Receiving;
         if use_delta {
             f.state = FileState::Signing;

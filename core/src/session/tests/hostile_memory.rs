@@ -3,6 +3,7 @@
 //! "The per-round memory budget").
 
 use super::hostile_source::LoneTarget;
+use super::hostile_target::header;
 use super::*;
 use crate::entry::Xattr;
 
@@ -134,4 +135,54 @@ fn a_target_holds_the_source_to_the_declared_size_of_the_round() {
         Message::Entries(vec![file_entry("a", 1), file_entry("b", 1 << 31)]),
         is_limit("declared size"),
     );
+}
+
+/// Four files of 64 KiB (ids 0..=3), each signed by the peer with 64 blocks (1280 bytes), at
+/// a source whose signature budget is 3000 bytes: two signatures fit at once, not three.
+fn source_with_signature_budget() -> LoneSource {
+    let mut t = MemTree::default();
+    for i in 0..4 {
+        t.file(&format!("f{i}"), meta(0o644, 1), noise(64 << 10, i));
+    }
+    let limits = Limits { max_signature_bytes: 3000, ..Limits::default() };
+    LoneSource::with_options(t, true, SessionOptions { limits, ..SessionOptions::default() })
+}
+
+#[test]
+fn a_source_holds_the_signatures_of_a_round_within_its_budget() {
+    // One maximal signature made a source hold 1.7-2 GB, and nothing bounded how many files'
+    // signatures it held at once. One larger than the whole budget ends the round at once...
+    let sig = || Some(header(1024, 64 << 10));
+    source_with_signature_budget().assert_refuses(
+        Message::Want { file: 0, basis: Some(header(1024, 4 << 20)) },
+        is_limit("max_signature_bytes"),
+    );
+    // ... and so does the piece that takes the signatures held together past it.
+    let mut s = source_with_signature_budget();
+    let piece = |file| Message::SignaturePiece { file, blocks: noise(1280, file), last: false };
+    for file in 0..3 {
+        s.feed(Message::Want { file, basis: sig() }).expect("a header within the budget");
+    }
+    s.feed(piece(0)).expect("within the budget");
+    s.feed(piece(1)).expect("within the budget");
+    s.assert_refuses(piece(2), is_limit("max_signature_bytes"));
+}
+
+#[test]
+fn a_source_gives_back_the_signature_of_a_file_it_has_sent() {
+    // Four signatures in a row, each held only while its file is sent: 5120 bytes in all
+    // through a budget of 3000.
+    let mut s = source_with_signature_budget();
+    for file in 0..4 {
+        s.feed(Message::Want { file, basis: Some(header(1024, 64 << 10)) }).expect("want");
+        let blocks = noise(1280, 10 + file);
+        s.feed(Message::SignaturePiece { file, blocks, last: true }).expect("within the budget");
+        s.settle();
+        assert!(
+            s.sent.iter().any(|m| matches!(m, Message::FileEnd { file: f, .. } if *f == file)),
+            "file {file} not sent: {:?}",
+            s.sent
+        );
+    }
+    assert!(s.src.error().is_none(), "{:?}", s.src.error());
 }

@@ -151,3 +151,138 @@ fn done_reports_only_what_the_round_did() {
         .expect("Done");
     assert_eq!(stats, crate::stats::Stats::default(), "{stats:?}");
 }
+
+/// The ids of the files a target said were settled, in order.
+fn settled(t: &LoneTarget) -> Vec<FileId> {
+    t.sent
+        .iter()
+        .filter_map(|m| match m {
+            Message::Settled { file } => Some(*file),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn settled_says_only_that_a_file_sent_was_written_or_given_up() {
+    // The same `Settled{file}` whether the copy verified or was given up after its resend,
+    // whether the destination held the file before or not; none for an unchanged file the
+    // target never asked for. It carries the file's id and nothing derived from its bytes.
+    let data = text(100, "f");
+    let good = *blake3::hash(&data).as_bytes();
+    let run = |local: Option<Vec<u8>>, hash: [u8; 32]| {
+        let mut tree = MemTree::default();
+        if let Some(l) = local {
+            tree.file("f", meta(0o600, 2), l);
+        }
+        tree.file("same", meta(0o644, 1), text(50, "s"));
+        let mut t = LoneTarget::new(SessionOptions::default(), tree);
+        let entries = vec![file_entry("f", 100), file_entry("same", 50)];
+        t.feed(Message::Entries(entries)).expect("entries");
+        t.feed(Message::EndOfManifest { count: 2, root: None }).expect("end of manifest");
+        t.settle().expect("scan and plan");
+        let mut sends = 0;
+        while sends < 3 && !settled(&t).contains(&0) {
+            let wants =
+                t.sent.iter().filter(|m| matches!(m, Message::Want { file: 0, .. })).count();
+            assert_eq!(wants, sends + 1, "{:?}", t.sent);
+            t.feed(Message::Segment {
+                file: 0,
+                index: 0,
+                payload: Payload::Literal,
+                encoding: Encoding::Raw,
+                data: data.clone(),
+            })
+            .expect("segment");
+            t.feed(Message::FileEnd { file: 0, size: 100, hash }).expect("file end");
+            t.settle().expect("finish");
+            sends += 1;
+        }
+        (settled(&t), sends)
+    };
+    for local in [None, Some(text(80, "old"))] {
+        assert_eq!(run(local.clone(), good), (vec![0], 1), "verified, local {local:?}");
+        assert_eq!(run(local.clone(), [7; 32]), (vec![0], 2), "given up, local {local:?}");
+    }
+}
+
+#[test]
+fn an_abort_names_what_the_peer_sent_never_the_destinations_data() {
+    // A destination holding a file the source never listed: whatever error the source
+    // provokes, the `Abort` it reads names its own paths, limits and errors, never that
+    // file's name or a byte of its contents, nor of the basis it signed.
+    let secret = "hidden-name";
+    let content = String::from("TOPSECRET-").repeat(600);
+    let mut cases: Vec<(&str, Vec<Message>)> = vec![
+        ("unsorted", vec![Message::Entries(vec![file_entry("b", 1), file_entry("a", 1)])]),
+        ("orphan", vec![Message::Entries(vec![file_entry("x/y", 1)])]),
+        ("size lie", vec![Message::EndOfManifest { count: 9, root: None }]),
+        ("unknown file", vec![Message::FileFailed { file: 7, reason: FileFailure::Vanished }]),
+    ];
+    cases.push((
+        "short gap",
+        vec![
+            Message::Entries(vec![file_entry("f", 6000)]),
+            Message::Refine { file: 0, gaps: vec![(100, 4)] },
+        ],
+    ));
+    cases.push((
+        "wrong size",
+        vec![
+            Message::Entries(vec![file_entry("f", 6000)]),
+            Message::FileEnd { file: 0, size: 1, hash: [0; 32] },
+        ],
+    ));
+    for (name, msgs) in cases {
+        let mut tree = MemTree::default();
+        tree.file(secret, meta(0o600, 2), content.clone().into_bytes());
+        tree.file("f", meta(0o600, 2), content.clone().into_bytes());
+        let mut t = LoneTarget::new(SessionOptions::default(), tree);
+        let mut failed = false;
+        for m in msgs {
+            failed = t.feed(m).is_err() || t.settle().is_err();
+            if failed {
+                break;
+            }
+        }
+        assert!(failed, "{name}: not refused: {:?}", t.sent);
+        let reason = t
+            .sent
+            .iter()
+            .find_map(|m| match m {
+                Message::Abort { reason } => Some(reason.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{name}: no Abort: {:?}", t.sent));
+        assert!(!reason.contains(secret), "{name}: {reason}");
+        assert!(!reason.contains("TOPSECRET"), "{name}: {reason}");
+        assert!(reason.len() < 1024, "{name}: {} bytes", reason.len());
+    }
+}
+
+#[test]
+fn a_whole_files_target_never_signs_or_hashes_what_it_holds() {
+    // A `:wo-whole` module: a changed 5 MiB file is asked for whole, and with --checksum a
+    // file of the same size is not hashed for comparison: no signature, no blake3 of the
+    // destination's data, so nothing of it reaches the peer.
+    let mut tree = MemTree::default();
+    tree.file("f", meta(0o600, 2), noise(5 * MIB as usize, 7));
+    tree.file("g", meta(0o600, 2), noise(5000, 8));
+    let opts = SessionOptions { whole_files: true, checksum: true, ..SessionOptions::default() };
+    let mut t = LoneTarget::new(opts, tree);
+    // With --checksum the source lists each file's blake3.
+    let hashed = |p, size| Entry { hash: Some([1; 32]), ..file_entry(p, size) };
+    t.feed(Message::Entries(vec![hashed("f", 5 * MIB), hashed("g", 5000)])).expect("entries");
+    t.settle().expect("plan");
+    for file in [0, 1] {
+        assert!(
+            t.sent
+                .iter()
+                .any(|m| matches!(m, Message::Want { file: f, basis: None } if *f == file)),
+            "file {file} not asked for whole: {:?}",
+            t.sent
+        );
+    }
+    assert_eq!(signature_bytes(&t), 0);
+    assert!(!t.asked.iter().any(|w| ["Signature", "HashLocal"].contains(w)), "{:?}", t.asked);
+}

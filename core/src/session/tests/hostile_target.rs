@@ -16,7 +16,11 @@ pub(super) struct LoneSource {
 impl LoneSource {
     /// A source past the greeting with ample credit; with `scan`, its whole manifest is out.
     pub(super) fn new(tree: MemTree, scan: bool) -> Self {
-        let opts = SessionOptions::default();
+        Self::with_options(tree, scan, SessionOptions::default())
+    }
+
+    /// As [`LoneSource::new`], with `opts`.
+    pub(super) fn with_options(tree: MemTree, scan: bool, opts: SessionOptions) -> Self {
         let mut s = LoneSource {
             src: SourceSession::new(opts.clone()),
             fs: SourceFs { tree, ..SourceFs::default() },
@@ -75,7 +79,7 @@ fn source_tree() -> MemTree {
     t
 }
 
-fn header(block: u32, basis_len: u64) -> SignatureHeader {
+pub(super) fn header(block: u32, basis_len: u64) -> SignatureHeader {
     SignatureHeader::new(BlockSize::new(block).expect("valid block size"), basis_len)
 }
 
