@@ -254,3 +254,58 @@ fn certs(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, Iden
     }
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A CA and a leaf it signed, as PEM: (ca, cert, key).
+    fn leaf() -> (String, String, String) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        (ca_cert.pem(), cert.pem(), key.serialize_pem())
+    }
+
+    fn files(ca: &str, cert: &str, key: &str) -> PemFiles {
+        PemFiles { ca: ca.into(), cert: cert.into(), key: key.into() }
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_named() {
+        let (ca, cert, key) = leaf();
+        let (_, _, other_key) = leaf();
+        let dir = Path::new("/id");
+        assert!(Identity::from_files(dir, &files(&ca, &cert, &key)).is_ok());
+        let e = Identity::from_files(dir, &files(&ca, &cert, &other_key)).unwrap_err();
+        assert!(matches!(e, IdentityError::KeyMismatch { .. }), "{e}");
+        assert_eq!(e.to_string(), "/id: key.pem is not the private key of cert.pem");
+        let e = Identity::from_files(dir, &files(&ca, "-----BEGIN CERTIFICATE-----\n", &key));
+        assert!(
+            matches!(&e, Err(IdentityError::Empty { path, .. }) if path.ends_with(CERT_FILE)),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn files_are_read_up_to_a_bound() {
+        let t = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = leaf();
+        std::fs::write(t.path().join(CA_FILE), ca).unwrap();
+        std::fs::write(t.path().join(CERT_FILE), cert).unwrap();
+        std::fs::write(t.path().join(KEY_FILE), key).unwrap();
+        assert!(Identity::load(t.path()).is_ok());
+        let big = std::fs::File::create(t.path().join(CA_FILE)).unwrap();
+        big.set_len(MAX_PEM_FILE + 1).unwrap();
+        let e = PemFiles::read(t.path()).unwrap_err();
+        assert!(matches!(e, IdentityError::TooLarge { .. }), "{e}");
+    }
+}

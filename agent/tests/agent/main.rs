@@ -53,3 +53,5 @@ mod statesafe;
 mod partial;
 // Many volumes as one job: --list, --jobs, --modules-from, --modules-dir.
 mod many;
+// Rotated credentials taken without a restart, a broken rotation refused, a Secret's swap.
+mod rotation;
