@@ -296,6 +296,8 @@ impl IdentityDir {
             Err(e) => blake3::hash(e.to_string().as_bytes()),
         };
         if seen == state.files {
+            // Back to what is in use: the same bad rotation again later is news again.
+            state.rejected = None;
             return Reload::Unchanged;
         }
         let again = match PemFiles::read(dir) {
