@@ -55,3 +55,5 @@ mod partial;
 mod many;
 // Rotated credentials taken without a restart, a broken rotation refused, a Secret's swap.
 mod rotation;
+// The Helm chart's rendered destination runs: batch mode's one `ferry serve --modules-dir`.
+mod chart;
