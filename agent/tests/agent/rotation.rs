@@ -257,9 +257,11 @@ fn a_scheduled_push_takes_rotated_credentials_before_a_round() {
     let status = t.path().join("status.json");
     let client_log = t.path().join("client-log");
     let url = format!("ferry://localhost:{}/m", srv.addr.port());
+    let web = free_port();
     let mut agent = Command::new(FERRY)
         .args(["push", s(&src), &url, "--identity", s(&client_dir), "--every", "200ms"])
         .args(["--no-progress", "--transport", "tcp", "--status-file", s(&status)])
+        .args(["--http", &web])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&client_log).unwrap())
         .spawn()
@@ -278,11 +280,13 @@ fn a_scheduled_push_takes_rotated_credentials_before_a_round() {
     let before = rounds_ok();
     wait_for("two more rounds with the old credentials", || rounds_ok() >= before + 2);
     assert_eq!(lines_with(&client_log, "key.pem is not the private key of cert.pem"), 1);
+    assert_eq!((reloads(&web, "ok"), reloads(&web, "rejected")), (0, 1));
 
     // The whole rotation (the client keeps trusting the server's certificate, from the old CA).
     client_id.update(&IdentityPem { ca: old.source.ca.clone(), ..new.source.clone() });
     let before = rounds_ok();
     wait_for("two rounds after the rotation", || rounds_ok() >= before + 2);
+    assert_eq!((reloads(&web, "ok"), reloads(&web, "rejected")), (1, 1));
     server_id.update(&IdentityPem { ca: new.destination.ca.clone(), ..old.destination.clone() });
     wait_for("the server to drop the old CA", || lines_with(&log, "credentials changed") == 1);
     let before = rounds_ok();
