@@ -2,8 +2,9 @@
 //! values file renders (through the Helm SDK of the helm-python-sdk package), every object
 //! validates strictly against the Kubernetes schemas 1.29 to the newest bundled by the
 //! kubernetes-validate package, restricted examples pass the restricted Pod Security
-//! Standard's rules, and bad values are refused at render time. `.ci/run` installs both
-//! packages; without them this test fails, saying what to install.
+//! Standard's rules, custom resources (ServiceMonitor) validate strictly against the CRD
+//! schemas vendored in deploy/schemas/, and bad values are refused at render time. `.ci/run`
+//! installs the packages; without them this test fails, saying what to install.
 
 use std::path::Path;
 use std::process::Command;
@@ -19,8 +20,12 @@ fn the_chart_renders_and_validates_against_kubernetes_schemas() {
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(
         out.status.success(),
-        "{text}\n(needs: pip install helm-python-sdk kubernetes-validate pyyaml)"
+        "{text}\n(needs: pip install helm-python-sdk kubernetes-validate pyyaml jsonschema)"
     );
     assert!(text.contains("0 failed"), "{text}");
     assert!(text.contains("1.29.0"), "validated against 1.29 at least: {text}");
+    assert!(
+        text.contains("custom resources validated against deploy/schemas/: ServiceMonitor"),
+        "{text}"
+    );
 }

@@ -10,7 +10,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::tls::Identity;
 use crate::TransportError;
@@ -271,20 +271,35 @@ impl Server {
         identity: &Identity,
         limits: ServerLimits,
     ) -> Result<Server, TransportError> {
-        let tls = Arc::new(identity.server_config()?);
+        // Nobody sends on this channel: the identity stays the one given.
+        let (_fixed, rx) = watch::channel(Arc::new(identity.clone()));
+        Server::bind_watching(addr, rx, limits).await
+    }
+
+    /// [`Server::bind_with`] with credentials that may change while serving: each new
+    /// connection, QUIC or TCP, is handshaken with the identity `identity` holds when it
+    /// arrives; connections already up keep theirs, so a rotation cuts no round. The caller
+    /// sends only identities that passed [`Identity::from_files`]; one that still cannot be
+    /// used is logged and the previous one kept.
+    ///
+    /// # Errors
+    /// As [`Server::bind`], for the identity `identity` holds now.
+    pub async fn bind_watching(
+        addr: SocketAddr,
+        identity: watch::Receiver<Arc<Identity>>,
+        limits: ServerLimits,
+    ) -> Result<Server, TransportError> {
+        let configs = Arc::new(ServerConfigs::new(identity, limits.idle_timeout)?);
         let (tcp, udp) = bind_pair(addr).await?;
         let local = tcp.local_addr().map_err(TransportError::Io)?;
-        let quic_tls = QuicServerConfig::try_from((*tls).clone())
-            .map_err(|e| TransportError::Handshake(e.to_string()))?;
-        let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
-        sc.transport_config(Arc::new(transport_config_idle(limits.idle_timeout)));
         let runtime = quinn::default_runtime()
             .ok_or_else(|| TransportError::Handshake("no async runtime".into()))?;
-        let endpoint = quinn::Endpoint::new(endpoint_config(), Some(sc), udp, runtime)
+        let first = (*configs.current().quic).clone();
+        let endpoint = quinn::Endpoint::new(endpoint_config(), Some(first), udp, runtime)
             .map_err(TransportError::Io)?;
         let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
         let (tx, rx) = mpsc::channel(16);
-        let (qtx, qslots) = (tx.clone(), slots.clone());
+        let (qtx, qslots, qconfigs) = (tx.clone(), slots.clone(), configs.clone());
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
                 let Ok(permit) = qslots.clone().try_acquire_owned() else {
@@ -293,10 +308,15 @@ impl Server {
                     continue;
                 };
                 let tx = qtx.clone();
+                let quic = qconfigs.current().quic;
                 tokio::spawn(async move {
                     let peer = incoming.remote_address().to_string();
                     let r: Result<Link, TransportError> = async {
-                        let conn = incoming.await.map_err(TransportError::from_quic)?;
+                        let conn = incoming
+                            .accept_with(quic)
+                            .map_err(TransportError::from_quic)?
+                            .await
+                            .map_err(TransportError::from_quic)?;
                         let (send, recv) =
                             conn.accept_bi().await.map_err(TransportError::from_quic)?;
                         Ok(Link {
@@ -312,7 +332,6 @@ impl Server {
                 });
             }
         });
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         tokio::spawn(async move {
             let mut backoff = Duration::ZERO;
             loop {
@@ -329,7 +348,8 @@ impl Server {
                     tracing::debug!("{peer}: too many connections; closed");
                     continue;
                 };
-                let (tx, acceptor) = (tx.clone(), acceptor.clone());
+                let tx = tx.clone();
+                let acceptor = tokio_rustls::TlsAcceptor::from(configs.current().tls);
                 tokio::spawn(async move {
                     tune_tcp(&sock);
                     let peer = peer.to_string();
@@ -365,6 +385,58 @@ impl Server {
     /// keeps running either way).
     pub async fn accept(&mut self) -> Option<Result<Link, TransportError>> {
         self.incoming.recv().await
+    }
+}
+
+/// A server's TLS configurations for TCP and QUIC, rebuilt when its identity changes.
+struct ServerConfigs {
+    identity: watch::Receiver<Arc<Identity>>,
+    idle_timeout: Duration,
+    built: std::sync::Mutex<Built>,
+}
+
+/// The configurations built from one identity.
+#[derive(Clone)]
+struct Built {
+    identity: Arc<Identity>,
+    tls: Arc<rustls::ServerConfig>,
+    quic: Arc<quinn::ServerConfig>,
+}
+
+impl ServerConfigs {
+    fn new(
+        identity: watch::Receiver<Arc<Identity>>,
+        idle_timeout: Duration,
+    ) -> Result<ServerConfigs, TransportError> {
+        let first = identity.borrow().clone();
+        let built = Self::build(first, idle_timeout)?;
+        Ok(ServerConfigs { identity, idle_timeout, built: std::sync::Mutex::new(built) })
+    }
+
+    fn build(identity: Arc<Identity>, idle_timeout: Duration) -> Result<Built, TransportError> {
+        let tls = Arc::new(identity.server_config()?);
+        let quic_tls = QuicServerConfig::try_from((*tls).clone())
+            .map_err(|e| TransportError::Handshake(e.to_string()))?;
+        let mut sc = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
+        sc.transport_config(Arc::new(transport_config_idle(idle_timeout)));
+        Ok(Built { identity, tls, quic: Arc::new(sc) })
+    }
+
+    /// The configurations of the identity held now; built once per identity.
+    fn current(&self) -> Built {
+        let now = self.identity.borrow().clone();
+        let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        if !Arc::ptr_eq(&now, &built.identity) {
+            match Self::build(now.clone(), self.idle_timeout) {
+                Ok(b) => *built = b,
+                Err(e) => {
+                    tracing::error!("new credentials unusable ({e}); still using the previous");
+                    // Not retried for every connection: the next identity sent is.
+                    built.identity = now;
+                }
+            }
+        }
+        built.clone()
     }
 }
 

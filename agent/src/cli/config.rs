@@ -80,7 +80,7 @@ impl NetFlags {
         RemoteOptions {
             sync,
             via,
-            identity: self.identity.clone(),
+            identity: self.identity.clone().map(crate::net::credentials::IdentityDir::new),
             bwlimit: self.bwlimit.get.unwrap_or(0),
             connect_timeout: Duration::from_secs(self.connect_timeout.max(1)),
             idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
@@ -293,6 +293,8 @@ pub struct Serve {
     pub listen: std::net::SocketAddr,
     /// The credentials directory (required unless `--stdio`).
     pub identity: Option<PathBuf>,
+    /// `--identity-poll`: how often the credentials are checked for a rotation (zero: never).
+    pub identity_poll: Duration,
     /// One round on stdin/stdout.
     pub stdio: bool,
     /// `--http`.
@@ -338,6 +340,7 @@ impl ServeFlags {
         Ok(Serve {
             listen: self.listen,
             identity: self.identity,
+            identity_poll: self.identity_poll,
             stdio: self.stdio,
             http: self.http.get,
             http_limits: self.http.limits(),

@@ -180,7 +180,7 @@ pub fn run(dir: &Path, files: usize, big_mib: usize) -> anyhow::Result<ExitCode>
             ..SyncOptions::default()
         },
         via: Via::Quic,
-        identity: Some(creds.join("source")),
+        identity: Some(credentials::IdentityDir::new(creds.join("source"))),
         bwlimit: 0,
         connect_timeout: Duration::from_secs(10),
         idle_timeout: ferry_transport::net::IDLE_TIMEOUT,

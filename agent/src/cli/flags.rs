@@ -216,6 +216,11 @@ pub struct ServeFlags {
     /// Directory with the destination's credentials (from `ferry init`).
     #[arg(long, value_name = "DIR", required_unless_present = "stdio")]
     pub identity: Option<PathBuf>,
+    /// How often the --identity files are checked for rotated credentials (e.g. a renewed
+    /// Kubernetes Secret): when they changed and are usable, new connections use them; an
+    /// unusable rotation is logged and the previous credentials kept. 0 turns it off.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub identity_poll: Duration,
     /// Serve one round on stdin/stdout instead of listening (for --rsh).
     #[arg(long)]
     pub stdio: bool,

@@ -43,6 +43,9 @@ pub(super) fn run(
     let rt = super::runtime()?;
     super::exit_on_sigterm(&rt);
     let (agent, triggered) = Agent::new(true);
+    if let Some(id) = &opts.identity {
+        id.report_to(agent.clone());
+    }
     if let Some((addr, cfg)) = http {
         super::serve_status(&rt, addr, &agent, cfg)?;
     }

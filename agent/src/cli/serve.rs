@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use ferry_transport::net::{Link, LinkKind};
-use ferry_transport::tls::Identity;
 
 use super::config::Serve;
 use super::exit::Usage;
-use crate::net::{serve, serve_link, BusyHandle, RemoteError};
+use crate::net::credentials::IdentityDir;
+use crate::net::{serve_link, serve_watching, BusyHandle, RemoteError};
 use crate::state::ModuleState;
 use crate::unattended::status::Agent;
 
@@ -56,7 +56,14 @@ pub(super) fn run(s: Serve) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let dir = s.identity.ok_or_else(|| Usage("--identity DIR is required".into()))?;
-    let identity = Identity::load(&dir).map_err(RemoteError::Identity)?;
+    let identity = IdentityDir::new(dir);
+    let watched = identity.subscribe().map_err(RemoteError::Identity)?;
+    if let Some(agent) = &cfg.agent {
+        identity.report_to(agent.clone());
+    }
+    if !s.identity_poll.is_zero() {
+        rt.spawn(identity.poll_every(s.identity_poll));
+    }
     for m in &cfg.modules {
         tracing::info!("module {:?} -> {} ({:?})", m.name, m.path.display(), m.access);
     }
@@ -68,7 +75,7 @@ pub(super) fn run(s: Serve) -> anyhow::Result<ExitCode> {
         );
     }
     let listen = s.listen;
-    rt.block_on(serve(listen, &identity, cfg, |addr| {
+    rt.block_on(serve_watching(listen, watched, cfg, |addr| {
         tracing::info!("listening on {addr} (QUIC and TLS over TCP)");
         // Tests and scripts wait for this line on stdout.
         println!("listening on {addr}");

@@ -1,8 +1,9 @@
 //! The client side: `ferry push` / `ferry pull` dial a `ferry serve` (QUIC, TLS over TCP, or a
 //! remote shell's stdio), send the request and run the round.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use ferry_transport::TransportError;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::choice::{self, Transport, HEAD_START};
+use super::credentials::IdentityDir;
 use super::link::{run_over_link, salvage, Hooks, Recording};
 use super::protocol::{handshake, Direction, Request, Url};
 use super::RemoteError;
@@ -45,8 +47,9 @@ pub struct RemoteOptions {
     pub sync: SyncOptions,
     /// How to connect.
     pub via: Via,
-    /// The identity directory (not needed with `--rsh`).
-    pub identity: Option<PathBuf>,
+    /// The identity directory (not needed with `--rsh`), read again before each round when
+    /// its files changed (clones share what was read).
+    pub identity: Option<IdentityDir>,
     /// Bandwidth cap on what this side sends, bytes per second (0: none).
     pub bwlimit: u64,
     /// How long to wait for a handshake.
@@ -90,7 +93,7 @@ pub async fn connect(url: &Url, opts: &RemoteOptions) -> Result<Link, RemoteErro
 
 /// What dialing a server over QUIC or TCP needs, resolved once for both.
 struct Dialer<'a> {
-    identity: Identity,
+    identity: Arc<Identity>,
     addr: std::net::SocketAddr,
     /// `host:port` as given, for messages.
     target: String,
@@ -101,13 +104,13 @@ struct Dialer<'a> {
 impl<'a> Dialer<'a> {
     /// Loads the identity and resolves the address.
     async fn new(url: &'a Url, opts: &'a RemoteOptions) -> Result<Dialer<'a>, RemoteError> {
-        let dir = opts.identity.as_deref().ok_or_else(|| {
+        let dir = opts.identity.as_ref().ok_or_else(|| {
             RemoteError::Usage(
                 "--identity DIR is required (the source or destination directory from `ferry init`)"
                     .into(),
             )
         })?;
-        let identity = Identity::load(dir)?;
+        let identity = dir.current()?;
         let target = format!("{}:{}", url.host, url.port);
         let addr = tokio::net::lookup_host(&target)
             .await

@@ -8,10 +8,30 @@
 //!
 //! The CA's private key is not kept: nobody can mint another identity for this pair. To
 //! rotate, run `ferry init` again and replace both directories.
+//!
+//! [`IdentityDir`] is the `--identity DIR` of a running agent: rotated files are picked up
+//! without a restart. `ferry serve` checks them every `--identity-poll`, a scheduled
+//! `push`/`pull` before each round. Files are compared by content, so any way of replacing
+//! them counts: an edit in place, a rename over, or Kubernetes swapping a Secret volume's
+//! `..data` symlink. A rotation that cannot be used (a key that is not the certificate's, a PEM
+//! that does not parse, a missing file) keeps the previous material, is logged once as an
+//! error, and counts in `ferry_identity_reloads_total{result="rejected"}`.
+//!
+//! ```text
+//!   files ──read twice, equal?──▶ Identity::from_files ──ok──▶ watch channel ──▶ new handshakes
+//!                                        │ error
+//!                                        └──▶ log once, keep the previous identity
+//! ```
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use ferry_transport::tls::{Identity, IdentityError, PemFiles};
+use tokio::sync::watch;
+
+use crate::unattended::status::Agent;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -156,4 +176,193 @@ pub fn k8s_secret(namespace: &str, name: &str, id: &IdentityPem) -> String {
         indent(&id.cert),
         indent(&id.key)
     )
+}
+
+/// A side's `--identity DIR`, loaded on first use and read again when its files change.
+/// Clones share one state: every round of a process sees the same rotation.
+#[derive(Clone)]
+pub struct IdentityDir {
+    inner: Arc<Watched>,
+}
+
+/// What [`IdentityDir::refresh`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// The files hold what is in use (or are being replaced right now: looked at next time).
+    Unchanged,
+    /// The files changed and the new material is in use for new connections.
+    Reloaded,
+    /// The files changed but cannot be used; the previous material stays in use.
+    Rejected,
+    /// Nothing was loaded yet, so there was nothing to compare with.
+    NotLoaded,
+}
+
+struct Watched {
+    dir: PathBuf,
+    state: Mutex<Option<InUse>>,
+    agent: Mutex<Option<Arc<Agent>>>,
+}
+
+/// The identity in use and what its files held.
+struct InUse {
+    files: blake3::Hash,
+    /// The last unusable content seen, so that it is logged and counted once, not every poll.
+    rejected: Option<blake3::Hash>,
+    tx: watch::Sender<Arc<Identity>>,
+}
+
+impl std::fmt::Debug for IdentityDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("IdentityDir").field(&self.inner.dir).finish()
+    }
+}
+
+impl IdentityDir {
+    /// The directory `dir`; nothing is read until first use.
+    pub fn new(dir: PathBuf) -> IdentityDir {
+        IdentityDir {
+            inner: Arc::new(Watched { dir, state: Mutex::new(None), agent: Mutex::new(None) }),
+        }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Counts reloads and rejected rotations in `agent`'s metrics from now on.
+    pub fn report_to(&self, agent: Arc<Agent>) {
+        *crate::lock(&self.inner.agent) = Some(agent);
+    }
+
+    /// The identity to use now: loaded on first use, afterwards the files are checked for a
+    /// rotation first ([`IdentityDir::refresh`]).
+    ///
+    /// # Errors
+    /// Only on first use, when the files cannot be used; later an unusable rotation keeps the
+    /// previous identity.
+    pub fn current(&self) -> Result<Arc<Identity>, IdentityError> {
+        self.with_in_use(|s| s.tx.borrow().clone())
+    }
+
+    /// A receiver of the identity in use, for a server that hands it to each new
+    /// connection. Loads the files on first use.
+    ///
+    /// # Errors
+    /// As [`IdentityDir::current`].
+    pub fn subscribe(&self) -> Result<watch::Receiver<Arc<Identity>>, IdentityError> {
+        self.with_in_use(|s| s.tx.subscribe())
+    }
+
+    /// `f` of the identity in use, after a [`IdentityDir::refresh`], or after loading the
+    /// files on first use.
+    fn with_in_use<R>(&self, f: impl FnOnce(&InUse) -> R) -> Result<R, IdentityError> {
+        if self.refresh() != Reload::NotLoaded {
+            if let Some(s) = crate::lock(&self.inner.state).as_ref() {
+                return Ok(f(s));
+            }
+        }
+        let dir = &self.inner.dir;
+        let files = PemFiles::read(dir)?;
+        let id = Arc::new(Identity::from_files(dir, &files)?);
+        let mut state = crate::lock(&self.inner.state);
+        let s = match state.as_mut() {
+            // Another thread loaded first: the newest read wins.
+            Some(s) => {
+                s.files = digest(&files);
+                s.tx.send_replace(id);
+                s
+            }
+            None => {
+                let (tx, _) = watch::channel(id);
+                state.insert(InUse { files: digest(&files), rejected: None, tx })
+            }
+        };
+        Ok(f(s))
+    }
+
+    /// Reads the files and, when they hold something other than what is in use, switches to
+    /// it if it can be used. The files are read twice and must agree: a rotation seen half
+    /// done (a Secret swapped between two reads, files copied one by one) is looked at again
+    /// next time instead of being judged.
+    pub fn refresh(&self) -> Reload {
+        let dir = &self.inner.dir;
+        let mut guard = crate::lock(&self.inner.state);
+        let Some(state) = guard.as_mut() else { return Reload::NotLoaded };
+        let first = PemFiles::read(dir);
+        let seen = match &first {
+            Ok(f) => digest(f),
+            Err(e) => blake3::hash(e.to_string().as_bytes()),
+        };
+        if seen == state.files {
+            // Back to what is in use: the same bad rotation again later is news again.
+            state.rejected = None;
+            return Reload::Unchanged;
+        }
+        let again = match PemFiles::read(dir) {
+            Ok(f) => digest(&f),
+            Err(e) => blake3::hash(e.to_string().as_bytes()),
+        };
+        if again != seen {
+            tracing::debug!(
+                "{}: credentials are being replaced; looked at again next time",
+                dir.display()
+            );
+            return Reload::Unchanged;
+        }
+        let agent = crate::lock(&self.inner.agent).clone();
+        match first.and_then(|f| Identity::from_files(dir, &f)) {
+            Ok(id) => {
+                state.files = seen;
+                state.rejected = None;
+                state.tx.send_replace(Arc::new(id));
+                tracing::info!(
+                    "{}: credentials changed; new connections use them (connections up keep theirs)",
+                    dir.display()
+                );
+                if let Some(a) = agent {
+                    a.identity_reload(true);
+                }
+                Reload::Reloaded
+            }
+            Err(e) => {
+                if state.rejected != Some(seen) {
+                    state.rejected = Some(seen);
+                    tracing::error!(
+                        "{}: credentials changed but cannot be used ({e}); still using the previous ones",
+                        dir.display()
+                    );
+                    if let Some(a) = agent {
+                        a.identity_reload(false);
+                    }
+                }
+                Reload::Rejected
+            }
+        }
+    }
+
+    /// Checks the files every `every` until the process ends (`ferry serve`); the reads run
+    /// on a blocking thread. Spawn it on the runtime.
+    pub async fn poll_every(self, every: std::time::Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let me = self.clone();
+            let _ = tokio::task::spawn_blocking(move || me.refresh()).await;
+        }
+    }
+}
+
+/// What the three files hold, as one value to compare (each length-prefixed, so bytes
+/// cannot move from one file to the next unnoticed).
+fn digest(f: &PemFiles) -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    for part in [&f.ca, &f.cert, &f.key] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.finalize()
 }

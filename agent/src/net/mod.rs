@@ -28,4 +28,4 @@ pub use error::RemoteError;
 pub use protocol::{
     handshake, Access, Direction, Module, Refusal, Request, Response, Url, DEFAULT_PORT,
 };
-pub use server::{serve, serve_link, BusyHandle, Claim, ServeConfig};
+pub use server::{serve, serve_link, serve_watching, BusyHandle, Claim, ServeConfig};

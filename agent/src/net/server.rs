@@ -60,9 +60,25 @@ pub async fn serve(
     cfg: ServeConfig,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), TransportError> {
+    let (_fixed, identity) = tokio::sync::watch::channel(Arc::new(identity.clone()));
+    serve_watching(listen, identity, cfg, ready).await
+}
+
+/// [`serve`] with credentials that may be rotated while serving: each new connection uses
+/// the identity `identity` holds when it arrives (see
+/// [`crate::net::credentials::IdentityDir`]); rounds already running keep theirs.
+///
+/// # Errors
+/// When the sockets cannot be bound.
+pub async fn serve_watching(
+    listen: SocketAddr,
+    identity: tokio::sync::watch::Receiver<Arc<Identity>>,
+    cfg: ServeConfig,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), TransportError> {
     let limits =
         ServerLimits { idle_timeout: cfg.idle_timeout, max_connections: cfg.max_connections };
-    let mut server = Server::bind_with(listen, identity, limits).await?;
+    let mut server = Server::bind_watching(listen, identity, limits).await?;
     ready(server.local_addr());
     let cfg = Arc::new(cfg);
     let busy = Arc::new(BusyHandle::default());

@@ -174,6 +174,7 @@ struct Metrics {
     out_of_sync: Gauge<f64, AtomicU64>,
     sigcache: Family<Labels, Counter>,
     sigcache_bytes: Counter,
+    identity_reloads: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -227,6 +228,12 @@ impl Metrics {
             "Bytes of basis files not re-read to sign them, thanks to the signature cache",
             sigcache_bytes.clone(),
         );
+        let identity_reloads = Family::<Labels, Counter>::default();
+        registry.register(
+            "identity_reloads",
+            "Changed --identity files: taken into use (ok) or refused, the previous kept (rejected)",
+            identity_reloads.clone(),
+        );
         Metrics {
             registry,
             rounds,
@@ -239,6 +246,7 @@ impl Metrics {
             out_of_sync,
             sigcache,
             sigcache_bytes,
+            identity_reloads,
         }
     }
 
@@ -374,6 +382,12 @@ impl Agent {
             m.sigcache.get_or_create(&Metrics::label("event", k)).inc_by(v);
         }
         m.sigcache_bytes.inc_by(c.hit_bytes);
+    }
+
+    /// Counts a change of the `--identity` files: taken into use (`ok`) or refused.
+    pub fn identity_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "rejected" };
+        self.metrics.identity_reloads.get_or_create(&Metrics::label("result", result)).inc();
     }
 
     /// Records the newest snapshot.

@@ -55,3 +55,7 @@ mod partial;
 mod many;
 // `ferry pull --state-dir`: a pulling destination keeps what a served one keeps.
 mod pullstate;
+// Rotated credentials taken without a restart, a broken rotation refused, a Secret's swap.
+mod rotation;
+// The Helm chart's rendered destination runs: batch mode's one `ferry serve --modules-dir`.
+mod chart;

@@ -158,3 +158,13 @@ annotations:
     medium: Memory
     sizeLimit: 64Mi
 {{- end -}}
+
+{{/* The destination's serve containers as a JSON list of {name}: one per module, or the one
+     of batch mode. Container i listens on basePort+i and httpBasePort+i. */}}
+{{- define "ferry.destinationSlots" -}}
+{{- if .Values.destination.batch.enabled -}}
+{{- list (dict "name" "batch") | toJson -}}
+{{- else -}}
+{{- .Values.destination.modules | toJson -}}
+{{- end -}}
+{{- end -}}
