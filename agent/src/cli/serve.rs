@@ -10,6 +10,7 @@ use ferry_transport::tls::Identity;
 use super::config::Serve;
 use super::exit::Usage;
 use crate::net::{serve, serve_link, BusyHandle, RemoteError};
+use crate::state::snapshot::Snapshotter;
 use crate::state::ModuleState;
 use crate::unattended::status::Agent;
 
@@ -35,6 +36,14 @@ pub(super) fn run(s: Serve) -> anyhow::Result<ExitCode> {
         let (agent, _) = Agent::new(false);
         super::serve_status(&rt, addr, &agent, Default::default())?;
         cfg.agent = Some(agent);
+    }
+    if let Some(Snapshotter::Csi(csi)) = cfg.state.as_ref().map(|s| &s.snapshotter) {
+        // No configuration at all is a mistake to refuse now; an API server that is away
+        // or refuses is a round's snapshot failure, reported then.
+        csi.connect(rt.handle()).context("--snapshot csi")?;
+        if let Some(agent) = cfg.agent.clone() {
+            csi.on_outcome(move |o| agent.csi_snapshot(o));
+        }
     }
     if s.stdio {
         let link = Link::from_streams(
