@@ -271,7 +271,7 @@ impl Csi {
         rec: &mut SnapshotRecord,
         r: Result<VolumeSnapshot, CsiError>,
     ) -> Option<CsiError> {
-        let Some(v) = rec.volume_snapshot.as_mut() else { return None };
+        let v = rec.volume_snapshot.as_mut()?;
         let name = v.name.clone();
         let (err, note) = match r {
             Ok(s) => {
