@@ -23,4 +23,8 @@ fn the_chart_renders_and_validates_against_kubernetes_schemas() {
     );
     assert!(text.contains("0 failed"), "{text}");
     assert!(text.contains("1.29.0"), "validated against 1.29 at least: {text}");
+    assert!(
+        text.contains("csi-snapshots.yaml: 1 VolumeSnapshot(s) valid against the CRD's schema"),
+        "the CSI example's VolumeSnapshot is checked against the vendored CRD: {text}"
+    );
 }
