@@ -10,6 +10,7 @@ use ferry_transport::tls::Identity;
 use super::config::Serve;
 use super::exit::Usage;
 use crate::net::{serve, serve_link, BusyHandle, RemoteError};
+use crate::state::snapshot::csi::Csi;
 use crate::state::snapshot::Snapshotter;
 use crate::state::ModuleState;
 use crate::unattended::status::Agent;
@@ -41,7 +42,18 @@ pub(super) fn run(s: Serve) -> anyhow::Result<ExitCode> {
         // No configuration at all is a mistake to refuse now; an API server that is away
         // or refuses is a round's snapshot failure, reported then.
         csi.connect(rt.handle()).context("--snapshot csi")?;
-        if let Some(agent) = cfg.agent.clone() {
+        if let (Some(agent), Some(state)) = (cfg.agent.clone(), &cfg.state) {
+            // What the records say until a round says more: the newest ready one of any module.
+            let newest = cfg
+                .modules
+                .iter()
+                .filter_map(|m| {
+                    Csi::latest_ready(&ModuleState::new(&state.dir, &m.name).snapshots())
+                })
+                .max();
+            if let Some((_, name)) = newest {
+                agent.latest_image(&name);
+            }
             csi.on_outcome(move |o| agent.csi_snapshot(o));
         }
     }

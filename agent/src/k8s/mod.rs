@@ -274,7 +274,11 @@ impl KubeApi {
     ) -> Result<(), KubeError> {
         let now = chrono::Utc::now();
         // Unique within the namespace, like the names client-go's recorder makes.
-        let name = format!("{pvc}.{:x}", now.timestamp_nanos_opt().unwrap_or_default());
+        let name = format!(
+            "{}.{:x}",
+            &pvc[..pvc.len().min(200)],
+            now.timestamp_nanos_opt().unwrap_or_default()
+        );
         let mut obj = DynamicObject::new(&name, &self.events).within(&self.namespace);
         let instance = std::env::var("POD_NAME")
             .ok()

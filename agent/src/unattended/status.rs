@@ -421,6 +421,15 @@ impl Agent {
         }
     }
 
+    /// Sets `latestImage` to the VolumeSnapshot `name` (what the records say at start-up).
+    pub fn latest_image(&self, name: &str) {
+        lock(&self.status).latest_image = Some(LatestImage {
+            api_group: crate::k8s::SNAPSHOT_GROUP.into(),
+            kind: "VolumeSnapshot".into(),
+            name: name.to_string(),
+        });
+    }
+
     /// The metrics in Prometheus text format.
     pub fn metrics_text(&self) -> String {
         if let Some(v) = lock(&self.status).out_of_sync_secs(SystemTime::now()) {

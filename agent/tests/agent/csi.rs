@@ -415,6 +415,10 @@ fn csi_snapshot_after_each_round_against_the_stand_in_api_server() {
     assert!(out.status.success(), "{out:?}");
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(listed.contains("csi: VolumeSnapshot apps/ferry-data-m-r3 ready"), "{listed}");
+    // Restarted, the server reports the newest ready one from its records before any round.
+    drop(srv);
+    let _srv = serve_csi(t, &kc, &dst, &http_addr, &["--keep-last", "1"]);
+    assert_eq!(status_json(&http_addr)["latestImage"]["name"], "ferry-data-m-r3");
 }
 
 /// A `status.error` that clears is waited out; one that does not runs into

@@ -211,6 +211,16 @@ impl Csi {
         Ok(())
     }
 
+    /// The newest ready VolumeSnapshot recorded for the module `snaps` is of (for
+    /// `latestImage` after a restart).
+    pub fn latest_ready(snaps: &Snapshots) -> Option<(u64, String)> {
+        let all = snaps.list().ok()?;
+        all.into_iter().rev().find_map(|r| {
+            let v = r.volume_snapshot?;
+            (v.state == CsiState::Ready).then_some((r.time_unix, v.name))
+        })
+    }
+
     /// Where each snapshot's outcome goes (status and metrics); set once.
     pub fn on_outcome(&self, f: impl Fn(&CsiOutcome) + Send + Sync + 'static) {
         let _ = self.report.set(Box::new(f));
