@@ -547,15 +547,14 @@ fn csi_forbidden_then_an_api_server_away_for_a_while() {
     assert!(st["last_snapshot_error"].is_null(), "{st}");
 }
 
-/// The server is killed while it waits for round 1's snapshot; restarted, it finds the
-/// recorded name before the next round changes anything, and the create's 409 means "already
-/// there": adopted, awaited, recorded ready. No second snapshot of round 1 is made.
-#[test]
-fn csi_restart_adopts_the_recorded_snapshot_on_409() {
+/// A server killed while it waits for round 1's VolumeSnapshot (created, unbound): round 1 is
+/// committed, its snapshot recorded pending. Returns the stand-in, the directory, the
+/// destination, the kubeconfig and the server's HTTP address.
+fn killed_while_waiting_for_round_1() -> (StandIn, tempfile::TempDir, PathBuf, PathBuf, String) {
     // Round 1's snapshot stays unbound until the test lets it go.
     let api = StandIn::start(vec![Step::Unbound]);
-    let (t, dst) = setup();
-    let t = t.path();
+    let (td, dst) = setup();
+    let t = td.path();
     let kc = api.kubeconfig(t);
     let http_addr = free_addr();
     let mut srv = serve_csi(t, &kc, &dst, &http_addr, &["--snapshot-timeout", "60s"]);
@@ -585,6 +584,16 @@ fn csi_restart_adopts_the_recorded_snapshot_on_409() {
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0]["volume_snapshot"]["state"], "pending");
     assert_eq!(recs[0]["volume_snapshot"]["name"], "ferry-data-m-r1");
+    (api, td, dst, kc, http_addr)
+}
+
+/// The server is killed while it waits for round 1's snapshot; restarted, it finds the
+/// recorded name before the next round changes anything, and the create's 409 means "already
+/// there": adopted, awaited, recorded ready. No second snapshot of round 1 is made.
+#[test]
+fn csi_restart_adopts_the_recorded_snapshot_on_409() {
+    let (api, t, dst, kc, http_addr) = killed_while_waiting_for_round_1();
+    let t = t.path();
 
     // The CSI driver finishes; the server comes back; the next push first settles round 1.
     api.with(|c| {
@@ -696,4 +705,72 @@ fn csi_flags_and_missing_configuration_are_refused_at_start_up() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no Kubernetes API configuration"), "{err}");
+}
+
+/// A pending snapshot whose tree is gone is never created over newer data: here the server was
+/// killed before its create reached the API server, and a later round (cut too) changed the
+/// live tree (the round-open marker says so). The restarted server only looks the name up,
+/// finds nothing, and reports round 1's snapshot as failed; round 2 gets its own.
+#[test]
+fn csi_a_pending_snapshot_of_a_tree_that_moved_on_is_not_created() {
+    let (api, t, dst, kc, http_addr) = killed_while_waiting_for_round_1();
+    let t = t.path();
+    api.with(|c| {
+        c.objects.clear();
+        c.creates.clear();
+        c.script = vec![Step::Bound, Step::Ready];
+    });
+    std::fs::write(t.join("state/commits/m/round-open"), b"a cut round changed the tree\n")
+        .unwrap();
+    let srv = serve_csi(t, &kc, &dst, &http_addr, &["--snapshot-timeout", "60s"]);
+    std::fs::write(t.join("src/db/b"), b"second").unwrap();
+    let out = push(t, &srv);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), log(t));
+    assert_eq!(api.with(|c| c.creates.clone()), [("ferry-data-m-r2".to_string(), 201)]);
+    // Round 1's snapshot failed for good (counted, logged), and retention dropped its record.
+    assert!(log(t).contains("VolumeSnapshot ferry-data-m-r1 is gone"), "{}", log(t));
+    let m = metrics(&http_addr);
+    assert!(
+        m.contains("ferry_csi_snapshots_total{result=\"failed\",reason=\"vanished\"} 1"),
+        "{m}"
+    );
+    let recs = records(t);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["round"], 2);
+    assert_eq!(recs[0]["volume_snapshot"]["state"], "ready");
+    assert_eq!(api.names(), ["ferry-data-m-r2"]);
+}
+
+/// A 409 for an object that is not this round's snapshot (no Ferry labels, here: a state
+/// directory started afresh next to old snapshots would meet its own old names the same way,
+/// with another root hash) is not adopted: the snapshot fails, named, and the object is left
+/// alone.
+#[test]
+fn csi_a_name_taken_by_something_else_is_not_adopted() {
+    let api = StandIn::start(vec![Step::Ready]);
+    let (t, dst) = setup();
+    let t = t.path();
+    api.with(|c| {
+        let body = json!({"metadata": {"name": "ferry-data-m-r1", "labels": {"team": "db"}},
+            "spec": {"source": {"persistentVolumeClaimName": "data"}}});
+        c.objects
+            .insert("ferry-data-m-r1".into(), Object { body, script: vec![Step::Ready], gets: 0 });
+    });
+    let kc = api.kubeconfig(t);
+    let http_addr = free_addr();
+    let srv = serve_csi(t, &kc, &dst, &http_addr, &["--keep-last", "1"]);
+    let out = push(t, &srv);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), log(t));
+    assert!(
+        stdout(&out).contains("snapshot ferry-data-m-r1 (VolumeSnapshot failed: name-taken)"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(log(t).contains("is not this round's snapshot (it lacks the label"), "{}", log(t));
+    std::fs::write(t.join("src/db/b"), b"second").unwrap();
+    let out = push(t, &srv);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), log(t));
+    assert_eq!(api.names(), ["ferry-data-m-r1", "ferry-data-m-r2"]);
+    assert!(api.with(|c| c.deletes.is_empty()), "retention never deletes what is not Ferry's");
+    assert_eq!(api.object("ferry-data-m-r1")["metadata"]["labels"], json!({"team": "db"}));
 }

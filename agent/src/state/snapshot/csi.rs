@@ -167,8 +167,9 @@ pub enum CsiError {
         /// What was last seen.
         last: String,
     },
-    /// It was deleted while Ferry waited for it.
-    #[error("VolumeSnapshot {name} was deleted while Ferry waited for it to be ready")]
+    /// It is gone: deleted while Ferry waited for it, or never created before a restart (and
+    /// too late to create now: the live tree moved on).
+    #[error("VolumeSnapshot {name} is gone (deleted while Ferry waited, or never created before a restart)")]
     Vanished {
         /// The VolumeSnapshot.
         name: String,
