@@ -481,6 +481,30 @@ fn csi_status_error_that_clears_and_one_that_does_not() {
         serde_json::from_slice(&std::fs::read(t.join("state/commits/m/last.json")).unwrap())
             .unwrap();
     assert_eq!(last["round"], 2);
+
+    // Round 3's is bound (cut) in time but not ready by the deadline: failed, yet kept with
+    // its content; round 2's (never bound) is deleted by retention.
+    api.with(|c| c.script = vec![Step::Bound]);
+    std::fs::write(t.join("src/db/c"), b"third").unwrap();
+    let out = push(t, &srv);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), log(t));
+    assert!(stdout(&out).contains("ferry-data-m-r3 (VolumeSnapshot failed: timeout)"));
+    assert_eq!(api.with(|c| c.deletes.clone()), ["ferry-data-m-r2"]);
+    let recs = records(t);
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(recs[1]["volume_snapshot"]["content"], "snapcontent-ferry-data-m-r3");
+    // It becomes ready later; the next round finds it so, before its own.
+    api.with(|c| {
+        c.objects.get_mut("ferry-data-m-r3").unwrap().script = vec![Step::Ready];
+        c.script = vec![Step::Ready];
+    });
+    std::fs::write(t.join("src/db/d"), b"fourth").unwrap();
+    let out = push(t, &srv);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), log(t));
+    let states: Vec<Value> =
+        records(t).iter().map(|r| r["volume_snapshot"]["state"].clone()).collect();
+    assert_eq!(states, [json!("ready"), json!("ready"), json!("ready")]);
+    assert_eq!(api.names(), ["ferry-data-m-r1", "ferry-data-m-r3", "ferry-data-m-r4"]);
 }
 
 /// RBAC refuses: the round is committed, the error is named (forbidden) in the push's
@@ -707,16 +731,18 @@ fn csi_flags_and_missing_configuration_are_refused_at_start_up() {
     assert!(err.contains("no Kubernetes API configuration"), "{err}");
 }
 
-/// A pending snapshot whose tree is gone is never created over newer data: here the server was
-/// killed before its create reached the API server, and a later round (cut too) changed the
-/// live tree (the round-open marker says so). The restarted server only looks the name up,
-/// finds nothing, and reports round 1's snapshot as failed; round 2 gets its own.
+/// A pending snapshot whose tree has changed since is never created over newer data, nor
+/// trusted: here the server was killed while round 1's snapshot was unbound, and a later
+/// round (cut too) changed the live tree (the round-open marker says so). The restarted
+/// server fails round 1's snapshot as interrupted, retention deletes it (it may have been cut
+/// after the change), and round 2 gets its own.
 #[test]
-fn csi_a_pending_snapshot_of_a_tree_that_moved_on_is_not_created() {
+fn csi_a_pending_snapshot_of_a_tree_that_moved_on_is_not_trusted() {
     let (api, t, dst, kc, http_addr) = killed_while_waiting_for_round_1();
     let t = t.path();
     api.with(|c| {
-        c.objects.clear();
+        // Round 1's would now turn out ready, cut who knows when.
+        c.objects.get_mut("ferry-data-m-r1").unwrap().script = vec![Step::Ready];
         c.creates.clear();
         c.script = vec![Step::Bound, Step::Ready];
     });
@@ -727,18 +753,19 @@ fn csi_a_pending_snapshot_of_a_tree_that_moved_on_is_not_created() {
     let out = push(t, &srv);
     assert!(out.status.success(), "{}\n{}", stdout(&out), log(t));
     assert_eq!(api.with(|c| c.creates.clone()), [("ferry-data-m-r2".to_string(), 201)]);
-    // Round 1's snapshot failed for good (counted, logged), and retention dropped its record.
-    assert!(log(t).contains("VolumeSnapshot ferry-data-m-r1 is gone"), "{}", log(t));
+    // Round 1's snapshot failed for good (counted, logged), and retention dropped it.
+    let l = log(t);
+    assert!(l.contains("ferry-data-m-r1: the server stopped before it was known to be cut"), "{l}");
     let m = metrics(&http_addr);
-    assert!(
-        m.contains("ferry_csi_snapshots_total{result=\"failed\",reason=\"vanished\"} 1"),
-        "{m}"
-    );
+    let want = "ferry_csi_snapshots_total{result=\"failed\",reason=\"interrupted\"} 1";
+    assert!(m.contains(want), "{m}");
+    assert_eq!(api.with(|c| c.deletes.clone()), ["ferry-data-m-r1"]);
     let recs = records(t);
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0]["round"], 2);
     assert_eq!(recs[0]["volume_snapshot"]["state"], "ready");
     assert_eq!(api.names(), ["ferry-data-m-r2"]);
+    assert_eq!(status_json(&http_addr)["latestImage"]["name"], "ferry-data-m-r2");
 }
 
 /// A 409 for an object that is not this round's snapshot (no Ferry labels, here: a state

@@ -13,7 +13,10 @@
 //! to the state directory before the create, so a server restarted mid-way finds it again:
 //! at the start of the next pushed round, before anything in the live tree changes, a pending
 //! snapshot of the last committed round is created (or, on a 409, adopted) and awaited; a
-//! pending snapshot of an older tree is only looked up, never created over newer data.
+//! pending snapshot of a tree that has changed since is never created over newer data, nor
+//! trusted if it exists (it may have been cut after the change): it fails as `interrupted`.
+//! One that was bound (cut) in time but not ready by the deadline is kept, and becomes ready
+//! in the records when a later round finds it so.
 //!
 //! A snapshot that fails (RBAC refuses, the API server is away past the deadline, the CSI
 //! driver keeps failing) leaves the round committed: the commit record is durable and the
@@ -166,6 +169,19 @@ pub enum CsiError {
         secs: u64,
         /// What was last seen.
         last: String,
+        /// The VolumeSnapshotContent it was bound to (cut in time, only not ready yet), if
+        /// it was.
+        bound: Option<String>,
+    },
+    /// The server stopped before the snapshot was known to be cut, and the live tree has
+    /// changed since: what it holds cannot be trusted to be its round's tree.
+    #[error(
+        "VolumeSnapshot {name}: the server stopped before it was known to be cut, and the live \
+         tree has changed since; not trusted (retention deletes it)"
+    )]
+    Interrupted {
+        /// The VolumeSnapshot.
+        name: String,
     },
     /// It is gone: deleted while Ferry waited for it, or never created before a restart (and
     /// too late to create now: the live tree moved on).
@@ -183,6 +199,7 @@ impl CsiError {
             CsiError::Api { source, .. } => source.kind(),
             CsiError::NameTaken { .. } => "name-taken",
             CsiError::Timeout { .. } => "timeout",
+            CsiError::Interrupted { .. } => "interrupted",
             CsiError::Vanished { .. } => "vanished",
         }
     }
@@ -299,6 +316,10 @@ impl Csi {
             }
             Err(e) => {
                 v.state = CsiState::Failed;
+                if let CsiError::Timeout { bound: Some(c), .. } = &e {
+                    // Cut in time: kept (and counted) by retention, ready perhaps later.
+                    v.content = c.clone();
+                }
                 v.error = crate::k8s::cut(&e.to_string());
                 v.failure = e.kind().to_string();
                 let note = format!(
@@ -417,12 +438,14 @@ impl Csi {
         deadline: Instant,
     ) -> Result<VolumeSnapshot, CsiError> {
         let mut last;
+        let mut bound = None;
         let mut pause = Pause::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match api.get_snapshot(name, left) {
                 Ok(s) if s.ready && s.bound_content.is_some() => return Ok(s),
                 Ok(s) => {
+                    bound = s.bound_content.clone().or(bound);
                     last = match (&s.error, &s.bound_content) {
                         // The snapshot controller retries; so does Ferry, until the deadline.
                         (Some(e), _) => format!("status.error: {e}"),
@@ -438,7 +461,7 @@ impl Csi {
             }
             if Instant::now() >= deadline {
                 let secs = self.config.timeout.as_secs();
-                return Err(CsiError::Timeout { name: name.into(), secs, last });
+                return Err(CsiError::Timeout { name: name.into(), secs, last, bound });
             }
             pause.sleep(deadline);
         }
@@ -447,51 +470,48 @@ impl Csi {
     /// Settles what an earlier run left pending, before a round changes the live tree.
     /// `unchanged_since` is the last committed round when the live tree is still its tree
     /// (no round changed it since): that round's pending snapshot is taken now, a 409 meaning
-    /// it was created before the restart. Any other pending or failed snapshot is only looked
-    /// up: ready now, or failed for good (retention removes it). Blocking.
+    /// it was created before the restart. Any other pending one fails as interrupted; a
+    /// failed one that was bound in time is looked up, and recorded ready if it is now.
+    /// Blocking.
     pub fn resume(&self, snaps: &Snapshots, unchanged_since: Option<u64>) {
         let Ok(all) = snaps.list() else { return };
         let Ok(api) = self.api() else { return };
         for mut rec in all {
             let Some(v) = rec.volume_snapshot.clone() else { continue };
-            if v.state == CsiState::Ready {
-                continue;
-            }
-            if v.state == CsiState::Pending && unchanged_since == Some(rec.round) {
-                tracing::info!(
-                    "module {:?}: VolumeSnapshot {} of round {} was left pending (a restart): \
-                     taking it now, before the live tree changes",
-                    snaps.module,
-                    v.name,
-                    rec.round
-                );
-                let deadline = Instant::now() + self.config.timeout;
-                let r = self.create_and_wait(&snaps.module, &rec, &v.name, deadline);
-                self.conclude(snaps, &mut rec, r);
-                continue;
-            }
-            let found = match api.get_snapshot(&v.name, Duration::from_secs(10)) {
-                Ok(s) if s.ready && s.bound_content.is_some() => Ok(s),
-                Ok(_) => Err(None),
-                Err(KubeError::NotFound { .. }) if v.state == CsiState::Pending => {
-                    Err(Some(CsiError::Vanished { name: v.name.clone() }))
-                }
-                Err(_) => Err(None),
-            };
-            match found {
-                Ok(s) => {
+            match v.state {
+                CsiState::Ready => {}
+                CsiState::Pending if unchanged_since == Some(rec.round) => {
                     tracing::info!(
-                        "module {:?}: VolumeSnapshot {} is ready now",
+                        "module {:?}: VolumeSnapshot {} of round {} was left pending (a \
+                         restart): taking it now, before the live tree changes",
                         snaps.module,
-                        v.name
+                        v.name,
+                        rec.round
                     );
-                    self.conclude(snaps, &mut rec, Ok(s));
+                    let deadline = Instant::now() + self.config.timeout;
+                    let r = self.create_and_wait(&snaps.module, &rec, &v.name, deadline);
+                    self.conclude(snaps, &mut rec, r);
                 }
-                // Never created before the restart, and too late now (the tree moved on).
-                Err(Some(e)) => {
+                // It may have been cut after the tree moved on: a snapshot labelled round N
+                // holding later data is worse than none (retention deletes it).
+                CsiState::Pending => {
+                    let e = CsiError::Interrupted { name: v.name.clone() };
                     self.conclude(snaps, &mut rec, Err(e));
                 }
-                Err(None) => {}
+                // Cut in time (bound) but not ready by the deadline: ready now?
+                CsiState::Failed if !v.content.is_empty() => {
+                    if let Ok(s) = api.get_snapshot(&v.name, Duration::from_secs(10)) {
+                        if s.ready && s.bound_content.is_some() {
+                            tracing::info!(
+                                "module {:?}: VolumeSnapshot {} is ready now",
+                                snaps.module,
+                                v.name
+                            );
+                            self.conclude(snaps, &mut rec, Ok(s));
+                        }
+                    }
+                }
+                CsiState::Failed => {}
             }
         }
     }
@@ -500,8 +520,12 @@ impl Csi {
     /// dropped. Failures are logged and left for the next round.
     fn retain(&self, snaps: &Snapshots, keep: &Retention, current: &str) {
         let Ok(all) = snaps.list() else { return };
+        // A failure with nothing cut in time holds no round's tree; one bound in time but
+        // not ready by the deadline does, and may become ready (see `resume`).
         let failed = |r: &SnapshotRecord| {
-            r.volume_snapshot.as_ref().is_some_and(|v| v.state == CsiState::Failed)
+            r.volume_snapshot
+                .as_ref()
+                .is_some_and(|v| v.state == CsiState::Failed && v.content.is_empty())
         };
         let counted: Vec<SnapshotRecord> = all.iter().filter(|r| !failed(r)).cloned().collect();
         let kept = keep.keep(&counted);
