@@ -42,6 +42,7 @@ pub(super) fn run(s: Serve) -> anyhow::Result<ExitCode> {
         // No configuration at all is a mistake to refuse now; an API server that is away
         // or refuses is a round's snapshot failure, reported then.
         csi.connect(rt.handle()).context("--snapshot csi")?;
+        csi.check();
         if let (Some(agent), Some(state)) = (cfg.agent.clone(), &cfg.state) {
             // What the records say until a round says more: the newest ready one of any module.
             let newest = cfg

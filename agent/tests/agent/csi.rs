@@ -517,8 +517,10 @@ fn csi_forbidden_then_an_api_server_away_for_a_while() {
     let t = t.path();
     let kc = api.kubeconfig(t);
     let http_addr = free_addr();
-    let srv = serve_csi(t, &kc, &dst, &http_addr, &["--snapshot-timeout", "20s"]);
     api.with(|c| c.forbid = true);
+    let srv = serve_csi(t, &kc, &dst, &http_addr, &["--snapshot-timeout", "20s"]);
+    // Said at start-up already, before any round.
+    assert!(log(t).contains("start-up check (forbidden)"), "{}", log(t));
     let out = push(t, &srv);
     assert!(out.status.success(), "{}\n{}", stdout(&out), log(t));
     assert!(

@@ -239,6 +239,29 @@ impl Csi {
         })
     }
 
+    /// Checks at start-up that the calls can work (lists Ferry's VolumeSnapshots): logs a
+    /// warning naming what is wrong (RBAC, no VolumeSnapshot CRD, an API server away). Never
+    /// fatal: rounds still commit, and each snapshot reports its own failure.
+    pub fn check(&self) {
+        let Ok(api) = self.api() else { return };
+        let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+        match api.list_snapshots(&selector, Duration::from_secs(10)) {
+            Ok(l) => tracing::info!(
+                "--snapshot csi: the API answers ({} VolumeSnapshot(s) of Ferry's in {})",
+                l.len(),
+                api.namespace()
+            ),
+            Err(e @ KubeError::NotFound { .. }) => tracing::warn!(
+                "--snapshot csi: start-up check: {e}: is the VolumeSnapshot CRD \
+                 (snapshot.storage.k8s.io/v1) installed? Snapshots will fail until it is"
+            ),
+            Err(e) => tracing::warn!(
+                "--snapshot csi: start-up check ({}): {e}; snapshots fail until this is fixed",
+                e.kind()
+            ),
+        }
+    }
+
     /// Where each snapshot's outcome goes (status and metrics); set once.
     pub fn on_outcome(&self, f: impl Fn(&CsiOutcome) + Send + Sync + 'static) {
         let _ = self.report.set(Box::new(f));
