@@ -454,7 +454,7 @@ fn csi_status_error_that_clears_and_one_that_does_not() {
         "{}",
         stdout(&out)
     );
-    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(20), "{took:?}");
+    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(60), "{took:?}");
     let recs = records(t);
     assert_eq!(recs.len(), 2);
     assert_eq!(recs[1]["volume_snapshot"]["state"], "failed");
