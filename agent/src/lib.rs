@@ -12,6 +12,7 @@
 //!    │      └──▶ state/   what a destination keeps between rounds: commit records, journal,
 //!    │                    signature cache, snapshots (kinds, retention, verify, restore),
 //!    │                    promote; ModuleState owns the layout and a round's lifecycle
+//!    │             └──▶ k8s/  the Kubernetes API calls of `--snapshot csi` (VolumeSnapshots, Events)
 //!   round/       RoundOptions (once), the driver of a round's two sessions, `ferry sync`
 //!    │
 //!   fs/          beneath-the-root access, walk, excludes, mmap, the source, the destination
@@ -27,6 +28,7 @@
 
 pub mod cli;
 pub mod fs;
+pub mod k8s;
 pub mod many;
 pub mod net;
 pub mod round;

@@ -28,4 +28,8 @@ fn the_chart_renders_and_validates_against_kubernetes_schemas() {
         text.contains("custom resources validated against deploy/schemas/: ServiceMonitor"),
         "{text}"
     );
+    assert!(
+        text.contains("csi-snapshots.yaml: 1 VolumeSnapshot(s) valid against the CRD's schema"),
+        "the CSI example's VolumeSnapshot is checked against the vendored CRD: {text}"
+    );
 }

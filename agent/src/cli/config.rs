@@ -103,6 +103,9 @@ pub fn snapshotter(kind: SnapshotKind, command: Option<&str>) -> Result<Snapshot
         (SnapshotKind::Command, None) => {
             Err(Usage("--snapshot command needs --snapshot-command CMD".into()))
         }
+        (SnapshotKind::Csi, None) => {
+            Err(Usage("--snapshot csi needs --snapshot-class NAME and --pvc NAME".into()))
+        }
         (_, Some(_)) => Err(Usage("--snapshot-command goes with --snapshot command".into())),
     }
 }
@@ -113,7 +116,22 @@ impl StateFlags {
     /// # Errors
     /// [`Usage`] for inconsistent snapshot flags.
     pub fn state(&self) -> Result<Option<StateConfig>, Usage> {
-        let snapshotter = snapshotter(self.snapshot, self.snapshot_command.as_deref())?;
+        let snapshotter = match self.snapshot {
+            SnapshotKind::Csi => csi(self)?,
+            kind => {
+                if self.snapshot_class.is_some() || self.pvc.is_some() || self.namespace.is_some() {
+                    return Err(Usage(
+                        "--snapshot-class, --pvc and --namespace go with --snapshot csi".into(),
+                    ));
+                }
+                snapshotter(kind, self.snapshot_command.as_deref())?
+            }
+        };
+        if matches!(snapshotter, Snapshotter::Csi(_)) && self.state_dir.is_none() {
+            return Err(Usage(
+                "--snapshot csi needs --state-dir DIR (its records live there)".into(),
+            ));
+        }
         let retention =
             Retention { last: self.keep_last, hourly: self.keep_hourly, daily: self.keep_daily };
         Ok(self.state_dir.clone().map(|dir| StateConfig {
@@ -123,6 +141,45 @@ impl StateFlags {
             signature_cache: !self.no_signature_cache,
         }))
     }
+}
+
+/// `--snapshot csi` with its class, PVC, namespace and timeout, each name checked against
+/// the Kubernetes grammar (a bad one is refused at start-up, not at the first round).
+fn csi(f: &StateFlags) -> Result<Snapshotter, Usage> {
+    use crate::k8s::{dns1123_label, dns1123_subdomain};
+    if f.snapshot_command.is_some() {
+        return Err(Usage("--snapshot-command goes with --snapshot command".into()));
+    }
+    let (Some(class), Some(pvc)) = (&f.snapshot_class, &f.pvc) else {
+        return Err(Usage("--snapshot csi needs --snapshot-class NAME and --pvc NAME".into()));
+    };
+    for (flag, v) in [("--snapshot-class", class), ("--pvc", pvc)] {
+        if !dns1123_subdomain(v) {
+            return Err(Usage(format!(
+                "{flag} {v:?}: not a Kubernetes object name (lower-case letters, digits, '-' \
+                 and '.', starting and ending with a letter or digit, at most 253)"
+            )));
+        }
+    }
+    if let Some(ns) = &f.namespace {
+        if !dns1123_label(ns) {
+            return Err(Usage(format!(
+                "--namespace {ns:?}: not a namespace name (lower-case letters, digits and '-', \
+                 at most 63)"
+            )));
+        }
+    }
+    if f.snapshot_timeout.is_zero() {
+        return Err(Usage("--snapshot-timeout must be more than 0".into()));
+    }
+    Ok(Snapshotter::Csi(crate::state::snapshot::csi::Csi::new(
+        crate::state::snapshot::csi::CsiConfig {
+            class: class.clone(),
+            pvc: pvc.clone(),
+            namespace: f.namespace.clone(),
+            timeout: f.snapshot_timeout,
+        },
+    )))
 }
 
 impl SourceImageFlags {

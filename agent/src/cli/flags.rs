@@ -275,13 +275,28 @@ pub struct StateFlags {
     pub keep_daily: usize,
     /// How snapshots are taken: hardlink (any filesystem; metadata cost only), reflink
     /// (FICLONE copies; btrfs, XFS with reflink=1), btrfs (a read-only snapshot of the module,
-    /// which must be a subvolume) or command (--snapshot-command).
+    /// which must be a subvolume), command (--snapshot-command) or csi (`ferry serve` only: a
+    /// Kubernetes VolumeSnapshot of --pvc, of --snapshot-class).
     #[arg(long, value_enum, default_value_t = SnapshotKind::Hardlink, value_name = "KIND")]
     pub snapshot: SnapshotKind,
     /// With --snapshot command: run CMD with sh -c after each commit, with FERRY_ROUND,
     /// FERRY_ROOT (the module's directory), FERRY_SNAPSHOT_NAME and FERRY_ROOT_HASH set.
     #[arg(long, value_name = "CMD")]
     pub snapshot_command: Option<String>,
+    /// With --snapshot csi: the VolumeSnapshotClass of the snapshots.
+    #[arg(long, value_name = "NAME")]
+    pub snapshot_class: Option<String>,
+    /// With --snapshot csi: the PersistentVolumeClaim holding the module(s).
+    #[arg(long, value_name = "NAME")]
+    pub pvc: Option<String>,
+    /// With --snapshot csi: the namespace of the PVC and its snapshots (default:
+    /// POD_NAMESPACE, else the service account's namespace, else the kubeconfig context's).
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// With --snapshot csi: how long a VolumeSnapshot may take to be bound and ready to use
+    /// (status.error counts as transient until then), e.g. 90s, 5m.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub snapshot_timeout: std::time::Duration,
     /// Do not keep rsync signatures of large files in the state directory between rounds
     /// (then every changed file's basis is read and signed again; see README).
     #[arg(long)]
@@ -362,6 +377,8 @@ pub enum SnapshotKind {
     Btrfs,
     /// The user's command (--snapshot-command).
     Command,
+    /// A Kubernetes VolumeSnapshot of --pvc, through the API.
+    Csi,
 }
 
 /// `--source-snapshot KIND`.

@@ -97,6 +97,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull { url, dst, many, net, round, when, state } => {
             let direction = crate::net::Direction::Pull;
             let state = state.state()?;
+            if let Some(crate::state::snapshot::Snapshotter::Csi(_)) =
+                state.as_ref().map(|s| &s.snapshotter)
+            {
+                // The CSI snapshotter needs the API client `ferry serve` connects at start-up.
+                return Err(exit::Usage(
+                    "--snapshot csi is for ferry serve; a pulling destination takes the other kinds"
+                        .into(),
+                )
+                .into());
+            }
             match many.job(dst, Some(url), &when, &net)? {
                 config::Job::One { local, url } => {
                     if state.is_some() {

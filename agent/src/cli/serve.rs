@@ -10,6 +10,8 @@ use super::config::Serve;
 use super::exit::Usage;
 use crate::net::credentials::IdentityDir;
 use crate::net::{serve_link, serve_watching, BusyHandle, RemoteError};
+use crate::state::snapshot::csi::Csi;
+use crate::state::snapshot::Snapshotter;
 use crate::state::ModuleState;
 use crate::unattended::status::Agent;
 
@@ -36,6 +38,26 @@ pub(super) fn run(s: Serve) -> anyhow::Result<ExitCode> {
         let http = crate::unattended::http::HttpConfig { token: None, limits: s.http_limits };
         super::serve_status(&rt, addr, &agent, http)?;
         cfg.agent = Some(agent);
+    }
+    if let Some(Snapshotter::Csi(csi)) = cfg.state.as_ref().map(|s| &s.snapshotter) {
+        // No configuration at all is a mistake to refuse now; an API server that is away
+        // or refuses is a round's snapshot failure, reported then.
+        csi.connect(rt.handle()).context("--snapshot csi")?;
+        csi.check();
+        if let (Some(agent), Some(state)) = (cfg.agent.clone(), &cfg.state) {
+            // What the records say until a round says more: the newest ready one of any module.
+            let newest = cfg
+                .modules
+                .iter()
+                .filter_map(|m| {
+                    Csi::latest_ready(&ModuleState::new(&state.dir, &m.name).snapshots())
+                })
+                .max();
+            if let Some((_, name)) = newest {
+                agent.latest_image(&name);
+            }
+            csi.on_outcome(move |o| agent.csi_snapshot(o));
+        }
     }
     if s.stdio {
         let link = Link::from_streams(

@@ -209,6 +209,12 @@ fn list(state_dir: &Path, module: &str, json: bool) -> anyhow::Result<ExitCode> 
                 "{:<24} {:>6} {:>10} {:>12}  {:<20}  {}",
                 r.id, r.round, r.entries, r.bytes, when, root
             );
+            if let Some(v) = &r.volume_snapshot {
+                let state = serde_json::to_value(v.state).unwrap_or_default();
+                let state = state.as_str().unwrap_or("?");
+                let why = if v.error.is_empty() { String::new() } else { format!(": {}", v.error) };
+                println!("  csi: VolumeSnapshot {}/{} {state}{why}", v.namespace, v.name);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

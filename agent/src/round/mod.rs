@@ -128,11 +128,14 @@ pub struct Report {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum CommitReport {
-    /// The commit record is durable and the snapshot exists.
+    /// The commit record is durable and the snapshot exists (with `--snapshot csi`, the
+    /// commit record is durable and `snapshot` says how the VolumeSnapshot went).
     Recorded {
         /// The round's number in the module.
         round: u64,
-        /// The snapshot's id (for `ferry snapshots restore`).
+        /// The snapshot's id (for `ferry snapshots restore`); with `--snapshot csi` the
+        /// VolumeSnapshot's name, followed by ` (VolumeSnapshot failed: REASON)` when it
+        /// failed (the round is committed all the same).
         snapshot: String,
         /// The committed tree's root hash, hex.
         root_hash: String,

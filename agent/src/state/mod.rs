@@ -210,6 +210,20 @@ impl ModuleState {
         }))
     }
 
+    /// Whether a round or a promote may have changed the live tree since the last snapshot
+    /// (the marker [`ModuleState::open_round`] sets).
+    ///
+    /// # Errors
+    /// I/O errors other than its absence.
+    pub fn round_is_open(&self) -> io::Result<bool> {
+        let marker = self.dir.join("commits").join(&self.module).join(ROUND_OPEN);
+        match rfs::statat(rfs::CWD, &marker, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => Ok(true),
+            Err(rustix::io::Errno::NOENT) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Clears what [`ModuleState::open_round`] set: the newest snapshot is the live tree.
     fn close_round(&self) {
         let dir = self.dir.join("commits").join(&self.module);
@@ -289,6 +303,14 @@ impl ModuleState {
         // is built from what the round changed.
         dest.record_hashes();
         dest.record_changes();
+        if let (Snapshotter::Csi(csi), false) = (&cfg.snapshotter, dry_run) {
+            // Before this round changes anything: what an earlier run left pending.
+            let unchanged = match self.round_is_open() {
+                Ok(false) => self.commits().last().map(|c| c.round),
+                _ => None,
+            };
+            csi.resume(&self.snapshots(), unchanged);
+        }
         let untrusted = if dry_run {
             None
         } else {
@@ -438,7 +460,7 @@ impl RoundEnd {
         match (&self.committed, &self.snapshot_error) {
             (Some((c, s)), _) => Commit::Recorded {
                 round: c.round,
-                snapshot: s.id.clone(),
+                snapshot: s.commit_name(),
                 root_hash: c.root_hash.clone(),
             },
             (None, Some(e)) => Commit::failed(e),
@@ -481,15 +503,27 @@ impl StateRound {
             let fresh = self.dest.take_hashes();
             let changes = self.change_set();
             let how = &self.cfg.snapshotter;
+            let keep = &self.cfg.retention;
             let taken = self.state.open_snapshots(&self.module_path, how).and_then(|s| {
                 let commits = self.state.commits();
-                let keep = &self.cfg.retention;
-                s.take(&self.module_path, stats, keep, &commits, &fresh, changes, how)
+                let t = s.take(&self.module_path, stats, keep, &commits, &fresh, changes, how);
+                t.map(|c| (s, c))
             });
             match taken {
-                Ok(c) => {
-                    end.committed = Some(c);
+                Ok((snaps, (commit, rec))) => {
                     self.state.close_round();
+                    // The live tree is the committed round's and recorded so (the marker is
+                    // cleared): now the VolumeSnapshot, whose failure leaves the round
+                    // committed.
+                    let rec = match how {
+                        Snapshotter::Csi(csi) => {
+                            let (rec, err) = csi.finish(&snaps, &self.module_path, rec, keep);
+                            end.snapshot_error = err.map(|e| e.to_string());
+                            rec
+                        }
+                        _ => rec,
+                    };
+                    end.committed = Some((commit, rec));
                 }
                 Err(e) => end.snapshot_error = Some(e.to_string()),
             }

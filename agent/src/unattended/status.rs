@@ -88,6 +88,14 @@ pub struct Status {
     /// The newest snapshot (destination side, with `--state-dir`).
     #[serde(default)]
     pub latest_snapshot: Option<String>,
+    /// The newest ready VolumeSnapshot (destination side, `--snapshot csi`), as VolSync
+    /// reports it: `{"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
+    /// "name": ...}`.
+    #[serde(default, rename = "latestImage", skip_serializing_if = "Option::is_none")]
+    pub latest_image: Option<LatestImage>,
+    /// Why the last CSI snapshot failed (`--snapshot csi`); cleared by one that succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_snapshot_error: Option<String>,
     /// What the destination recorded of the last successful round: of a push, what the
     /// server recorded; of a pull with `--state-dir`, what this side did. Round, snapshot id
     /// and root hash once it is durable there.
@@ -96,6 +104,18 @@ pub struct Status {
     /// The round in progress, if any.
     #[serde(default)]
     pub current: Option<CurrentRound>,
+}
+
+/// A reference to a VolumeSnapshot (a Kubernetes `TypedLocalObjectReference`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LatestImage {
+    /// `snapshot.storage.k8s.io`.
+    pub api_group: String,
+    /// `VolumeSnapshot`.
+    pub kind: String,
+    /// Its name.
+    pub name: String,
 }
 
 impl Status {
@@ -175,6 +195,7 @@ struct Metrics {
     sigcache: Family<Labels, Counter>,
     sigcache_bytes: Counter,
     identity_reloads: Family<Labels, Counter>,
+    csi: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -234,7 +255,14 @@ impl Metrics {
             "Changed --identity files: taken into use (ok) or refused, the previous kept (rejected)",
             identity_reloads.clone(),
         );
+        let csi = Family::<Labels, Counter>::default();
+        registry.register(
+            "csi_snapshots",
+            "CSI VolumeSnapshots after committed rounds, by result (ready, failed) and reason",
+            csi.clone(),
+        );
         Metrics {
+            csi,
             registry,
             rounds,
             bytes,
@@ -393,6 +421,42 @@ impl Agent {
     /// Records the newest snapshot.
     pub fn snapshot_taken(&self, id: &str) {
         lock(&self.status).latest_snapshot = Some(id.to_string());
+    }
+
+    /// Records how a CSI snapshot went: the newest ready one becomes `latestImage`; a
+    /// failure is kept in `last_snapshot_error` until one succeeds; both are counted.
+    pub fn csi_snapshot(&self, o: &crate::state::snapshot::csi::CsiOutcome) {
+        let labels = match &o.error {
+            None => Metrics::label("result", "ready"),
+            Some(_) => vec![
+                ("result".to_string(), "failed".to_string()),
+                ("reason".to_string(), o.failure.to_string()),
+            ],
+        };
+        self.metrics.csi.get_or_create(&labels).inc();
+        let mut s = lock(&self.status);
+        match &o.error {
+            None => {
+                s.latest_image = Some(LatestImage {
+                    api_group: crate::k8s::SNAPSHOT_GROUP.into(),
+                    kind: "VolumeSnapshot".into(),
+                    name: o.name.clone(),
+                });
+                s.last_snapshot_error = None;
+            }
+            Some(e) => {
+                s.last_snapshot_error = Some(format!("module {:?}: {e}", o.module));
+            }
+        }
+    }
+
+    /// Sets `latestImage` to the VolumeSnapshot `name` (what the records say at start-up).
+    pub fn latest_image(&self, name: &str) {
+        lock(&self.status).latest_image = Some(LatestImage {
+            api_group: crate::k8s::SNAPSHOT_GROUP.into(),
+            kind: "VolumeSnapshot".into(),
+            name: name.to_string(),
+        });
     }
 
     /// The metrics in Prometheus text format.

@@ -51,6 +51,8 @@ mod httpsafe;
 mod statesafe;
 // Source read errors make a partial round (no deletes, exit 23); deep trees with few fds.
 mod partial;
+// --snapshot csi against an in-process stand-in of the Kubernetes API server.
+mod csi;
 // Many volumes as one job: --list, --jobs, --modules-from, --modules-dir.
 mod many;
 // `ferry pull --state-dir`: a pulling destination keeps what a served one keeps.

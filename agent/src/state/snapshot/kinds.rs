@@ -28,6 +28,9 @@ pub enum Snapshotter {
     /// A command of the user's (for storage with its own snapshot tool), run with `sh -c` and
     /// `FERRY_ROUND`, `FERRY_ROOT`, `FERRY_SNAPSHOT_NAME`, `FERRY_ROOT_HASH` in its environment.
     Command(String),
+    /// A Kubernetes VolumeSnapshot of the PersistentVolumeClaim holding the module, through
+    /// the API (`csi.rs`).
+    Csi(std::sync::Arc<super::csi::Csi>),
 }
 
 impl Snapshotter {
@@ -39,6 +42,7 @@ impl Snapshotter {
             Snapshotter::HardlinkTree => "hardlink",
             Snapshotter::Btrfs => "btrfs",
             Snapshotter::Command(_) => "command",
+            Snapshotter::Csi(_) => "csi",
         }
     }
 }

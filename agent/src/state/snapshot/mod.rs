@@ -1,6 +1,6 @@
 //! Snapshots of a destination after each committed round: a complete point-in-time copy to
 //! fail over to. Kinds (`--snapshot`) are in `kinds.rs`: hardlink and reflink trees built here,
-//! btrfs subvolume snapshots, or the user's command.
+//! btrfs subvolume snapshots, the user's command, or Kubernetes VolumeSnapshots (`csi.rs`).
 //!
 //! The `hardlink` snapshotter makes a tree of hard links on the same filesystem as the module:
 //! directories are recreated (with their metadata), files are linked (metadata cost only),
@@ -14,6 +14,7 @@
 //!   STATE/snapshots/MODULE/000001-20261121T015300Z.json  its record (round, time, stats)
 //! ```
 
+pub mod csi;
 mod kinds;
 mod retention;
 mod stored;
@@ -56,15 +57,36 @@ pub struct SnapshotRecord {
     /// Root hash of the tree (see [`crate::state::commit`]); empty in records older than it.
     #[serde(default)]
     pub root_hash: String,
-    /// How it was taken (`hardlink`, `reflink`, `btrfs`, `command`); empty means hardlink.
+    /// How it was taken (`hardlink`, `reflink`, `btrfs`, `command`, `csi`); empty means
+    /// hardlink.
     #[serde(default)]
     pub kind: String,
+    /// With kind `csi`: the VolumeSnapshot, and where it stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshot: Option<csi::VolumeSnapshotRef>,
 }
 
 impl SnapshotRecord {
-    /// Whether the snapshot is a directory Ferry can read (all kinds but `command`).
+    /// Whether the snapshot is a directory Ferry can read (all kinds but `command` and
+    /// `csi`).
     pub fn has_tree(&self) -> bool {
-        self.kind != "command"
+        self.kind != "command" && self.kind != "csi"
+    }
+
+    /// What the source is told of the snapshot in the commit result: its id; for a CSI
+    /// snapshot the VolumeSnapshot's name, and how it failed if it did (the round is
+    /// committed either way).
+    pub fn commit_name(&self) -> String {
+        match &self.volume_snapshot {
+            None => self.id.clone(),
+            Some(v) if v.state == csi::CsiState::Ready => v.name.clone(),
+            Some(v) => {
+                let how = if v.failure.is_empty() { "pending" } else { v.failure.as_str() };
+                let mut s = format!("{} (VolumeSnapshot failed: {how})", v.name);
+                s.truncate(ferry_core::message::MAX_COMMIT_FIELD);
+                s
+            }
+        }
     }
 }
 
@@ -355,8 +377,8 @@ impl Snapshots {
             // (Hardlink and Reflink went to the store above.)
             Snapshotter::HardlinkTree | Snapshotter::Hardlink => Some((tmp.as_path(), false)),
             Snapshotter::Reflink => Some((tmp.as_path(), true)),
-            // Taken after the commit record, by btrfs or the user's command.
-            Snapshotter::Btrfs | Snapshotter::Command(_) => None,
+            // Taken after the commit record, by btrfs, the user's command or the API.
+            Snapshotter::Btrfs | Snapshotter::Command(_) | Snapshotter::Csi(_) => None,
         };
         let mut visit = |root: &Root, l: &LocalEntry| hasher.visit(root, l, &cache, &mut kept);
         let (entries, bytes) = walk_tree(module_path, build, Some(&mut visit)).map_err(io_err(
@@ -395,6 +417,7 @@ impl Snapshots {
             stats: *stats,
             root_hash,
             kind: how.name().to_string(),
+            volume_snapshot: None,
         };
         let json = self.dir.join(format!("{id}.json"));
         let write_record = || {
@@ -442,6 +465,15 @@ impl Snapshots {
                     Ok(st) => return Err(SnapshotError::Command(format!("{cmd:?}: {st}"))),
                     Err(e) => return Err(SnapshotError::Command(format!("{cmd:?}: {e}"))),
                 }
+            }
+            Snapshotter::Csi(c) => {
+                // Named and recorded before it is created, so a restart finds it; the caller
+                // creates it ([`csi::Csi::finish`]) and applies retention.
+                let mut rec = rec;
+                rec.volume_snapshot = Some(c.pending(&self.module, round));
+                write_atomic(&json, &serde_json::to_vec_pretty(&rec).unwrap_or_default())
+                    .map_err(io_err(format!("writing {}", json.display())))?;
+                return Ok((commit, rec));
             }
         }
         let all = self.list()?;
@@ -572,6 +604,7 @@ mod tests {
             stats: Stats::default(),
             root_hash: String::new(),
             kind: String::new(),
+            volume_snapshot: None,
         }
     }
 

@@ -44,6 +44,7 @@ impl SnapshotRecord {
             stats: r.stats,
             root_hash: r.root_hash,
             kind: RECORD_KIND.to_string(),
+            volume_snapshot: None,
         }
     }
 }

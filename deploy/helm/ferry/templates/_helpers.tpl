@@ -99,10 +99,11 @@ ownerReferences:
 {{- toYaml (mergeOverwrite $base .Values.containerSecurityContext) -}}
 {{- end -}}
 
-{{/* Pod-level placement and metadata shared by every pod. */}}
+{{/* Pod-level placement and metadata shared by every pod. The service account token is
+mounted only for a pod that calls the API (`apiToken`: the destination with snapshot: csi). */}}
 {{- define "ferry.podSpecCommon" -}}
 serviceAccountName: {{ include "ferry.serviceAccountName" . }}
-automountServiceAccountToken: false
+automountServiceAccountToken: {{ .apiToken | default false }}
 {{- with .Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
