@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!   cli/         flags → validated config → commands; exit codes; what a person sees
+//!    │      └──▶ k8s/     the Helm chart built in, rendered by a Go-template engine
 //!    │
 //!   unattended/  schedule, retries, hooks, status file, HTTP (push/pull and serve)
 //!    │
@@ -27,6 +28,7 @@
 
 pub mod cli;
 pub mod fs;
+pub mod k8s;
 pub mod many;
 pub mod net;
 pub mod round;
