@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value as Json};
 
 use super::exit::Usage;
 use super::flags::{K8sRole, RenderFlags};
-use crate::k8s::{self, values, Chart, Release};
+use crate::k8s::{self, values, Chart, Release, RenderError};
 
 /// Renders the built-in chart with the flags' values and prints the YAML stream.
 pub(crate) fn render(f: &RenderFlags) -> anyhow::Result<ExitCode> {
@@ -37,12 +37,12 @@ fn user_values(f: &RenderFlags) -> anyhow::Result<Map<String, Json>> {
                 Usage(format!("{what}: larger than {} bytes", values::MAX_VALUES_FILE)).into()
             );
         }
-        values::merge(&mut user, values::parse_yaml(&what, &text)?);
+        values::merge(&mut user, values::parse_yaml(&what, &text).map_err(RenderError::from)?);
     }
     let pair = pair_values(f, &user)?;
     values::merge(&mut user, pair);
     for s in &f.set {
-        values::apply_set(&mut user, s)?;
+        values::apply_set(&mut user, s).map_err(RenderError::from)?;
     }
     Ok(user)
 }
