@@ -712,6 +712,10 @@ pub struct RenderFlags {
     /// certificate (source.destination.host / .basePort).
     #[arg(long, value_name = "HOST[:PORT]")]
     pub destination: Option<String>,
+    /// Render the chart in DIR instead of the one built in (a changed copy, a newer
+    /// version). Symlinks in it are refused, not followed.
+    #[arg(long, value_name = "DIR")]
+    pub chart: Option<PathBuf>,
 }
 
 /// A side of the pair, for `ferry k8s render --role`.

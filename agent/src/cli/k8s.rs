@@ -12,7 +12,10 @@ use crate::k8s::{self, values, Chart, Release, RenderError};
 
 /// Renders the built-in chart with the flags' values and prints the YAML stream.
 pub(crate) fn render(f: &RenderFlags) -> anyhow::Result<ExitCode> {
-    let chart = Chart::embedded()?;
+    let chart = match &f.chart {
+        Some(dir) => Chart::from_dir(dir)?,
+        None => Chart::embedded()?,
+    };
     let user = user_values(f)?;
     let release = Release::new(&f.release, &f.namespace)?;
     let manifests = chart.render(&user, &release)?;

@@ -166,6 +166,31 @@ impl Chart {
         Ok(Chart { files, meta })
     }
 
+    /// A chart from a directory (`ferry k8s render --chart DIR`): every file beneath it but
+    /// hidden ones, read without following a symlink (one is an error, naming it).
+    ///
+    /// # Errors
+    /// [`RenderError::Chart`] for what cannot be read, a symlink, or a chart past
+    /// [`MAX_CHART_FILES`] files or [`MAX_CHART_BYTES`] bytes.
+    pub fn from_dir(path: &std::path::Path) -> Result<Chart, RenderError> {
+        let err = |file: String, m: String| RenderError::Chart { file, message: m };
+        let root = crate::fs::Root::open(path)
+            .map_err(|e| err(path.display().to_string(), e.to_string()))?;
+        let mut files = Vec::new();
+        let mut budget = MAX_CHART_BYTES;
+        let top = rustix::fs::openat(
+            root.fd(),
+            ".",
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| err(path.display().to_string(), e.to_string()))?;
+        read_tree(&top, "", 0, &mut files, &mut budget)?;
+        Self::from_files(files)
+    }
+
     /// The chart's name.
     pub fn name(&self) -> &str {
         self.meta.get("name").and_then(Json::as_str).unwrap_or("chart")
@@ -298,6 +323,75 @@ impl Chart {
             ),
         ])))
     }
+}
+
+/// The most files [`Chart::from_dir`] reads.
+pub const MAX_CHART_FILES: usize = 1000;
+/// The most bytes [`Chart::from_dir`] reads, all files together.
+pub const MAX_CHART_BYTES: u64 = 16 << 20;
+
+fn read_tree(
+    dir: &std::os::fd::OwnedFd,
+    rel: &str,
+    depth: usize,
+    out: &mut Vec<(String, String)>,
+    budget: &mut u64,
+) -> Result<(), RenderError> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    use std::io::Read as _;
+    let err = |file: &str, m: String| RenderError::Chart { file: file.to_owned(), message: m };
+    if depth > 16 {
+        return Err(err(rel, "directories nest too deep".into()));
+    }
+    let names = crate::fs::list_dir(dir).map_err(|e| err(rel, e.to_string()))?;
+    for name in names {
+        let Ok(name) = String::from_utf8(name) else { continue };
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+        let fd = rustix::fs::openat(
+            dir,
+            name.as_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            let why = if e == rustix::io::Errno::LOOP {
+                "a symlink, not followed".to_owned()
+            } else {
+                e.to_string()
+            };
+            err(&path, why)
+        })?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| err(&path, e.to_string()))?;
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => read_tree(&fd, &path, depth + 1, out, budget)?,
+            FileType::RegularFile => {
+                if out.len() >= MAX_CHART_FILES {
+                    return Err(err(
+                        &path,
+                        format!("the chart has more than {MAX_CHART_FILES} files"),
+                    ));
+                }
+                let mut text = String::new();
+                std::fs::File::from(fd)
+                    .take(*budget + 1)
+                    .read_to_string(&mut text)
+                    .map_err(|e| err(&path, e.to_string()))?;
+                if text.len() as u64 > *budget {
+                    return Err(err(
+                        &path,
+                        format!("the chart is larger than {MAX_CHART_BYTES} bytes"),
+                    ));
+                }
+                *budget -= text.len() as u64;
+                out.push((path, text));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Checks `source.schedule` (when the source side runs as a CronJob) the way the CronJob

@@ -165,3 +165,24 @@ fn a_chart_with_a_broken_template_says_where() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn a_chart_directory_is_read_without_following_symlinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("templates")).unwrap();
+    std::fs::write(root.join("Chart.yaml"), "name: c\nversion: 1.0.0").unwrap();
+    std::fs::write(root.join("values.yaml"), "n: x").unwrap();
+    std::fs::write(root.join("templates/a.yaml"), "kind: A\nmetadata:\n  name: {{ .Values.n }}")
+        .unwrap();
+    std::fs::write(root.join(".helmignore"), "ignored").unwrap();
+    let ms = Chart::from_dir(root).unwrap().render(&Map::new(), &release()).unwrap();
+    assert_eq!((ms[0].kind.as_str(), ms[0].name.as_str()), ("A", "x"));
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.yaml"), "kind: Secret\nmetadata:\n  name: s")
+        .unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret.yaml"), root.join("templates/b.yaml"))
+        .unwrap();
+    let e = Chart::from_dir(root).unwrap_err().to_string();
+    assert!(e.contains("templates/b.yaml") && e.contains("symlink"), "{e}");
+}

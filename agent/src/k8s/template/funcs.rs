@@ -115,6 +115,7 @@ const NAMES: &[&str] = &[
     "toYaml",
     "fromYaml",
     "fromYamlArray",
+    "fromJsonArray",
     "toJson",
     "fromJson",
     "toPrettyJson",
@@ -631,10 +632,11 @@ pub(crate) fn call(name: &str, mut a: Vec<Value>) -> Result<Value, String> {
             };
             Value::str(s.unwrap_or_default())
         }
-        "fromYaml" | "fromJson" | "fromYamlArray" => {
+        "fromYaml" | "fromJson" | "fromYamlArray" | "fromJsonArray" => {
             want(1)?;
             let s = string(&a[0]);
-            let parsed: Result<Value, String> = if name == "fromJson" {
+            let array = name.ends_with("Array");
+            let parsed: Result<Value, String> = if name.starts_with("fromJson") {
                 serde_json::from_str::<serde_json::Value>(&s)
                     .map_err(|e| e.to_string())
                     .and_then(|j| Value::from_json(&j).map_err(|e| e.to_string()))
@@ -644,13 +646,13 @@ pub(crate) fn call(name: &str, mut a: Vec<Value>) -> Result<Value, String> {
                     .and_then(|y| Value::from_yaml(&y).map_err(|e| e.to_string()))
             };
             // Helm's fromYaml reports a parse error as the result's "Error" key, not a failure.
-            match (name, parsed) {
-                ("fromYamlArray", Ok(Value::List(l))) => Value::List(l),
-                ("fromYamlArray", Ok(Value::Nil)) => Value::list(Vec::new()),
-                ("fromYamlArray", Ok(v)) => {
+            match (array, parsed) {
+                (true, Ok(Value::List(l))) => Value::List(l),
+                (true, Ok(Value::Nil)) => Value::list(Vec::new()),
+                (true, Ok(v)) => {
                     Value::list(vec![Value::str(format!("not a list: {}", v.type_name()))])
                 }
-                ("fromYamlArray", Err(e)) => Value::list(vec![Value::str(e)]),
+                (true, Err(e)) => Value::list(vec![Value::str(e)]),
                 (_, Ok(Value::Map(m))) => Value::Map(m),
                 (_, Ok(Value::Nil)) => Value::map(BTreeMap::new()),
                 (_, Ok(v)) => error_map(format!("cannot unmarshal {} into a map", v.type_name())),

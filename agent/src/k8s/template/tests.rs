@@ -238,6 +238,10 @@ fn yaml_in_and_out() {
     assert_eq!(render("{{ (\"a: 1\\nb: [x]\" | fromYaml).b }}", "{}"), "[x]");
     assert!(render("{{ (\"a: [\" | fromYaml).Error }}", "{}").contains("while parsing"));
     assert_eq!(render("{{ toJson .m }}", "m: {a: [1, x]}"), "{\"a\":[1,\"x\"]}");
+    assert_eq!(
+        render("{{ fromJsonArray \"[1, 2]\" }}|{{ fromJson \"{\\\"a\\\": 1}\" }}", "{}"),
+        "[1 2]|map[a:1]"
+    );
     // A multi-line string survives toYaml and nindent as YAML.
     let out = render("x:\n  {{- toYaml .m | nindent 2 }}", "m: {s: \"l1\\nl2\"}");
     let back: serde_yaml_ng::Value = serde_yaml_ng::from_str(&out).unwrap();
@@ -393,8 +397,84 @@ fn arb_template() -> impl Strategy<Value = String> {
     prop::collection::vec(piece, 0..24).prop_map(|v| v.concat())
 }
 
+/// Well-formed templates: nested control structures around expressions that run, so the
+/// evaluator (not only the parser) meets random data.
+fn arb_structured() -> impl Strategy<Value = String> {
+    let expr = prop::sample::select(vec![
+        ".",
+        ".a",
+        ".b.c",
+        "$",
+        "$x",
+        "list 1 . 2",
+        "dict \"a\" . \"b\" $",
+        "until 3",
+        "fromYaml \"a: [1]\"",
+        "toYaml .",
+        "printf \"%v %d %s\" . . .",
+        "default 1 .a",
+        "index . \"a\"",
+        "len .",
+        "merge (dict) . .",
+        "mergeOverwrite (dict \"a\" 1) .",
+        "keys .",
+        "tpl \"{{ . }}\" .",
+        "include \"t\" .",
+        "set $x \"k\" .",
+        "append (list) .",
+        "concat (list 1) (list .)",
+        "toJson .",
+        "quote .",
+        "trunc 3 (toString .)",
+        "add . 1",
+        "eq . 1",
+        "and . $x",
+        "or .a .",
+        "not .",
+        "empty .",
+        "nindent 2 (toYaml .)",
+        "required \"need\" .",
+        "kindOf .",
+        "hasKey . \"a\"",
+        "get . \"a\"",
+        "first .",
+        "rest .",
+    ]);
+    let action = expr.clone().prop_map(|e| format!("{{{{ {e} }}}}"));
+    let assign = expr.clone().prop_map(|e| format!("{{{{- $x = {e} -}}}}"));
+    let leaf = prop_oneof![action, assign, Just("\n  text: ".to_owned())];
+    leaf.prop_recursive(4, 40, 5, move |inner| {
+        let body = prop::collection::vec(inner, 0..5).prop_map(|v| v.concat());
+        (
+            prop::sample::select(vec!["if", "with", "range", "range $i, $v :="]),
+            expr.clone(),
+            body.clone(),
+            body,
+        )
+            .prop_map(|(kw, e, a, b)| {
+                let other = if kw.starts_with("range") {
+                    String::new()
+                } else {
+                    format!("{{{{ else }}}}{b}")
+                };
+                format!("{{{{ {kw} {e} }}}}{a}{other}{{{{ end }}}}")
+            })
+    })
+    .prop_map(|body| format!("{{{{ $x := dict }}}}{body}"))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_well_formed_templates_parse_and_never_panic(src in arb_structured(), data in arb_value()) {
+        let mut t = Templates::new();
+        t.add("t", &src).unwrap();
+        t.add("h", "{{ define \"t\" }}{{ toYaml . }}{{ end }}").unwrap();
+        let data = Value::from_json(&data).unwrap();
+        let limits = Limits { max_steps: 50_000, max_output: 1 << 20, max_depth: 20 };
+        let _ = t.render("t", &data, limits);
+    }
 
     #[test]
     fn random_templates_and_values_never_panic(src in arb_template(), data in arb_value()) {
