@@ -291,6 +291,14 @@ mod tests {
         assert_eq!(Json::Object(coalesce(&d, &u)), json!({"a": {"x": 1, "z": 3}, "l": [9]}));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn random_set_expressions_never_panic(expr in "[a-c.=,\\[\\]{}0-9\\\\]{0,24}") {
+            let mut m = Map::new();
+            let _ = apply_set(&mut m, &expr);
+        }
+    }
+
     #[test]
     fn a_values_file_must_be_a_map() {
         assert!(parse_yaml("f", "- a").is_err());

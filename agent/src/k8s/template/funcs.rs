@@ -610,7 +610,10 @@ pub(crate) fn call(name: &str, mut a: Vec<Value>) -> Result<Value, String> {
                 if std::rc::Rc::ptr_eq(&dst, &src) {
                     continue;
                 }
-                merge_into(&dst, &src.borrow(), name == "mergeOverwrite", 0)?;
+                // A copy of the source's top: the merge may write into a map the source
+                // holds, which must not be borrowed meanwhile.
+                let src = src.borrow().clone();
+                merge_into(&dst, &src, name == "mergeOverwrite", 0)?;
             }
             a.swap_remove(0)
         }

@@ -223,6 +223,11 @@ fn lists_and_dicts() {
         "map[a:2 n:map[x:1 y:3] z:]"
     );
     assert!(error("{{ index .l 5 }}", "l: [1]").contains("index out of range"));
+    // Maps that hold each other merge without tripping over a borrowed map.
+    assert_eq!(
+        render("{{ $b := dict \"x\" (dict \"y\" 1) }}{{ $a := dict \"x\" $b }}{{ $_ := merge $a $b }}{{ $_ := mergeOverwrite $a $b }}{{ $a.x.y }}", "{}"),
+        "1"
+    );
 }
 
 #[test]
