@@ -17,5 +17,6 @@ mod tree_model;
 // delta efficiency.
 mod sync_props;
 
-// The Kubernetes chart's check (deploy/check-k8s) runs in the agent's tests
-// (agent/tests/agent/k8s.rs), which have the `ferry` binary it compares with Helm.
+// The Kubernetes deployment: the Helm chart renders with each example and validates strictly
+// against the official schemas (deploy/check-k8s).
+mod deploy;

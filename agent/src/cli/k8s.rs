@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value as Json};
 
 use super::exit::Usage;
 use super::flags::{K8sRole, RenderFlags};
-use crate::k8s::{self, values, Chart, Release, RenderError};
+use crate::chart::{self, values, Chart, Release, RenderError};
 
 /// Renders the built-in chart with the flags' values and prints the YAML stream.
 pub(crate) fn render(f: &RenderFlags) -> anyhow::Result<ExitCode> {
@@ -20,7 +20,7 @@ pub(crate) fn render(f: &RenderFlags) -> anyhow::Result<ExitCode> {
     let release = Release::new(&f.release, &f.namespace)?;
     let manifests = chart.render(&user, &release)?;
     let mut out = std::io::stdout().lock();
-    out.write_all(k8s::to_stream(&manifests).as_bytes()).context("writing to stdout")?;
+    out.write_all(chart::to_stream(&manifests).as_bytes()).context("writing to stdout")?;
     out.flush().context("writing to stdout")?;
     Ok(ExitCode::SUCCESS)
 }

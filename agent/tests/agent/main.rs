@@ -53,6 +53,6 @@ mod statesafe;
 mod partial;
 // Many volumes as one job: --list, --jobs, --modules-from, --modules-dir.
 mod many;
-// Kubernetes: the Helm chart validates against the official schemas, and `ferry k8s render`
-// prints the same objects as Helm (deploy/check-k8s), with the pair's flags.
-mod k8s;
+// `ferry k8s render`: the same objects and refusals as Helm (deploy/check-render), and the
+// pair's flags.
+mod render;

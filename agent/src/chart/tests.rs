@@ -1,5 +1,5 @@
 //! The built-in chart rendered end to end. That it agrees with Helm object for object is
-//! checked by deploy/check-k8s (agent/tests/agent/k8s.rs runs it).
+//! checked by deploy/check-render (agent/tests/agent/render.rs runs it).
 #![allow(clippy::unwrap_used)]
 
 use serde_json::json;

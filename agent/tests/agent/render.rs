@@ -1,10 +1,7 @@
-//! The Helm chart under deploy/helm/ferry, checked offline by deploy/check-k8s: every example
-//! values file renders (through the Helm SDK of the helm-python-sdk package), every object
-//! validates strictly against the Kubernetes schemas 1.29 to the newest bundled by the
-//! kubernetes-validate package, restricted examples pass the restricted Pod Security
-//! Standard's rules, and bad values are refused at render time. Given this `ferry`, it also
-//! checks that `ferry k8s render` gives the same objects and refusals as Helm. `.ci/run`
-//! installs both packages; without them this test fails, saying what to install.
+//! `ferry k8s render`: deploy/check-render renders every example values file of the chart
+//! with this `ferry` and with the Helm SDK (the helm-python-sdk package, offline) and compares
+//! the objects as data, and checks that bad inputs are refused by both. `.ci/run` installs the
+//! package; without it this test fails, saying what to install.
 //!
 //! Then `ferry k8s render` as a user runs it: the pair's flags, --set, and bad input.
 
@@ -14,20 +11,16 @@ use std::process::{Command, Output};
 use crate::common::{ferry, FERRY};
 
 #[test]
-fn the_chart_validates_and_ferry_k8s_render_agrees_with_helm() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/check-k8s");
+fn ferry_k8s_render_gives_the_same_objects_and_refusals_as_helm() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/check-render");
     let out =
         Command::new("python3").arg(&script).args(["--ferry", FERRY]).output().unwrap_or_else(
             |e| panic!("running {}: {e} (is python3 installed?)", script.display()),
         );
     let text =
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success(),
-        "{text}\n(needs: pip install helm-python-sdk kubernetes-validate pyyaml)"
-    );
-    assert!(text.contains("0 failed"), "{text}");
-    assert!(text.contains("1.29.0"), "validated against 1.29 at least: {text}");
+    assert!(out.status.success(), "{text}\n(needs: pip install helm-python-sdk pyyaml)");
+    assert!(text.contains(" 0 failed"), "{text}");
     let agreed = text
         .lines()
         .find_map(|l| l.strip_prefix("ferry k8s render agreed with Helm on "))
@@ -35,7 +28,7 @@ fn the_chart_validates_and_ferry_k8s_render_agrees_with_helm() {
     let (n, of) = agreed.split_once(" of ").unwrap();
     let of = of.split_whitespace().next().unwrap();
     assert_eq!(n, of, "{text}");
-    assert!(n.parse::<u32>().unwrap() >= 4, "{text}");
+    assert!(n.parse::<u32>().unwrap() >= 8, "every example and bad input: {text}");
 }
 
 fn docs(out: &Output) -> Vec<serde_yaml_ng::Value> {

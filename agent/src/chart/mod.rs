@@ -1,7 +1,7 @@
 //! Kubernetes: `ferry k8s render` prints the manifests the Helm chart (deploy/helm/ferry)
 //! would install, without Helm. The chart's files are embedded at build time and rendered
 //! by a Go-template engine of our own, so there is one source of the manifests: the chart.
-//! CI (deploy/check-k8s) renders every example both ways and compares the objects.
+//! CI (deploy/check-render) renders every example both ways and compares the objects.
 //!
 //! ```text
 //!   values.yaml ─┐
