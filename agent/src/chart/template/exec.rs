@@ -195,32 +195,44 @@ impl<'t> Exec<'t> {
         // The range variables are set per element, not by the pipeline itself.
         let bare = Pipeline { vars: Vec::new(), assign: false, cmds: pipe.cmds.clone() };
         let v = self.pipeline(&bare, dot, f, line)?;
-        let items: Vec<(Value, Value)> = match &v {
-            Value::Nil => Vec::new(),
-            Value::List(l) => {
-                l.iter().enumerate().map(|(i, x)| (Value::Int(i as i64), x.clone())).collect()
-            }
+        // What to visit, element by element: a count is never materialised as a list.
+        enum Items {
+            List(Rc<Vec<Value>>),
+            Map(Vec<(String, Value)>),
+            Count(i64),
+        }
+        let items = match &v {
+            Value::Nil => Items::Count(0),
+            Value::List(l) => Items::List(l.clone()),
             Value::Map(m) => {
-                m.borrow().iter().map(|(k, x)| (Value::str(k.as_str()), x.clone())).collect()
+                Items::Map(m.borrow().iter().map(|(k, x)| (k.clone(), x.clone())).collect())
             }
-            Value::Int(n) if *n >= 0 => {
-                if *n as u64 > self.limits.max_steps {
-                    return Err(TemplateError::Limit {
-                        what: "evaluation steps",
-                        limit: self.limits.max_steps,
-                    });
-                }
-                (0..*n).map(|i| (Value::Int(i), Value::Int(i))).collect()
-            }
+            Value::Int(n) if *n >= 0 => Items::Count(*n),
             other => return Err(err(f, line, format!("range can't iterate over {}", show(other)))),
         };
-        if items.is_empty() {
+        let len = match &items {
+            Items::List(l) => l.len() as u64,
+            Items::Map(m) => m.len() as u64,
+            Items::Count(n) => n.unsigned_abs(),
+        };
+        if len == 0 {
             self.nodes(otherwise, dot, f, out)?;
             return Ok(());
         }
+        let element = |i: u64| -> (Value, Value) {
+            let n = i as usize;
+            match &items {
+                Items::List(l) => (Value::Int(i as i64), l.get(n).cloned().unwrap_or_default()),
+                Items::Map(m) => {
+                    m.get(n).map(|(k, x)| (Value::str(k.as_str()), x.clone())).unwrap_or_default()
+                }
+                Items::Count(_) => (Value::Int(i as i64), Value::Int(i as i64)),
+            }
+        };
         let mark = f.vars.len();
-        for (k, x) in items {
+        for i in 0..len {
             self.step()?;
+            let (k, x) = element(i);
             match pipe.vars.as_slice() {
                 [] => {}
                 [one] => set_var(f, one, x.clone(), pipe.assign, mark),
