@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!   cli/         flags → validated config → commands; exit codes; what a person sees
+//!    │      └──▶ chart/   the Helm chart built in, rendered by a Go-template engine
 //!    │
 //!   unattended/  schedule, retries, hooks, status file, HTTP (push/pull and serve)
 //!    │
@@ -26,6 +27,7 @@
 //! All unsafe code of the workspace is the one audited `mmap` call in [`fs::mmap`].
 #![deny(unsafe_code)]
 
+pub mod chart;
 pub mod cli;
 pub mod fs;
 pub mod k8s;

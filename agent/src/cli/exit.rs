@@ -40,7 +40,9 @@ pub struct Usage(pub String);
 /// usage error has a type of its own, so what is left (writing credentials, reading a
 /// status file, a snapshot's I/O, promote's renames) failed on this machine.
 pub fn classify(e: &anyhow::Error) -> u8 {
-    if e.downcast_ref::<Usage>().is_some() {
+    if e.downcast_ref::<Usage>().is_some()
+        || e.downcast_ref::<crate::chart::RenderError>().is_some()
+    {
         return USAGE;
     }
     let remote = match e.downcast_ref::<AttemptError>() {

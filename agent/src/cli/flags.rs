@@ -156,6 +156,13 @@ pub enum Command {
         #[command(flatten)]
         net: NetFlags,
     },
+    /// Kubernetes: print the manifests of the Helm chart built into this binary, for
+    /// kubectl users who do not run Helm.
+    K8s {
+        /// What to do.
+        #[command(subcommand)]
+        action: K8sAction,
+    },
     /// Show Ferry work with no setup: generate a sample tree, start a destination agent and a
     /// source agent on loopback with fresh credentials, push three rounds (initial,
     /// incremental, unchanged) over QUIC, snapshot after each, and list the snapshots.
@@ -770,4 +777,60 @@ fn parse_secret(s: &str) -> Result<(String, String), String> {
         .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
         .map(|(ns, n)| (ns.to_string(), n.to_string()))
         .ok_or_else(|| format!("{s:?}: expected NAMESPACE/NAME"))
+}
+
+/// `ferry k8s` commands.
+#[derive(Subcommand)]
+pub enum K8sAction {
+    /// Print the manifests the chart (deploy/helm/ferry, built in) installs for these values,
+    /// as `helm template` renders them, for `kubectl apply -f -`. Values merge as in Helm:
+    /// the chart's defaults, then each --values file, then the flags below, then each --set.
+    Render(RenderFlags),
+}
+
+/// `ferry k8s render`.
+#[derive(clap::Args, Debug, Default)]
+pub struct RenderFlags {
+    /// A values file, as `helm template -f FILE` (repeatable; later files win).
+    #[arg(short = 'f', long = "values", value_name = "FILE")]
+    pub values: Vec<PathBuf>,
+    /// A value, as `helm template --set key=value` (repeatable; `a.b=1,c={x,y}`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// The namespace the objects go in.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// The release name, which prefixes the objects' names.
+    #[arg(long, default_value = "ferry")]
+    pub release: String,
+    /// Which side to deploy: destination (`ferry serve`), source (`ferry push`) or both
+    /// (destination.enabled / source.enabled).
+    #[arg(long, value_enum)]
+    pub role: Option<K8sRole>,
+    /// A PVC to replicate, as NAME (module NAME) or MODULE=NAME (repeatable, in the same
+    /// order on both sides; needs --role). Sets destination.modules / source.modules.
+    #[arg(long, value_name = "[MODULE=]PVC", requires = "role")]
+    pub pvc: Vec<String>,
+    /// The source's cron schedule, UTC, five fields (source.schedule).
+    #[arg(long, value_name = "CRON")]
+    pub schedule: Option<String>,
+    /// Where the source pushes: HOST or HOST:PORT, HOST a name in the destination's
+    /// certificate (source.destination.host / .basePort).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub destination: Option<String>,
+    /// Render the chart in DIR instead of the one built in (a changed copy, a newer
+    /// version). Symlinks in it are refused, not followed.
+    #[arg(long, value_name = "DIR")]
+    pub chart: Option<PathBuf>,
+}
+
+/// A side of the pair, for `ferry k8s render --role`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum K8sRole {
+    /// The receiving side: `ferry serve`.
+    Destination,
+    /// The sending side: `ferry push`.
+    Source,
+    /// Both, in one release.
+    Both,
 }

@@ -5,7 +5,8 @@
 //! ```text
 //!   flags.rs ─▶ config.rs ─▶ setup.rs (sync, init, status), serve.rs,
 //!                            replicate.rs (push, pull, bench),
-//!                            snapshots.rs (list, verify, delete, restore, promote), demo.rs
+//!                            snapshots.rs (list, verify, delete, restore, promote), demo.rs,
+//!                            k8s.rs (k8s render)
 //!   exit.rs: error → exit code, explanation, hint        output.rs: progress, summaries
 //! ```
 
@@ -14,6 +15,7 @@ pub mod demo;
 pub mod exit;
 pub mod flags;
 mod ids;
+mod k8s;
 pub mod output;
 mod replicate;
 mod serve;
@@ -60,6 +62,7 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Sync(a) => setup::sync(a),
+        Command::K8s { action: flags::K8sAction::Render(f) } => k8s::render(&f),
         Command::Demo { dir, files, big_mib } => demo::run(&dir, files, big_mib),
         Command::Init(f) => setup::init(&f),
         Command::Status { status_file, json } => setup::status(&status_file, json),

@@ -36,6 +36,9 @@ mod safety;
 mod memory;
 // The `ferry` binary as a user runs it: flags, output, exit codes.
 mod cli;
+// `ferry k8s render`: the same objects and refusals as Helm (deploy/check-render), and the
+// pair's flags.
+mod render;
 // A local user racing the destination's temp names: metadata never follows a swapped symlink.
 mod races;
 // Bind mounts of the same filesystem: --delete and -x stop at them.
