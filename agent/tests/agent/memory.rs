@@ -40,6 +40,48 @@ fn hello() -> Message {
     }
 }
 
+/// What the peer says until it aborts (its reason) or the link ends (`None`), read and
+/// dropped, so only the measured side's holding counts.
+async fn until_abort(mut reader: ferry_transport::net::LinkReader) -> Option<String> {
+    let limits = Limits::default();
+    loop {
+        match read_message(&mut reader, &limits).await {
+            Ok(Some(Message::Abort { reason })) => return Some(reason),
+            Ok(Some(_)) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// 2000 directories with 4 xattrs of 60 KiB each: 480 MiB of metadata a receiver would hold to
+/// the end of the round, 60 per message; stops early when the peer closes.
+async fn send_xattr_heavy_dirs(writer: &mut ferry_transport::net::LinkWriter) {
+    let meta = Meta { mode: 0o755, uid: 0, gid: 0, mtime_ns: 0 };
+    let value = noise(60 << 10, 2);
+    for batch in 0..34 {
+        let dirs: Vec<Entry> = (0..60)
+            .map(|i| Entry {
+                path: ferry_core::RelPath::new(format!("d{batch:02}{i:02}")).unwrap(),
+                kind: EntryKind::Dir,
+                size: 0,
+                meta,
+                xattrs: (0..4)
+                    .map(|k| Xattr {
+                        name: format!("user.x{k}").into_bytes(),
+                        value: value.clone(),
+                    })
+                    .collect(),
+                hash: None,
+            })
+            .collect();
+        if write_message(writer, &Message::Entries(dirs)).await.is_err() {
+            break;
+        }
+    }
+    use tokio::io::AsyncWriteExt;
+    let _ = writer.flush().await;
+}
+
 /// Waits until the server's peak RSS has not grown for a while (or `max` is up).
 fn settled_peak(pid: u32, max: Duration) -> u64 {
     let start = Instant::now();
@@ -126,45 +168,11 @@ fn a_push_of_directories_with_large_xattrs_is_refused_within_the_budget() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (peak, aborted) = rt.block_on(async {
         let l = accepted(&c, &srv, Direction::Push).await;
-        let (mut reader, mut writer) = (l.reader, l.writer);
+        let (reader, mut writer) = (l.reader, l.writer);
         // Read (and keep) what the server says, so only the server's holding is measured.
-        let reading = tokio::spawn(async move {
-            let limits = Limits::default();
-            loop {
-                match ferry_transport::frame::read_message(&mut reader, &limits).await {
-                    Ok(Some(Message::Abort { reason })) => return Some(reason),
-                    Ok(Some(_)) => continue,
-                    _ => return None,
-                }
-            }
-        });
+        let reading = tokio::spawn(until_abort(reader));
         write_message(&mut writer, &hello()).await.unwrap();
-        // 2000 directories with 4 xattrs of 60 KiB each: 480 MiB of metadata the server would
-        // hold to the end of the round, 60 per message.
-        let meta = Meta { mode: 0o755, uid: 0, gid: 0, mtime_ns: 0 };
-        let value = noise(60 << 10, 2);
-        for batch in 0..34 {
-            let dirs: Vec<Entry> = (0..60)
-                .map(|i| Entry {
-                    path: ferry_core::RelPath::new(format!("d{batch:02}{i:02}")).unwrap(),
-                    kind: EntryKind::Dir,
-                    size: 0,
-                    meta,
-                    xattrs: (0..4)
-                        .map(|k| Xattr {
-                            name: format!("user.x{k}").into_bytes(),
-                            value: value.clone(),
-                        })
-                        .collect(),
-                    hash: None,
-                })
-                .collect();
-            if write_message(&mut writer, &Message::Entries(dirs)).await.is_err() {
-                break;
-            }
-        }
-        use tokio::io::AsyncWriteExt;
-        let _ = writer.flush().await;
+        send_xattr_heavy_dirs(&mut writer).await;
         let aborted = tokio::time::timeout(Duration::from_secs(20), reading).await;
         let peak = peak_rss(pid);
         (peak, aborted.ok().and_then(|r| r.ok()).flatten())
@@ -370,41 +378,9 @@ fn a_hostile_server_answering_a_pull_is_held_to_the_budget() {
         let accepted =
             Response::Accepted { version: ferry_core::message::PROTOCOL_VERSION, lanes: 0 };
         write_value(&mut writer, &accepted).await.unwrap();
-        let reading = tokio::spawn(async move {
-            let limits = Limits::default();
-            loop {
-                match read_message(&mut reader, &limits).await {
-                    Ok(Some(Message::Abort { reason })) => return Some(reason),
-                    Ok(Some(_)) => continue,
-                    _ => return None,
-                }
-            }
-        });
+        let reading = tokio::spawn(until_abort(reader));
         write_message(&mut writer, &hello()).await.unwrap();
-        let meta = Meta { mode: 0o755, uid: 0, gid: 0, mtime_ns: 0 };
-        let value = noise(60 << 10, 2);
-        for batch in 0..34 {
-            let dirs: Vec<Entry> = (0..60)
-                .map(|i| Entry {
-                    path: ferry_core::RelPath::new(format!("d{batch:02}{i:02}")).unwrap(),
-                    kind: EntryKind::Dir,
-                    size: 0,
-                    meta,
-                    xattrs: (0..4)
-                        .map(|k| Xattr {
-                            name: format!("user.x{k}").into_bytes(),
-                            value: value.clone(),
-                        })
-                        .collect(),
-                    hash: None,
-                })
-                .collect();
-            if write_message(&mut writer, &Message::Entries(dirs)).await.is_err() {
-                break;
-            }
-        }
-        use tokio::io::AsyncWriteExt;
-        let _ = writer.flush().await;
+        send_xattr_heavy_dirs(&mut writer).await;
         tokio::time::timeout(Duration::from_secs(20), reading)
             .await
             .ok()
