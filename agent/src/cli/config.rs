@@ -223,6 +223,8 @@ pub enum Job {
         jobs: usize,
         /// `--list-check`: print, do not run.
         check: bool,
+        /// `--group`: the modules as one consistency group, checked.
+        group: Option<String>,
     },
 }
 
@@ -281,8 +283,17 @@ impl ListFlags {
         if self.jobs == 0 {
             return Err(Usage("--jobs must be at least 1".into()));
         }
+        if let Some(g) = &self.group {
+            crate::state::group::check_group_name(g).map_err(|e| Usage(format!("--group: {e}")))?;
+        }
         let list = crate::many::read_list(file).map_err(|e| Usage(format!("--list {e}")))?;
-        Ok(Job::Many { server, list, jobs: self.jobs, check: self.list_check })
+        Ok(Job::Many {
+            server,
+            list,
+            jobs: self.jobs,
+            check: self.list_check,
+            group: self.group.clone(),
+        })
     }
 }
 
@@ -420,7 +431,7 @@ mod tests {
         for args in
             [&["push", "--list", f, "ferry://h:9"][..], &["pull", "--list", f, "ferry://h:9/"]]
         {
-            let Ok(Job::Many { server, list, jobs, check: false }) = job(args) else {
+            let Ok(Job::Many { server, list, jobs, check: false, group: None }) = job(args) else {
                 panic!("{args:?}")
             };
             assert_eq!((server.host.as_str(), server.port, server.module.as_str()), ("h", 9, ""));

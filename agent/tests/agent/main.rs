@@ -55,3 +55,5 @@ mod partial;
 mod many;
 // `ferry pull --state-dir`: a pulling destination keeps what a served one keeps.
 mod pullstate;
+// Consistency groups: --group, generations, restore of a generation, kill -9 during them.
+mod groups;
