@@ -1,4 +1,5 @@
-//! `ferry snapshots list|verify|delete|diff|ls`, `ferry restore` and `ferry promote`.
+//! `ferry snapshots list|verify|delete|diff|ls|restore|promote` (the last two, and `list
+//! --group`, act on a consistency group's generation), `ferry restore` and `ferry promote`.
 //!
 //! Snapshots live in the store (`--snapshot hardlink|reflink`, the default) or, for earlier
 //! versions' snapshots and `btrfs`, as directories of their own; every command takes both.
@@ -93,6 +94,19 @@ pub(super) fn run(action: SnapshotAction) -> anyhow::Result<ExitCode> {
         SnapshotAction::Verify { snap, path, json } => verify(&snap, path.as_deref(), json),
         SnapshotAction::Delete(r) => {
             let (snaps, _) = r.find()?;
+            // A generation naming it would no longer restore.
+            if Groups::at(&r.state_dir)
+                .pinned(&r.module)
+                .map_err(group_error)?
+                .contains(&r.snapshot)
+            {
+                anyhow::bail!(Usage(format!(
+                    "snapshot {} of module {:?} is a member of a consistency group's generation \
+                     (see `ferry snapshots list --group`): remove that generation's record \
+                     first",
+                    r.snapshot, r.module
+                )));
+            }
             snaps.delete(&r.snapshot).map_err(|e| match e {
                 SnapshotError::Store(e) => explain(e),
                 e => e.into(),

@@ -177,6 +177,20 @@ fn each_push_of_a_group_records_a_generation_that_restores_both_modules() {
         assert_same_tree(&g.t.path().join("was1").join(m), &r1.join(m));
         assert_same_tree(&g.src(m), &r2.join(m));
     }
+    // A snapshot a generation names cannot be deleted.
+    let (m, snap) = members(&gens[0]).remove(0);
+    let out = ferry(&[
+        "snapshots",
+        "delete",
+        "--state-dir",
+        s(&g.state),
+        "--module",
+        &m,
+        "--snapshot",
+        &snap,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("consistency group"));
     // A generation that does not exist is a usage error.
     let out = ferry(&[
         "snapshots",
