@@ -459,6 +459,27 @@ mod tests {
     }
 
     #[test]
+    fn a_group_takes_a_kubernetes_name_and_needs_a_list() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("list");
+        std::fs::write(&f, "a /x\nb /y\n").unwrap();
+        let f = f.to_str().unwrap();
+        let Ok(Job::Many { group: Some(g), .. }) =
+            job(&["push", "--list", f, "ferry://h:9", "--group", "pg-1"])
+        else {
+            panic!("--group pg-1")
+        };
+        assert_eq!(g, "pg-1");
+        for bad in ["PG", "a/b", "..", "-x", ""] {
+            match job(&["push", "--list", f, "ferry://h:9", "--group", bad]) {
+                Err(Usage(e)) => assert!(e.contains("--group"), "{bad:?}: {e}"),
+                Ok(j) => panic!("{bad:?}: {j:?}"),
+            }
+        }
+        assert!(parse(&["push", "s", "ferry://h/m", "--group", "g"]).is_err(), "needs --list");
+    }
+
+    #[test]
     fn serve_modules_from_clashing_with_module_is_refused() {
         let t = tempfile::tempdir().unwrap();
         let f = t.path().join("list");
