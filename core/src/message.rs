@@ -20,7 +20,9 @@ use crate::stats::Stats;
 /// deletes nothing and is known to be partial on both sides.
 /// 5: `Done` carries the destination's commit result ([`Commit`]): a round ends when it is
 /// recorded, not merely written.
-pub const PROTOCOL_VERSION: u32 = 5;
+/// 6: the agent's handshake may ask a server to record a consistency group's generation
+/// (`Direction::Group`); rounds are as in 5.
+pub const PROTOCOL_VERSION: u32 = 6;
 /// Oldest protocol version this build accepts (4's `Done` has no commit result, so its source
 /// could report a success its destination had not made durable; such a peer is refused at the
 /// handshake with a version error).

@@ -280,6 +280,8 @@ pub enum Job {
         jobs: usize,
         /// `--list-check`: print, do not run.
         check: bool,
+        /// `--group`: the modules as one consistency group, checked.
+        group: Option<String>,
     },
 }
 
@@ -338,8 +340,17 @@ impl ListFlags {
         if self.jobs == 0 {
             return Err(Usage("--jobs must be at least 1".into()));
         }
+        if let Some(g) = &self.group {
+            crate::state::group::check_group_name(g).map_err(|e| Usage(format!("--group: {e}")))?;
+        }
         let list = crate::many::read_list(file).map_err(|e| Usage(format!("--list {e}")))?;
-        Ok(Job::Many { server, list, jobs: self.jobs, check: self.list_check })
+        Ok(Job::Many {
+            server,
+            list,
+            jobs: self.jobs,
+            check: self.list_check,
+            group: self.group.clone(),
+        })
     }
 }
 
@@ -483,7 +494,7 @@ mod tests {
         for args in
             [&["push", "--list", f, "ferry://h:9"][..], &["pull", "--list", f, "ferry://h:9/"]]
         {
-            let Ok(Job::Many { server, list, jobs, check: false }) = job(args) else {
+            let Ok(Job::Many { server, list, jobs, check: false, group: None }) = job(args) else {
                 panic!("{args:?}")
             };
             assert_eq!((server.host.as_str(), server.port, server.module.as_str()), ("h", 9, ""));
@@ -508,6 +519,27 @@ mod tests {
         }
         assert!(parse(&["push", "s", "ferry://h/m", "--list-check"]).is_err(), "needs --list");
         assert!(matches!(job(&["pull", "ferry://h/m", "d"]), Ok(Job::One { .. })));
+    }
+
+    #[test]
+    fn a_group_takes_a_kubernetes_name_and_needs_a_list() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("list");
+        std::fs::write(&f, "a /x\nb /y\n").unwrap();
+        let f = f.to_str().unwrap();
+        let Ok(Job::Many { group: Some(g), .. }) =
+            job(&["push", "--list", f, "ferry://h:9", "--group", "pg-1"])
+        else {
+            panic!("--group pg-1")
+        };
+        assert_eq!(g, "pg-1");
+        for bad in ["PG", "a/b", "..", "-x", ""] {
+            match job(&["push", "--list", f, "ferry://h:9", "--group", bad]) {
+                Err(Usage(e)) => assert!(e.contains("--group"), "{bad:?}: {e}"),
+                Ok(j) => panic!("{bad:?}: {j:?}"),
+            }
+        }
+        assert!(parse(&["push", "s", "ferry://h/m", "--group", "g"]).is_err(), "needs --list");
     }
 
     #[test]

@@ -485,6 +485,25 @@ pub struct SnapshotRef {
 /// `ferry snapshots ...`.
 #[derive(Subcommand)]
 pub enum SnapshotAction {
+    /// Restore every member of a consistency group's generation, each from the snapshot the
+    /// generation names: into DIR/MODULE with --to DIR, else over each module's data directory
+    /// (where `ferry serve` last served it; stop the server first). Every member's snapshot is
+    /// checked to exist before anything is written.
+    Restore {
+        /// The generation.
+        #[command(flatten)]
+        generation: GenerationRef,
+        /// Restore into DIR/MODULE for each member instead of the data directories.
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+    },
+    /// Promote every member of a consistency group's generation (as `ferry promote`, one
+    /// module after the other). Stop `ferry serve` first.
+    Promote {
+        /// The generation.
+        #[command(flatten)]
+        generation: GenerationRef,
+    },
     /// Delete one snapshot (its record first, then what only it held).
     Delete(SnapshotRef),
     /// Re-read every file of one snapshot and check it against what was recorded when its
@@ -535,18 +554,37 @@ pub enum SnapshotAction {
         #[arg(long)]
         json: bool,
     },
-    /// List a module's snapshots, oldest first.
+    /// List a module's snapshots (or with --group, a consistency group's generations),
+    /// oldest first.
     List {
         /// The state directory given to `ferry serve` or `ferry pull`.
         #[arg(long, value_name = "DIR")]
         state_dir: PathBuf,
         /// The module.
-        #[arg(long)]
-        module: String,
+        #[arg(long, required_unless_present = "group", conflicts_with = "group")]
+        module: Option<String>,
+        /// List the generations of this consistency group instead (each names one snapshot
+        /// per member module).
+        #[arg(long, value_name = "NAME")]
+        group: Option<String>,
         /// JSON on stdout.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// One generation of a consistency group.
+#[derive(clap::Args)]
+pub struct GenerationRef {
+    /// The state directory given to `ferry serve`.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// The consistency group.
+    #[arg(long, value_name = "NAME")]
+    pub group: String,
+    /// The generation (see `ferry snapshots list --group`; default: the newest).
+    #[arg(long, value_name = "ID")]
+    pub generation: Option<String>,
 }
 
 /// `ferry sync`.
@@ -666,6 +704,11 @@ pub struct ListFlags {
     /// Modules replicated at a time with --list (each its own connection and round).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_JOBS, requires = "list")]
     pub jobs: usize,
+    /// Push the list's modules as one consistency group NAME (push only): one --pre-round,
+    /// the source images taken together, and one generation recorded on the server only when
+    /// every module's round was recorded (see README, "Consistency groups").
+    #[arg(long, value_name = "NAME", requires = "list")]
+    pub group: Option<String>,
 }
 
 /// `--jobs` by default: two rounds keep a link and a disk busy while one waits, without

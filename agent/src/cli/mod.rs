@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod exit;
 pub mod flags;
+mod group;
 mod ids;
 mod k8s;
 pub mod output;
@@ -86,7 +87,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         None,
                     )
                 }
-                config::Job::Many { server, list, jobs, check } => {
+                config::Job::Many { server, list, jobs, check, group: Some(g) } => {
+                    let mut images = Vec::with_capacity(list.len());
+                    for e in &list {
+                        images.push(image.image(&e.dir)?);
+                    }
+                    let plan = when.plan(None);
+                    group::run_group(&server, &list, &g, &plan, &images, jobs, check, &net, &round)
+                }
+                config::Job::Many { server, list, jobs, check, group: None } => {
                     let mut plans = Vec::with_capacity(list.len());
                     for e in &list {
                         plans.push(when.plan(image.image(&e.dir)?));
@@ -127,7 +136,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         state.as_ref(),
                     )
                 }
-                config::Job::Many { server, list, jobs, check } => {
+                config::Job::Many { group: Some(_), .. } => Err(exit::Usage(
+                    "--group goes with push only for now: pull --list records no generation".into(),
+                )
+                .into()),
+                config::Job::Many { server, list, jobs, check, group: None } => {
                     let plans = vec![when.plan(None); list.len()];
                     replicate::run_many(
                         direction,

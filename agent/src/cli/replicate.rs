@@ -80,32 +80,35 @@ pub(super) fn run(
 /// What became of one module of a `--list` job: a line of the summary and an object of the
 /// `--json` document.
 #[derive(Debug, serde::Serialize)]
-struct ModuleResult {
+pub(super) struct ModuleResult {
     /// The module name.
-    module: String,
+    pub module: String,
     /// The local directory.
-    directory: PathBuf,
+    pub directory: PathBuf,
     /// `ferry://HOST:PORT/MODULE`.
-    url: String,
+    pub url: String,
     /// The round ran and was complete (exit code 0).
-    ok: bool,
+    pub ok: bool,
     /// This module's exit code, as a one-module push or pull would have exited.
-    exit_code: u8,
+    pub exit_code: u8,
     /// Why it failed, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    pub error: Option<String>,
     /// The round's report, when the round ran (a partial round too).
     #[serde(skip_serializing_if = "Option::is_none")]
-    report: Option<Report>,
+    pub report: Option<Report>,
 }
 
 /// The `--json` document of a `--list` job.
 #[derive(Debug, serde::Serialize)]
-struct ManyResult<'a> {
-    direction: &'static str,
+pub(super) struct ManyResult<'a> {
+    pub direction: &'static str,
     /// The job's exit code: the worst of the modules' ([`worst`]).
-    exit_code: u8,
-    modules: &'a [ModuleResult],
+    pub exit_code: u8,
+    pub modules: &'a [ModuleResult],
+    /// With `--group`: whether a generation was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<&'a super::group::GroupResult>,
 }
 
 /// Exit codes from best to worst. A round that ran but is incomplete (23) is closest to
@@ -124,7 +127,7 @@ const SEVERITY: [u8; 8] = [
 ];
 
 /// The worse of two exit codes by [`SEVERITY`]; a code not listed there is the worst.
-fn worst(a: u8, b: u8) -> u8 {
+pub(super) fn worst(a: u8, b: u8) -> u8 {
     let rank = |c| SEVERITY.iter().position(|&s| s == c).unwrap_or(SEVERITY.len());
     if rank(b) > rank(a) {
         b
@@ -197,32 +200,11 @@ pub(super) fn run_many(
             tracing::info!("SIGUSR1: ignored with --list (every module runs once)");
         }
     });
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<ModuleResult>>> =
-        Mutex::new((0..list.len()).map(|_| None).collect());
-    std::thread::scope(|s| {
-        for _ in 0..jobs.clamp(1, list.len().max(1)) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let (Some(e), Some(plan)) = (list.get(i), plans.get(i)) else { return };
-                let url = module_url(server, &e.name);
-                tracing::info!("module {}: {dir_name} starts ({})", e.name, e.dir.display());
-                let r = one_module(&rt, direction, e, &url, plan, &opts, &round);
-                match &r.error {
-                    None => tracing::info!("module {}: done (exit {})", e.name, r.exit_code),
-                    Some(err) => {
-                        tracing::error!("module {}: failed (exit {}): {err}", e.name, r.exit_code)
-                    }
-                }
-                crate::lock(&results)[i] = Some(r);
-            });
-        }
-    });
-    let results: Vec<ModuleResult> =
-        results.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().flatten().collect();
+    let results = run_modules(&rt, direction, server, list, plans, None, jobs, &opts, &round);
     let code = results.iter().fold(0, |w, r| worst(w, r.exit_code));
     if round.json {
-        let doc = ManyResult { direction: dir_name, exit_code: code, modules: &results };
+        let doc =
+            ManyResult { direction: dir_name, exit_code: code, modules: &results, group: None };
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         for r in &results {
@@ -238,13 +220,55 @@ pub(super) fn run_many(
     Ok(ExitCode::from(code))
 }
 
-/// One module of a `--list` job, retried as its plan says.
+/// The rounds of a `--list` job: `list[i]` with `plans[i]`, `jobs` at a time; each reads
+/// from `read_from[i]` when given (a group's source image) instead of its directory.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_modules(
+    rt: &tokio::runtime::Runtime,
+    direction: Direction,
+    server: &Url,
+    list: &[ListEntry],
+    plans: &[Plan],
+    read_from: Option<&[PathBuf]>,
+    jobs: usize,
+    opts: &RemoteOptions,
+    round: &RoundFlags,
+) -> Vec<ModuleResult> {
+    let dir_name = if direction == Direction::Pull { "pull" } else { "push" };
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<ModuleResult>>> =
+        Mutex::new((0..list.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, list.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let (Some(e), Some(plan)) = (list.get(i), plans.get(i)) else { return };
+                let url = module_url(server, &e.name);
+                let from = read_from.and_then(|r| r.get(i)).map(PathBuf::as_path);
+                tracing::info!("module {}: {dir_name} starts ({})", e.name, e.dir.display());
+                let r = one_module(rt, direction, e, &url, plan, from, opts, round);
+                match &r.error {
+                    None => tracing::info!("module {}: done (exit {})", e.name, r.exit_code),
+                    Some(err) => {
+                        tracing::error!("module {}: failed (exit {}): {err}", e.name, r.exit_code)
+                    }
+                }
+                crate::lock(&results)[i] = Some(r);
+            });
+        }
+    });
+    results.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().flatten().collect()
+}
+
+/// One module of a `--list` job, retried as its plan says; it reads from `from` when given.
+#[allow(clippy::too_many_arguments)]
 fn one_module(
     rt: &tokio::runtime::Runtime,
     direction: Direction,
     e: &ListEntry,
     url: &Url,
     plan: &Plan,
+    from: Option<&Path>,
     opts: &RemoteOptions,
     round: &RoundFlags,
 ) -> ModuleResult {
@@ -257,8 +281,9 @@ fn one_module(
             &target,
             &agent,
             &triggered,
-            &mut |from: &Path| {
-                one_round(rt, direction, from, url, opts, round, &agent, Some(&e.name))
+            &mut |dir: &Path| {
+                let dir = from.unwrap_or(dir);
+                one_round(rt, direction, dir, url, opts, round, &agent, Some(&e.name))
             },
             &mut |r: &Report| {
                 report = Some(r.clone());
@@ -282,7 +307,7 @@ fn one_module(
 }
 
 /// `NAME: ok: ...` or `NAME: failed (exit N): why`, one line per module.
-fn summary_line(r: &ModuleResult) -> String {
+pub(super) fn summary_line(r: &ModuleResult) -> String {
     let stats = |rep: &Report| {
         format!(
             "{} new, {} changed, {} deleted, {} literal in {:.1} s",

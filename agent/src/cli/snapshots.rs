@@ -1,4 +1,5 @@
-//! `ferry snapshots list|verify|delete|diff|ls`, `ferry restore` and `ferry promote`.
+//! `ferry snapshots list|verify|delete|diff|ls|restore|promote` (the last two, and `list
+//! --group`, act on a consistency group's generation), `ferry restore` and `ferry promote`.
 //!
 //! Snapshots live in the store (`--snapshot hardlink|reflink`, the default) or, for earlier
 //! versions' snapshots and `btrfs`, as directories of their own; every command takes both.
@@ -9,9 +10,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::exit::Usage;
-use super::flags::{SnapshotAction, SnapshotRef};
+use super::flags::{GenerationRef, SnapshotAction, SnapshotRef};
 use super::output::{human_bytes, print_summary, sync_with_progress};
 use crate::round::{RoundOptions, SyncOptions};
+use crate::state::group::{Generation, GroupError, Groups};
 use crate::state::snapshot::{utc, SnapshotError, SnapshotRecord, Snapshots};
 use crate::state::store::{Change, Materialize, Store, StoreError};
 use crate::state::{promote, ModuleState};
@@ -81,10 +83,30 @@ fn copy_options() -> SyncOptions {
 /// `ferry snapshots ...`.
 pub(super) fn run(action: SnapshotAction) -> anyhow::Result<ExitCode> {
     match action {
-        SnapshotAction::List { state_dir, module, json } => list(&state_dir, &module, json),
+        SnapshotAction::List { state_dir, group: Some(g), json, .. } => {
+            list_group(&state_dir, &g, json)
+        }
+        SnapshotAction::List { state_dir, module, json, .. } => {
+            list(&state_dir, module.as_deref().unwrap_or_default(), json)
+        }
+        SnapshotAction::Restore { generation, to } => restore_group(&generation, to.as_deref()),
+        SnapshotAction::Promote { generation } => promote_group(&generation),
         SnapshotAction::Verify { snap, path, json } => verify(&snap, path.as_deref(), json),
         SnapshotAction::Delete(r) => {
             let (snaps, _) = r.find()?;
+            // A generation naming it would no longer restore.
+            if Groups::at(&r.state_dir)
+                .pinned(&r.module)
+                .map_err(group_error)?
+                .contains(&r.snapshot)
+            {
+                anyhow::bail!(Usage(format!(
+                    "snapshot {} of module {:?} is a member of a consistency group's generation \
+                     (see `ferry snapshots list --group`): remove that generation's record \
+                     first",
+                    r.snapshot, r.module
+                )));
+            }
             snaps.delete(&r.snapshot).map_err(|e| match e {
                 SnapshotError::Store(e) => explain(e),
                 e => e.into(),
@@ -190,6 +212,106 @@ fn ls(
             tail
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry snapshots list --group`.
+fn list_group(state_dir: &Path, group: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let list = Groups::at(state_dir).list(group).map_err(group_error)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<24} {:<20}  members (module=snapshot)", "generation", "recorded (UTC)");
+    for g in &list {
+        let members: Vec<String> =
+            g.members.iter().map(|m| format!("{}={}", m.module, m.snapshot)).collect();
+        println!("{:<24} {:<20}  {}", g.generation, utc(g.time_unix, true), members.join(" "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A group error: a bad name or a missing generation is the user's to fix.
+fn group_error(e: GroupError) -> anyhow::Error {
+    match e {
+        GroupError::BadName { .. } | GroupError::NotFound { .. } => {
+            Usage(format!("{e} (see `ferry snapshots list --group`)")).into()
+        }
+        e => e.into(),
+    }
+}
+
+/// The generation `g` names and each member's snapshot reference, every snapshot checked to
+/// exist before the caller writes anything.
+fn members_of(g: &GenerationRef) -> anyhow::Result<(Generation, Vec<SnapshotRef>)> {
+    let generation =
+        Groups::at(&g.state_dir).find(&g.group, g.generation.as_deref()).map_err(group_error)?;
+    let mut refs = Vec::with_capacity(generation.members.len());
+    for m in &generation.members {
+        crate::state::check_module_name(&m.module).map_err(Usage)?;
+        let r = SnapshotRef {
+            state_dir: g.state_dir.clone(),
+            module: m.module.clone(),
+            snapshot: m.snapshot.clone(),
+        };
+        r.find().with_context(|| {
+            format!("generation {} of group {:?} is not whole", generation.generation, g.group)
+        })?;
+        refs.push(r);
+    }
+    Ok((generation, refs))
+}
+
+/// `ferry snapshots restore --group`.
+fn restore_group(g: &GenerationRef, to: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let (generation, refs) = members_of(g)?;
+    for r in &refs {
+        let dest = match to {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+                dir.join(&r.module)
+            }
+            None => {
+                let commits = ModuleState::new(&r.state_dir, &r.module).commits();
+                let Some(data) = commits.module_path() else {
+                    anyhow::bail!(Usage(format!(
+                        "where is module {:?}'s data? pass --to DIR (no `ferry serve` has                          recorded it in {})",
+                        r.module,
+                        r.state_dir.display()
+                    )));
+                };
+                promote::check_data_path(&data).map_err(|e| {
+                    Usage(format!(
+                        "refusing to restore over {} (recorded in module.json): {e:#}; pass --to DIR",
+                        data.display()
+                    ))
+                })?;
+                data
+            }
+        };
+        restore(r, &dest, false)?;
+    }
+    println!(
+        "restored generation {} of group {:?}: {} module(s)",
+        generation.generation,
+        g.group,
+        refs.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry snapshots promote --group`.
+fn promote_group(g: &GenerationRef) -> anyhow::Result<ExitCode> {
+    let (generation, refs) = members_of(g)?;
+    for r in &refs {
+        promote(r, None)?;
+    }
+    println!(
+        "promoted generation {} of group {:?}: {} module(s)",
+        generation.generation,
+        g.group,
+        refs.len()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

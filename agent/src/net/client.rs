@@ -233,6 +233,9 @@ pub async fn run_client(
         Direction::Bench => {
             return Err(RemoteError::Usage("a link benchmark is run_bench's job".into()));
         }
+        Direction::Group => {
+            return Err(RemoteError::Usage("a group's record is record_group's job".into()));
+        }
         Direction::Push => (Some(open_source(local, s)?), None),
         Direction::Pull => (None, Some(open_destination(local, s)?)),
     };

@@ -6,6 +6,7 @@
 //!      │      ◀─Response──    │             link.rs: a round's sessions over the link
 //!      └────── link.rs ───────┘             bench.rs: `ferry bench --peer`
 //!                                           choice.rs: which transport `auto` tries first
+//!                                           group.rs: recording a consistency group
 //! ```
 //!
 //! A connection starts with a [`Request`] (protocol versions, module, direction, options)
@@ -17,6 +18,7 @@ mod choice;
 mod client;
 pub mod credentials;
 mod error;
+pub mod group;
 mod link;
 mod protocol;
 mod server;

@@ -24,6 +24,9 @@ pub enum Direction {
     Pull,
     /// No files: measure the link (`ferry bench --peer`). The module only authorizes it.
     Bench,
+    /// No files: record a consistency group's generation (the request's `module` is the
+    /// group's name; see [`super::group`]). Protocol 6 and newer.
+    Group,
 }
 
 /// First frame from the client.
@@ -157,7 +160,7 @@ pub struct Url {
 }
 
 /// How long a server waits for a connected client's request.
-pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default port of `ferry serve`.
 pub const DEFAULT_PORT: u16 = 7873;

@@ -172,11 +172,12 @@ pub async fn serve_link(
         source: TransportError::Frame(ferry_core::message::DecodeError::Malformed(e)),
     })?;
     // The version range was checked above, before the request was decoded whole.
+    if req.direction == Direction::Group {
+        super::group::serve_group(link, &req, cfg).await?;
+        return Ok(None);
+    }
     let explicit = cfg.modules.iter().any(|m| m.name == req.module);
-    let found = match cfg.modules.iter().find(|m| m.name == req.module) {
-        Some(m) => Ok(Some(m.clone())),
-        None => lookup_in_dir(cfg, &req.module, req.direction).await,
-    };
+    let found = find_module(cfg, &req.module, req.direction).await;
     let decision = match found.as_ref() {
         Err(why) => Err(refuse(Refusal::ServerError, why.clone())),
         Ok(None) => {
@@ -272,7 +273,7 @@ pub async fn serve_link(
             }
             Err(e) => Err(e),
         },
-        Direction::Pull | Direction::Bench => {
+        Direction::Pull | Direction::Bench | Direction::Group => {
             open_source(&module.path, &opts).map(|s| Side::source(s, &session, opts.thread_count()))
         }
     };
@@ -334,6 +335,22 @@ pub async fn serve_link(
     r.transport = Some(kind.to_string());
     r.streams = data + 1;
     Ok(Some(r))
+}
+
+/// The module `name`: a `--module`/`--modules-from` one, else a subdirectory of
+/// `--modules-dir` ([`lookup_in_dir`]). `Ok(None)` when there is none.
+///
+/// # Errors
+/// Why a `--modules-dir` module's state cannot be kept (for a push).
+pub(super) async fn find_module(
+    cfg: &ServeConfig,
+    name: &str,
+    direction: Direction,
+) -> Result<Option<Module>, String> {
+    match cfg.modules.iter().find(|m| m.name == name) {
+        Some(m) => Ok(Some(m.clone())),
+        None => lookup_in_dir(cfg, name, direction).await,
+    }
 }
 
 /// `name` among the subdirectories of `--modules-dir` as they are now (a directory created

@@ -11,6 +11,7 @@
 //!   DIR/snapshots/MODULE/ID/, ID.json               snapshots and their records (snapshot/)
 //!   DIR/journal/MODULE.jsonl                        resume journal (journal.rs)
 //!   DIR/signatures/MODULE/{index.bin, blobs/}       signature cache (sigcache.rs)
+//!   DIR/groups/GROUP/GEN.json                       consistency group generations (group.rs)
 //! ```
 //!
 //! A round ([`StateRound`], the same for a push into `ferry serve` and a `ferry pull`): before
@@ -21,6 +22,7 @@
 //! round keeps the journal and stamps the cache.
 
 pub mod commit;
+pub mod group;
 pub mod journal;
 pub mod promote;
 pub mod sigcache;

@@ -210,7 +210,7 @@ fn attempt_round(
 }
 
 /// Runs a `--pre-round`/`--post-round` command with `sh -c`; `Err` says how it failed.
-fn run_hook(
+pub(crate) fn run_hook(
     flag: &str,
     cmd: &str,
     env: &[(&str, String)],

@@ -64,3 +64,5 @@ mod pullstate;
 mod rotation;
 // The Helm chart's rendered destination runs: batch mode's one `ferry serve --modules-dir`.
 mod chart;
+// Consistency groups: --group, generations, restore of a generation, kill -9 during them.
+mod groups;

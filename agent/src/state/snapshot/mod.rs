@@ -477,11 +477,30 @@ impl Snapshots {
             }
         }
         let all = self.list()?;
-        let kept = keep.keep(&all);
+        let kept = self.retained(keep, &all);
         for old in all.iter().filter(|r| !kept.contains(&r.id)) {
             self.delete(&old.id)?;
         }
         Ok((commit, rec))
+    }
+
+    /// The ids of `all` that retention keeps: what `keep`'s rules keep, and every snapshot a
+    /// consistency group's generation names ([`crate::state::group`]); all of them when the
+    /// groups cannot be read (a generation's member is never dropped by mistake).
+    pub(super) fn retained(
+        &self,
+        keep: &Retention,
+        all: &[SnapshotRecord],
+    ) -> std::collections::HashSet<String> {
+        let mut kept = keep.keep(all);
+        match crate::state::group::Groups::at(&self.state).pinned(&self.module) {
+            Ok(pinned) => kept.extend(pinned),
+            Err(e) => {
+                tracing::warn!("retention keeps every snapshot: reading the groups failed: {e}");
+                kept.extend(all.iter().map(|r| r.id.clone()));
+            }
+        }
+        kept
     }
 
     /// Deletes snapshot `id`: a store snapshot's record, then what only it reached; a legacy

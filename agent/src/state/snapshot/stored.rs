@@ -188,7 +188,7 @@ impl Snapshots {
         keep: &super::Retention,
     ) -> Result<(), SnapshotError> {
         let all = self.list()?;
-        let kept: HashSet<String> = keep.keep(&all);
+        let kept: HashSet<String> = self.retained(keep, &all);
         for old in all.iter().filter(|r| !kept.contains(&r.id) && !r.in_store()) {
             self.delete_legacy(&old.id)?;
         }
