@@ -33,14 +33,21 @@ pub enum SourceSnapshot {
     Command(String),
 }
 
+/// A fresh image name: unique per image, not only per process, since `push --list --jobs N`
+/// takes several at once and sources sharing a parent directory would otherwise share one.
+fn image_name() -> String {
+    static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(".ferry-source-image-{}-{n}", std::process::id())
+}
+
 impl SourceSnapshot {
     /// Takes the image of `src` (in `dir` for reflink and btrfs); it is removed on drop.
     ///
     /// # Errors
     /// [`ImageError`], saying why the image could not be taken.
     pub fn take(&self, src: &Path, dir: &Path) -> Result<SourceImage, ImageError> {
-        let name = format!(".ferry-source-image-{}", std::process::id());
-        let path = dir.join(name);
+        let path = dir.join(image_name());
         let run = |cmd: &mut std::process::Command| -> Result<String, ImageError> {
             match cmd.output() {
                 Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
@@ -118,5 +125,19 @@ impl Drop for SourceImage {
         } else {
             let _ = std::fs::remove_dir_all(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Images taken at once by one process (`push --list --jobs N`) never share a name.
+    #[test]
+    fn images_taken_by_one_process_get_distinct_names() {
+        let names: Vec<String> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8).map(|_| s.spawn(super::image_name)).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let distinct: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{names:?}");
     }
 }
